@@ -1,0 +1,3 @@
+from ossiclass.cli import main
+
+raise SystemExit(main())
