@@ -1,0 +1,84 @@
+import subprocess
+import sys
+
+import pytest
+
+from ossiclass.cli import main
+
+
+def test_synth_tiles_sheet_and_slide(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "synth",
+                "tiles",
+                str(tmp_path / "tiles"),
+                "--per-class",
+                "2",
+                "--size",
+                "48",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "tiles" / "manifest.csv").exists()
+    assert (
+        main(["synth", "sheet", str(tmp_path / "sheet.jpg"), "--per-class", "2", "--size", "48"])
+        == 0
+    )
+    assert (tmp_path / "sheet.jpg").stat().st_size > 1000
+    assert (
+        main(
+            [
+                "synth",
+                "slide",
+                str(tmp_path / "s.tif"),
+                "--width",
+                "1024",
+                "--height",
+                "1024",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "s.labels.png").exists() and (tmp_path / "s.tissue.png").exists()
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["synth", "slide", "{tmp}/slide.png"], "written as .tif"),
+        (["synth", "slide", "{tmp}/s.tif", "--width", "99"], "--width must be"),
+        (["synth", "tiles", "{tmp}/occupied", "--per-class", "1"], "not empty"),
+        (["synth", "sheet", "{tmp}/sheet.xyz", "--per-class", "1", "--size", "32"], "cannot write"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "notes.txt").write_text("mine")
+    status = main([arg.format(tmp=tmp_path) for arg in argv])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert message in error and error.startswith("ossiclass: error: ")
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_bad_option_values_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "tiles", "out", "--per-class", "0"])
+    assert exit_info.value.code == 2
+    assert "positive whole number" in capsys.readouterr().err
+
+
+def test_module_entry_point_answers_help_quickly():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ossiclass", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "synth" in result.stdout
+    assert "torch" not in result.stderr  # heavy libraries load only in the commands that use them

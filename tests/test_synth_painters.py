@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+from skimage.measure import label
+
+from ossiclass.classes import CLASSES
+from ossiclass.synth.painters import PAINTERS, paint, paint_shape
+from ossiclass.synth.stains import DYES, NUCLEI, RBC
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_every_painter_gives_finite_non_negative_dye_maps(name):
+    for seed in range(3):
+        maps = paint(name, np.random.default_rng(seed), (128, 96), 0.5)
+        assert maps.shape == (len(DYES), 64, 48) and maps.dtype == np.float32
+        assert np.isfinite(maps).all() and maps.min() >= 0
+        assert maps.max() > 0.1  # something was painted
+
+
+def test_one_painter_per_class():
+    assert tuple(PAINTERS) == CLASSES
+
+
+def test_painting_resolution_is_at_most_halved():
+    assert paint_shape((256, 256), 0.5) == ((128, 128), 1.0)
+    assert paint_shape((256, 256), 0.25) == ((128, 128), 0.5)
+    assert paint_shape((256, 256), 1.0) == ((256, 256), 1.0)
+
+
+def _nucleus_count(name, mpp, seeds=range(6)):
+    counts = []
+    for seed in seeds:
+        maps = paint(name, np.random.default_rng(seed), (256, 256), mpp, artefacts=False)
+        counts.append(label(maps[NUCLEI] > 0.5).max())
+    return np.mean(counts)
+
+
+def test_structures_keep_their_physical_size():
+    # A 256 px tile covers 128 µm at 0.5 µm/px but only 64 µm at 0.25: a quarter of the cells.
+    ratio = _nucleus_count("mesenchyme", 0.5) / _nucleus_count("mesenchyme", 0.25)
+    assert 2.5 < ratio < 6
+
+
+def test_callus_is_a_mixture():
+    # Every callus field holds fibrous tissue and at least one of haemorrhage, cartilage, bone.
+    for seed in range(5):
+        maps = paint("callus", np.random.default_rng(seed), (256, 256), 0.5, artefacts=False)
+        assert maps[NUCLEI].max() > 0.5
+    red = [
+        paint("callus", np.random.default_rng(s), (256, 256), 0.5)[RBC].mean() for s in range(12)
+    ]
+    assert max(red) > 5 * np.median(red)  # some fields bleed, most do not
+
+
+def test_tiles_of_one_class_differ():
+    first = paint("lamellar_bone", np.random.default_rng(0), (128, 128), 0.5)
+    second = paint("lamellar_bone", np.random.default_rng(1), (128, 128), 0.5)
+    assert np.abs(first - second).mean() > 0.05
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_orientation_turns_the_hypertrophic_columns(seed):
+    # Same draws, columns turned from along x to along y: the same picture turned by 90 degrees.
+    along_y = paint(
+        "hypertrophic_zone", np.random.default_rng(seed), (256, 256), 0.5, np.pi / 2, False
+    )
+    along_x = paint("hypertrophic_zone", np.random.default_rng(seed), (256, 256), 0.5, 0.0, False)
+    correlation = lambda a, b: np.corrcoef(a.ravel(), b.ravel())[0, 1]  # noqa: E731
+    assert correlation(along_y[1], np.rot90(along_x[1], -1)) > 0.8
+    assert abs(correlation(along_y[1], along_x[1])) < 0.3

@@ -1,0 +1,100 @@
+import hashlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from ossiclass.classes import BACKGROUND_LABEL, class_index
+from ossiclass.errors import BadInputError
+from ossiclass.synth.slides import RegionRandom, SlideSettings, write_slide
+
+PROMISED = {
+    "growth_plate": {
+        "mesenchyme",
+        "hyaline_cartilage",
+        "hypertrophic_zone",
+        "woven_bone",
+        "lamellar_bone",
+    },
+    "fracture_callus": {"mesenchyme", "hyaline_cartilage", "woven_bone", "lamellar_bone", "callus"},
+    "intramembranous": {"mesenchyme", "woven_bone", "lamellar_bone"},
+}
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slides")
+    return {
+        layout: write_slide(
+            root / f"{layout}.tif", SlideSettings(layout, 2048, 1536, 0.5, 3), progress=False
+        )
+        for layout in PROMISED
+    }
+
+
+@pytest.mark.parametrize("layout", PROMISED)
+def test_slide_is_a_tiled_pyramid_with_its_scale(slides, layout):
+    with tifffile.TiffFile(slides[layout]) as tif:
+        page = tif.pages[0]
+        assert page.is_tiled and (page.tilelength, page.tilewidth) == (256, 256)
+        assert page.shape == (1536, 2048, 3)
+        levels = tif.series[0].levels
+        assert [level.shape[:2] for level in levels] == [(1536, 2048), (768, 1024)]
+        numerator, denominator = page.tags["XResolution"].value
+        assert page.tags["ResolutionUnit"].value == 3  # centimetre
+        assert 1e4 / (numerator / denominator) == pytest.approx(0.5)
+        assert '"mpp": 0.5' in page.description
+
+
+@pytest.mark.parametrize("layout", PROMISED)
+def test_label_mask_has_every_region_the_layout_promises(slides, layout):
+    labels = np.asarray(Image.open(slides[layout].with_suffix(".labels.png")))
+    tissue = np.asarray(Image.open(slides[layout].with_suffix(".tissue.png")))
+    assert labels.shape == (1536, 2048) and labels.dtype == np.uint8
+    for name in PROMISED[layout]:
+        assert (labels == class_index(name)).mean() > 0.01, name
+    np.testing.assert_array_equal(tissue > 0, labels != BACKGROUND_LABEL)
+    assert 0.05 < (labels == BACKGROUND_LABEL).mean() < 0.6
+
+
+def test_painted_tissue_follows_the_label_mask(slides):
+    image = tifffile.imread(slides["growth_plate"])
+    labels = np.asarray(Image.open(slides["growth_plate"].with_suffix(".labels.png")))
+    background = image[labels == BACKGROUND_LABEL].astype(float)
+    assert background.std(axis=0).max() < 8  # bare glass: flat, only sensor noise
+    darkness = lambda name: 255 - image[labels == class_index(name)].mean()  # noqa: E731
+    assert darkness("lamellar_bone") > darkness("mesenchyme")
+
+
+def test_same_seed_same_slide_whatever_the_workers(tmp_path):
+    settings = SlideSettings("fracture_callus", 1024, 1024, 1.0, 9)
+    one = write_slide(tmp_path / "one.tif", settings, workers=1, progress=False)
+    two = write_slide(tmp_path / "two.tif", settings, workers=2, progress=False)
+    digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
+    assert digest(one) == digest(two)
+    assert digest(one.with_suffix(".labels.png")) == digest(two.with_suffix(".labels.png"))
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (SlideSettings("femur"), "unknown layout"),
+        (SlideSettings(width=100), "--width"),
+        (SlideSettings(mpp=9.0), "--mpp"),
+    ],
+)
+def test_settings_are_checked(tmp_path, settings, message):
+    with pytest.raises(BadInputError, match=message):
+        write_slide(tmp_path / "slide.tif", settings, progress=False)
+
+
+def test_region_random_shares_style_but_not_placement():
+    def region(chunk):
+        return RegionRandom(np.random.default_rng(1), np.random.default_rng(chunk))
+
+    first, second = region(10), region(20)
+    assert first.uniform(0, 1) == second.uniform(0, 1)  # a scalar: the region's style
+    assert first.integers(0, 100) == second.integers(0, 100)
+    assert not np.array_equal(first.uniform(0, 1, 5), second.uniform(0, 1, 5))  # placement
+    assert not np.array_equal(first.random((3, 2)), second.random((3, 2)))
