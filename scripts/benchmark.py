@@ -1,0 +1,217 @@
+"""Benchmarks that print figures.
+
+    python scripts/benchmark.py {synth,colour-baseline,variety,slide}
+
+
+Each prints what it measured and the settings it used; none asserts anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from ossiclass.classes import CLASSES
+from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.tiles import make_tile, worker_pool
+
+
+def bench_synth(args: argparse.Namespace) -> None:
+    """Tiles per second of `ossiclass synth tiles` (PNG files and manifest on disk)."""
+    out = Path(tempfile.mkdtemp()) / "tiles"
+    command = [
+        sys.executable,
+        "-m",
+        "ossiclass",
+        "synth",
+        "tiles",
+        str(out),
+        "--per-class",
+        str(args.per_class),
+        "--workers",
+        str(args.workers),
+        "--quiet",
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    count = args.per_class * len(CLASSES)
+    shutil.rmtree(out.parent)
+    print(
+        f"synth tiles: {count} tiles of 256 x 256 with --workers {args.workers} in {seconds:.1f} s "
+        f"(process start included): {count / seconds:.0f} tiles/s"
+    )
+
+
+def _tile_set(
+    per_class: int, seed: int, domains: int, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tiles in memory: ((N, 256, 256, 3) uint8, (N,) class indices)."""
+    stain_domains = sample_domains(seed, domains)
+    jobs = [(name, i) for name in CLASSES for i in range(per_class)]
+    task = partial(_make, seed=seed, domains=stain_domains)
+    with worker_pool(workers) as pool:
+        images = list(pool.imap(task, jobs, chunksize=16) if pool else map(task, jobs))
+    labels = np.array([CLASSES.index(name) for name, _ in jobs])
+    return np.stack(images), labels
+
+
+def _make(job, seed, domains):
+    return make_tile(job[0], job[1], seed, domains, 256, 0.5)[0]
+
+
+def colour_features(images: np.ndarray) -> np.ndarray:
+    """Per-channel mean and std in RGB and in HED: (N, 12) float."""
+    from skimage.color import rgb2hed
+
+    features = []
+    for image in images:
+        rgb = image.reshape(-1, 3).astype(np.float64) / 255.0
+        hed = rgb2hed(image).reshape(-1, 3)
+        features.append(np.concatenate([rgb.mean(0), rgb.std(0), hed.mean(0), hed.std(0)]))
+    return np.array(features)
+
+
+def bench_colour_baseline(args: argparse.Namespace) -> None:
+    """Macro accuracy of colour-statistics classifiers on stain domains unseen in fitting."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+    from sklearn.neighbors import NearestCentroid
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_images, train_labels = _tile_set(args.per_class, args.seed, args.domains, args.workers)
+    test_images, test_labels = _tile_set(
+        args.test_per_class, args.seed + 1, args.test_domains, args.workers
+    )
+    train, test = colour_features(train_images), colour_features(test_images)
+    print(
+        f"colour baseline: fit on {len(train)} tiles (seed {args.seed}, {args.domains} domains), "
+        f"test on {len(test)} tiles from {args.test_domains} unseen domains (seed {args.seed + 1})"
+    )
+    models = {
+        "logistic regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        "nearest centroid": make_pipeline(StandardScaler(), NearestCentroid()),
+    }
+    for name, model in models.items():
+        predicted = model.fit(train, train_labels).predict(test)
+        score = balanced_accuracy_score(test_labels, predicted)
+        fitted = balanced_accuracy_score(train_labels, model.predict(train))
+        print(f"  {name}: macro accuracy {score:.3f} on unseen domains ({fitted:.3f} on its own)")
+        matrix = confusion_matrix(test_labels, predicted)
+        width = max(len(c) for c in CLASSES)
+        print("    " + " " * width + " " + " ".join(f"{c[:6]:>6}" for c in CLASSES))
+        for label, row in zip(CLASSES, matrix, strict=True):
+            print(f"    {label:>{width}} " + " ".join(f"{v:>6}" for v in row))
+
+
+def bench_variety(args: argparse.Namespace) -> None:
+    """Lowest pairwise mean absolute difference between tiles of one class (exact, all pairs)."""
+    import torch
+
+    for name in CLASSES:
+        domains = sample_domains(args.seed, args.domains)
+        task = partial(_make, seed=args.seed, domains=domains)
+        with worker_pool(args.workers) as pool:
+            jobs = [(name, i) for i in range(args.per_class)]
+            images = list(pool.imap(task, jobs, chunksize=16) if pool else map(task, jobs))
+        flat = torch.from_numpy(np.stack(images).reshape(len(images), -1)).to(torch.int16)
+        lowest, pair = float("inf"), None
+        for i in range(len(flat) - 1):
+            mad = (flat[i + 1 :] - flat[i]).abs().float().mean(dim=1)
+            j = int(mad.argmin())
+            if mad[j] < lowest:
+                lowest, pair = float(mad[j]), (i, i + 1 + j)
+        print(
+            f"variety {name}: {len(images)} tiles, lowest pairwise mean absolute difference "
+            f"{lowest:.1f} grey levels (tiles {pair[0]} and {pair[1]})"
+        )
+
+
+def bench_slide(args: argparse.Namespace) -> None:
+    """Time and peak memory of writing one synthetic slide, in a fresh process."""
+    out = Path(tempfile.mkdtemp()) / f"{args.layout}.tif"
+    command = [
+        sys.executable,
+        "-m",
+        "ossiclass",
+        "synth",
+        "slide",
+        str(out),
+        "--layout",
+        args.layout,
+        "--width",
+        str(args.size),
+        "--height",
+        str(args.size),
+        "--workers",
+        str(args.workers),
+        "--seed",
+        str(args.seed),
+        "--quiet",
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    labels = np.asarray(Image.open(out.with_suffix(".labels.png")))
+    present = {
+        CLASSES[i]: round(float((labels == i).mean()), 3)
+        for i in range(len(CLASSES))
+        if (labels == i).any()
+    }
+    size_mb = out.stat().st_size / 2**20
+    shutil.rmtree(out.parent)
+    print(
+        f"slide {args.layout} {args.size} x {args.size} with --workers {args.workers}: "
+        f"{seconds:.0f} s, "
+        f"peak RSS {peak_mb:.0f} MB (largest process), TIFF {size_mb:.0f} MB"
+    )
+    print(f"  label fractions: {present}, background {float((labels == 255).mean()):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    synth = commands.add_parser("synth")
+    synth.add_argument("--per-class", type=int, default=500)
+    synth.add_argument("--workers", type=int, default=2)
+    synth.set_defaults(run=bench_synth)
+    baseline = commands.add_parser("colour-baseline")
+    baseline.add_argument("--per-class", type=int, default=400)
+    baseline.add_argument("--test-per-class", type=int, default=200)
+    baseline.add_argument("--domains", type=int, default=8)
+    baseline.add_argument("--test-domains", type=int, default=16)
+    baseline.add_argument("--seed", type=int, default=0)
+    baseline.add_argument("--workers", type=int, default=2)
+    baseline.set_defaults(run=bench_colour_baseline)
+    variety = commands.add_parser("variety")
+    variety.add_argument("--per-class", type=int, default=1000)
+    variety.add_argument("--domains", type=int, default=8)
+    variety.add_argument("--seed", type=int, default=0)
+    variety.add_argument("--workers", type=int, default=2)
+    variety.set_defaults(run=bench_variety)
+    slide = commands.add_parser("slide")
+    slide.add_argument("--layout", default="growth_plate")
+    slide.add_argument("--size", type=int, default=16384)
+    slide.add_argument("--seed", type=int, default=0)
+    slide.add_argument("--workers", type=int, default=2)
+    slide.set_defaults(run=bench_slide)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
