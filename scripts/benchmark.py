@@ -114,26 +114,46 @@ def bench_colour_baseline(args: argparse.Namespace) -> None:
             print(f"    {label:>{width}} " + " ".join(f"{v:>6}" for v in row))
 
 
+def lowest_pairwise_mad(images: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """Exact lowest mean absolute difference over all pairs of (N, H, W, 3) uint8 images.
+
+    The MAD of 8 x 8 block means is a lower bound of the MAD of the images (the mean of absolute
+    differences is at least the absolute difference of means), so pairs are checked exactly in
+    order of that bound until the bound exceeds the best exact value: exact, without 500,000
+    full-size comparisons.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tiles = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    pooled = F.avg_pool2d(tiles, 8).flatten(1)
+    bounds = torch.cdist(pooled, pooled, p=1) / pooled.shape[1]
+    bounds = bounds.triu(diagonal=1) + torch.tril(torch.full_like(bounds, float("inf")))
+    order = torch.argsort(bounds.flatten())
+    flat = tiles.flatten(1)
+    best, pair = float("inf"), (-1, -1)
+    for index in order.tolist():
+        i, j = divmod(index, len(images))
+        if float(bounds[i, j]) >= best:
+            break
+        mad = float((flat[i] - flat[j]).abs().mean())
+        if mad < best:
+            best, pair = mad, (i, j)
+    return best, pair
+
+
 def bench_variety(args: argparse.Namespace) -> None:
     """Lowest pairwise mean absolute difference between tiles of one class (exact, all pairs)."""
-    import torch
-
+    domains = sample_domains(args.seed, args.domains)
+    task = partial(_make, seed=args.seed, domains=domains)
     for name in CLASSES:
-        domains = sample_domains(args.seed, args.domains)
-        task = partial(_make, seed=args.seed, domains=domains)
+        jobs = [(name, i) for i in range(args.per_class)]
         with worker_pool(args.workers) as pool:
-            jobs = [(name, i) for i in range(args.per_class)]
-            images = list(pool.imap(task, jobs, chunksize=16) if pool else map(task, jobs))
-        flat = torch.from_numpy(np.stack(images).reshape(len(images), -1)).to(torch.int16)
-        lowest, pair = float("inf"), None
-        for i in range(len(flat) - 1):
-            mad = (flat[i + 1 :] - flat[i]).abs().float().mean(dim=1)
-            j = int(mad.argmin())
-            if mad[j] < lowest:
-                lowest, pair = float(mad[j]), (i, i + 1 + j)
+            images = np.stack(list(pool.imap(task, jobs, chunksize=16) if pool else map(task, jobs)))
+        lowest, (i, j) = lowest_pairwise_mad(images)
         print(
             f"variety {name}: {len(images)} tiles, lowest pairwise mean absolute difference "
-            f"{lowest:.1f} grey levels (tiles {pair[0]} and {pair[1]})"
+            f"{lowest:.1f} grey levels (tiles {i} and {j})"
         )
 
 

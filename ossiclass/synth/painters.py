@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.special import ndtri
 
 from ossiclass.classes import CLASSES
 from ossiclass.synth import cells
@@ -214,9 +213,10 @@ def paint_woven_bone(rng, shape, mpp, orientation=None) -> np.ndarray:
     lacunae = ellipses(shape, centres, radii / mpp, angles)
     cells.carve(maps, lacunae, depth=0.85)
     cells.add_nuclei(maps, rng, centres, radii * 0.7, angles, mpp, rng.uniform(0.9, 1.4))
-    rim = ridges(field - ndtri(1.0 - fraction) + 5 / scale_px * mpp * 2, 0.15)
+    # Osteoblasts line the surfaces: a thin band just outside the bone.
+    rim = soft_threshold(field, min(fraction + 0.08, 0.98), scale_px / 3) * (1 - bone)
     rim_count = int(cells.field_count(shape, mpp, rng.uniform(0, 45)))
-    osteoblasts = scatter(rng, shape, rim_count, density=rim * (1 - bone))
+    osteoblasts = scatter(rng, shape, rim_count, density=rim)
     blast_radii = rng.uniform([4.0, 3.5], [6.0, 5.0], (len(osteoblasts), 2))
     blast_angles = rng.uniform(0, np.pi, len(osteoblasts))
     cytoplasm = np.clip(ellipses(shape, osteoblasts, blast_radii / mpp, blast_angles), 0, 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from scipy.special import ndtri
 
 
 def _noise_weights(size: int, scale_px: float, offset: float) -> np.ndarray:
@@ -124,11 +123,13 @@ def bands(phase_px: np.ndarray, period_px: float, duty: float = 0.5, edge: float
 
 
 def soft_threshold(field: np.ndarray, fraction: float, sharpness: float) -> np.ndarray:
-    """A (H, W) mask in [0, 1] covering about `fraction` of a unit-variance noise field.
+    """A (H, W) float32 mask in [0, 1] over the `fraction` of `field` with the highest values.
 
-    `sharpness` is the mask's slope per unit of the field (larger: crisper edges).
+    The threshold is the field's own quantile, so the fraction holds in every canvas, also where
+    the field's features are larger than the canvas. `sharpness` is the mask's slope per unit
+    of the field (larger: crisper edges).
     """
-    threshold = np.float32(ndtri(1.0 - fraction))
+    threshold = np.float32(np.quantile(field, 1.0 - fraction))
     return np.clip((field - threshold) * np.float32(sharpness) + 0.5, 0.0, 1.0, dtype=np.float32)
 
 
