@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -264,8 +264,9 @@ def _paint_strips(
 
 
 def slide_domain(settings: SlideSettings) -> StainDomain:
-    """The one stain domain ("lab") a slide is rendered with, drawn from its seed."""
-    return sample_domains(settings.seed, 1)[0]
+    """The one stain domain ("lab") a slide is rendered with, drawn from its seed. A slide
+    scanner does not vignette (a camera on a microscope does): no vignetting here."""
+    return replace(sample_domains(settings.seed, 1)[0], vignetting=0.0)
 
 
 def _halve(image: np.ndarray) -> np.ndarray:

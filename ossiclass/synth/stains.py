@@ -190,4 +190,4 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB"))
+        return np.array(decoded.convert("RGB"))
