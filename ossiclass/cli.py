@@ -54,6 +54,54 @@ def _synth_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _normalize(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from ossiclass.imageio import read_image
+    from ossiclass.preprocess.stain import NORMALIZERS, normalizer_from_dict
+
+    reference = Path(args.reference)
+    if reference.suffix.lower() == ".json":
+        try:
+            normalizer = normalizer_from_dict(json.loads(reference.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise OssiclassError(f"{reference}: not a saved stain reference ({error})") from None
+    else:
+        try:
+            normalizer = NORMALIZERS[args.method].fit(read_image(reference))
+        except ValueError as error:
+            raise OssiclassError(f"{reference}: {error}") from None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if args.save_reference:
+            Path(args.save_reference).write_text(json.dumps(normalizer.to_dict(), indent=2))
+    except OSError as error:
+        raise OssiclassError(f"cannot write to {error.filename}: {error.strerror}") from None
+    failed = 0
+    for name in tqdm(args.images, desc="normalize", unit="image", disable=len(args.images) < 2):
+        try:
+            image = read_image(name)
+        except OssiclassError as error:
+            print(f"ossiclass: skipped: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        normalized, ok = normalizer.normalize(image)
+        if not np.all(ok):
+            print(
+                f"ossiclass: note: {name}: too little H&E to estimate its stains; copied as it is",
+                file=sys.stderr,
+            )
+        target = out / (Path(name).stem + ".png")
+        Image.fromarray(normalized).save(target)
+    print(f"wrote {len(args.images) - failed} images to {out}")
+    return 2 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ossiclass",
@@ -124,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality", type=int, default=85, help="JPEG quality when OUT is .jpg (default 85)"
     )
     sheet.set_defaults(run=_synth_sheet)
+
+    normalize = commands.add_parser("normalize", help="stain-normalise images to a reference")
+    normalize.add_argument("images", nargs="+", metavar="IMAGE", help="images to normalise")
+    normalize.add_argument(
+        "--method",
+        choices=["macenko", "reinhard"],
+        default="macenko",
+        help="method (default macenko)",
+    )
+    normalize.add_argument(
+        "--reference", required=True, help="reference image, or a .json saved with --save-reference"
+    )
+    normalize.add_argument("--out", required=True, help="output folder: OUT/<name>.png")
+    normalize.add_argument(
+        "--save-reference", metavar="JSON", help="also save the fitted reference as JSON"
+    )
+    normalize.set_defaults(run=_normalize)
     return parser
 
 

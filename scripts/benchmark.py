@@ -1,6 +1,6 @@
 """Benchmarks that print figures.
 
-    python scripts/benchmark.py {synth,colour-baseline,variety,slide}
+    python scripts/benchmark.py {synth,colour-baseline,variety,slide,stain,stain-spread,tissue}
 
 
 Each prints what it measured and the settings it used; none asserts anything.
@@ -149,7 +149,9 @@ def bench_variety(args: argparse.Namespace) -> None:
     for name in CLASSES:
         jobs = [(name, i) for i in range(args.per_class)]
         with worker_pool(args.workers) as pool:
-            images = np.stack(list(pool.imap(task, jobs, chunksize=16) if pool else map(task, jobs)))
+            images = np.stack(
+                list(pool.imap(task, jobs, chunksize=16) if pool else map(task, jobs))
+            )
         lowest, (i, j) = lowest_pairwise_mad(images)
         print(
             f"variety {name}: {len(images)} tiles, lowest pairwise mean absolute difference "
@@ -202,6 +204,133 @@ def bench_slide(args: argparse.Namespace) -> None:
     print(f"  label fractions: {present}, background {float((labels == 255).mean()):.3f}")
 
 
+def _rate(function, count: int, repeats: int = 3) -> float:
+    """Items per second of `function()` over `count` items, best of `repeats` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return count / best
+
+
+def bench_stain(args: argparse.Namespace) -> None:
+    """Macenko tiles/s: ossiclass per tile and slide-level against torchstain's backends."""
+    import torch
+    import torchstain
+
+    from ossiclass.preprocess.stain import MacenkoNormalizer
+
+    domains = sample_domains(args.seed, 8)
+    task = partial(_make_sized, seed=args.seed, domains=domains, size=args.tile_px)
+    tiles = np.stack([task((CLASSES[i % 6], i)) for i in range(args.tiles)])
+    reference = make_tile(
+        "woven_bone", 0, args.seed + 1, sample_domains(args.seed + 1, 1), 512, 0.5
+    )[0]
+    ours = MacenkoNormalizer.fit(reference)
+    slide_stains = ours.estimate(list(tiles[:: max(len(tiles) // 16, 1)]))
+    numpy_backend = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+    numpy_backend.fit(reference)
+    torch_backend = torchstain.normalizers.MacenkoNormalizer(backend="torch")
+    torch_backend.fit(torch.from_numpy(reference).permute(2, 0, 1))
+    chw = [torch.from_numpy(tile).permute(2, 0, 1) for tile in tiles]
+    rates = {
+        "torchstain numpy, per tile": _rate(
+            lambda: [numpy_backend.normalize(t, stains=False) for t in tiles], len(tiles)
+        ),
+        "torchstain torch, per tile": _rate(
+            lambda: [torch_backend.normalize(t, stains=False) for t in chw], len(tiles)
+        ),
+        "ossiclass, per tile": _rate(lambda: ours.normalize(tiles), len(tiles)),
+        "ossiclass, slide-level": _rate(lambda: ours.normalize(tiles, slide_stains), len(tiles)),
+    }
+    fastest_peer = max(rates["torchstain numpy, per tile"], rates["torchstain torch, per tile"])
+    print(
+        f"Macenko on {len(tiles)} synthetic {args.tile_px} x {args.tile_px} tiles, "
+        f"torch threads {torch.get_num_threads()}:"
+    )
+    for name, rate in rates.items():
+        print(f"  {name}: {rate:.0f} tiles/s ({rate / fastest_peer:.2f}x torchstain's faster)")
+
+
+def _make_sized(job, seed, domains, size):
+    return make_tile(job[0], job[1], seed, domains, size, 0.5)[0]
+
+
+def bench_stain_spread(args: argparse.Namespace) -> None:
+    """Spread of mean H and E across 8 stain domains, before and after normalisation."""
+    from skimage.color import rgb2hed
+
+    from ossiclass.preprocess.stain import MacenkoNormalizer, ReinhardNormalizer
+
+    domains = sample_domains(args.seed, 8)
+    reference = make_tile(
+        args.tissue, 0, args.seed + 1, sample_domains(args.seed + 1, 1), 512, 0.5
+    )[0]
+    tiles = [
+        [
+            make_tile(args.tissue, d + 8 * i, args.seed, domains, 256, 0.5)[0]
+            for i in range(args.per_domain)
+        ]
+        for d in range(8)
+    ]
+
+    def spread(groups) -> np.ndarray:
+        means = np.array([[rgb2hed(t)[..., :2].mean(axis=(0, 1)) for t in g] for g in groups])
+        return means.mean(axis=1).std(axis=0)  # across domains, for H and E
+
+    before = spread(tiles)
+    print(
+        f"{args.tissue}, 8 stain domains x {args.per_domain} tiles; spread (std across domains "
+        f"of the mean HED concentration): before H {before[0]:.4f} E {before[1]:.4f}"
+    )
+    for method in (MacenkoNormalizer, ReinhardNormalizer):
+        fitted = method.fit(reference)
+        for mode in ("per tile", "per domain"):
+            # Per domain: one estimate from all of a lab's tiles, as for a slide.
+            after = spread(
+                [
+                    [
+                        fitted.normalize(t, fitted.estimate(g) if mode == "per domain" else None)[0]
+                        for t in g
+                    ]
+                    for g in tiles
+                ]
+            )
+            ratio = after / before
+            print(
+                f"  {method.method}, {mode} estimate: after H {after[0]:.4f} E {after[1]:.4f} "
+                f"(ratio H {ratio[0]:.2f}, E {ratio[1]:.2f})"
+            )
+
+
+def bench_tissue(args: argparse.Namespace) -> None:
+    """IoU of the tissue mask with the generator's tissue mask, per layout."""
+    from PIL import Image
+
+    from ossiclass.preprocess.tiling import slide_tissue_mask
+    from ossiclass.slides import open_slide
+    from ossiclass.synth.slides import LAYOUTS, SlideSettings, write_slide
+
+    root = Path(tempfile.mkdtemp())
+    for layout in LAYOUTS:
+        settings = SlideSettings(layout, args.size, args.size, 0.5, args.seed)
+        path = write_slide(root / f"{layout}.tif", settings, workers=args.workers, progress=False)
+        slide = open_slide(path)
+        mask, mpp = slide_tissue_mask(slide, slide.mpp)
+        Image.MAX_IMAGE_PIXELS = None
+        truth = Image.open(path.with_suffix(".tissue.png")).resize(
+            mask.shape[::-1], Image.Resampling.BOX
+        )
+        truth = np.asarray(truth) > 127
+        iou = (mask & truth).sum() / (mask | truth).sum()
+        print(
+            f"tissue mask {layout} {args.size} x {args.size} (seed {args.seed}), "
+            f"at {mpp:.1f} µm/px: IoU {iou:.3f} with the generator's mask"
+        )
+    shutil.rmtree(root)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +358,21 @@ def main() -> None:
     slide.add_argument("--seed", type=int, default=0)
     slide.add_argument("--workers", type=int, default=2)
     slide.set_defaults(run=bench_slide)
+    stain = commands.add_parser("stain")
+    stain.add_argument("--tiles", type=int, default=256)
+    stain.add_argument("--tile-px", type=int, default=224)
+    stain.add_argument("--seed", type=int, default=0)
+    stain.set_defaults(run=bench_stain)
+    spread = commands.add_parser("stain-spread")
+    spread.add_argument("--tissue", default="hyaline_cartilage", choices=CLASSES)
+    spread.add_argument("--per-domain", type=int, default=8)
+    spread.add_argument("--seed", type=int, default=0)
+    spread.set_defaults(run=bench_stain_spread)
+    tissue = commands.add_parser("tissue")
+    tissue.add_argument("--size", type=int, default=8192)
+    tissue.add_argument("--seed", type=int, default=3)
+    tissue.add_argument("--workers", type=int, default=2)
+    tissue.set_defaults(run=bench_tissue)
     args = parser.parse_args()
     args.run(args)
 

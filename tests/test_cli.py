@@ -82,3 +82,50 @@ def test_module_entry_point_answers_help_quickly():
     )
     assert "synth" in result.stdout
     assert "torch" not in result.stderr  # heavy libraries load only in the commands that use them
+
+
+def _tile_file(path, seed=0):
+    from PIL import Image
+
+    from ossiclass.synth.stains import sample_domains
+    from ossiclass.synth.tiles import make_tile
+
+    Image.fromarray(make_tile("callus", seed, seed, sample_domains(seed, 1), 128, 0.5)[0]).save(
+        path
+    )
+    return str(path)
+
+
+def test_normalize_writes_images_and_a_reusable_reference(tmp_path, capsys):
+    reference, image = _tile_file(tmp_path / "ref.png"), _tile_file(tmp_path / "lab2.png", 1)
+    saved = tmp_path / "out" / "ref.json"
+    argv = ["normalize", image, "--reference", reference, "--out", str(tmp_path / "out")]
+    assert main([*argv, "--save-reference", str(saved)]) == 0
+    assert (tmp_path / "out" / "lab2.png").exists() and saved.exists()
+    again = ["normalize", image, "--reference", str(saved), "--out", str(tmp_path / "again")]
+    assert main(again) == 0
+    first = (tmp_path / "out" / "lab2.png").read_bytes()
+    assert first == (tmp_path / "again" / "lab2.png").read_bytes()
+
+
+def test_normalize_errors(tmp_path, capsys):
+    image = _tile_file(tmp_path / "a.png")
+    (tmp_path / "bad.json").write_text("{not json")
+    assert (
+        main(
+            ["normalize", image, "--reference", str(tmp_path / "bad.json"), "--out", str(tmp_path)]
+        )
+        == 2
+    )
+    assert "not a saved stain reference" in capsys.readouterr().err
+    missing = [
+        "normalize",
+        str(tmp_path / "none.png"),
+        "--reference",
+        image,
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(missing) == 2
+    error = capsys.readouterr().err
+    assert "skipped" in error and "no such file" in error and "Traceback" not in error

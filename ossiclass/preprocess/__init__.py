@@ -1,0 +1,1 @@
+"""scikit-image preprocessing: stain normalisation and augmentation, tissue detection, tiling."""

@@ -1,0 +1,298 @@
+"""Stain normalisation (Macenko, Reinhard) and stain augmentation (HED jitter, stain domains).
+
+Images are numpy `(H, W, 3)` or `(N, H, W, 3)` uint8 at the edges; the Macenko maths runs in
+torch on `(N, P, 3)` pixel batches, so a batch of tiles is normalised in one call (in DataLoader
+workers or on a GPU). A tile whose stains cannot be estimated (blank glass, one stain, too
+little tissue) passes through unchanged and is flagged, never turned into NaN.
+
+Macenko et al., "A method for normalizing histology slides for quantitative analysis", ISBI
+2009; the settings (`io` 240, `alpha` 1 percentile, `beta` 0.15 OD) follow the reference
+implementation that torchstain also follows. Reinhard et al., "Color transfer between images",
+IEEE CG&A 2001.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from skimage.color import lab2rgb, rgb2lab
+
+IO = 240.0
+"""Transmitted light intensity: the glass white the optical density is measured against."""
+MIN_TISSUE_PIXELS = 100
+"""Fewer stained pixels than this among those sampled give no stain estimate."""
+MIN_STAIN_ANGLE_DEG = 3.0
+"""Two stain vectors closer than this are one stain: no H&E basis to normalise."""
+GLASS_LIGHTNESS = 90.0
+"""CIELAB L* above which a pixel is glass, left out of Reinhard statistics and left as it is."""
+
+
+@dataclass(frozen=True)
+class MacenkoStains:
+    """A stain basis: `vectors` (H, E) as unit OD vectors over (R, G, B), and the 99th
+    percentile concentration of each stain. Plain data: `asdict` gives JSON."""
+
+    vectors: tuple[tuple[float, float, float], tuple[float, float, float]]
+    max_concentrations: tuple[float, float]
+
+    def matrix(self) -> np.ndarray:
+        """(3, 2) float32: columns are the H and E vectors."""
+        return np.asarray(self.vectors, dtype=np.float32).T
+
+
+TEXTBOOK_STAINS = MacenkoStains(((0.644, 0.717, 0.267), (0.093, 0.954, 0.283)), (1.0, 1.0))
+"""Ruifrok & Johnston's H and E vectors: a starting reference before anything is fitted."""
+
+
+def _od_table(io: float) -> np.ndarray:
+    """Optical density of each 8-bit value: -ln((v + 1) / io), (256,) float32."""
+    return (-np.log((np.arange(256, dtype=np.float64) + 1) / io)).astype(np.float32)
+
+
+def pixels_of(images: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """All pixels of an (H, W, 3) image, an (N, H, W, 3) batch or a list of images: (P, 3) uint8."""
+    if isinstance(images, list | tuple):
+        return np.concatenate([pixels_of(image) for image in images])
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
+        raise ValueError(
+            f"expected (H, W, 3) or (N, H, W, 3) uint8 images, got {images.shape} {images.dtype}"
+        )
+    return images.reshape(-1, 3)
+
+
+def estimate_macenko(
+    od: np.ndarray, alpha: float = 1.0, beta: float = 0.15
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Macenko stain estimate from (P, 3) float32 optical densities.
+
+    Returns ((3, 2) stain matrix, H column first; (2,) 99th-percentile concentrations), or None
+    where the pixels hold too little stain, or only one stain, to estimate a basis.
+    """
+    stained = od[(od >= beta).all(axis=1)]  # pixels with some stain on every channel
+    if len(stained) < MIN_TISSUE_PIXELS:
+        return None
+    _, eigenvectors = np.linalg.eigh(np.cov(stained.T))
+    plane = eigenvectors[:, 1:3].astype(np.float32)  # the two largest directions
+    # Point both plane axes into the stained octant so that angles never wrap around +-pi.
+    plane *= np.where(plane.sum(axis=0) < 0, -1, 1).astype(np.float32)
+    projected = stained @ plane
+    angles = np.arctan2(projected[:, 1], projected[:, 0])
+    low, high = np.percentile(angles, [alpha, 100 - alpha])
+    v_low = plane @ np.array([np.cos(low), np.sin(low)], dtype=np.float32)
+    v_high = plane @ np.array([np.cos(high), np.sin(high)], dtype=np.float32)
+    # Hematoxylin absorbs more red than eosin: the vector with the larger R is H.
+    matrix = np.stack([v_low, v_high] if v_low[0] > v_high[0] else [v_high, v_low], axis=1)
+    cosine = v_low @ v_high / (np.linalg.norm(v_low) * np.linalg.norm(v_high))
+    if not np.isfinite(matrix).all() or cosine > np.cos(np.deg2rad(MIN_STAIN_ANGLE_DEG)):
+        return None
+    concentrations = np.linalg.pinv(matrix) @ od.T  # least squares, (2, P)
+    max_concentrations = np.percentile(concentrations, 99, axis=1)
+    if (max_concentrations < 1e-3).any():
+        return None
+    return matrix, max_concentrations.astype(np.float32)
+
+
+class MacenkoNormalizer:
+    """Maps H&E images onto a reference stain basis (Macenko et al. 2009).
+
+    Fit once on reference images; then either estimate each tile's stains (`normalize`), or
+    estimate a slide's stains once from pixels sampled across it (`estimate`) and normalise every
+    tile with them, which is faster and steadier than per-tile estimates. `stain_transform`
+    gives the slide-level mapping as a torch module for batches on any device.
+    """
+
+    method = "macenko"
+
+    def __init__(
+        self,
+        reference: MacenkoStains,
+        alpha: float = 1.0,
+        beta: float = 0.15,
+        io: float = IO,
+        sample_every: int = 4,
+    ):
+        self.reference, self.alpha, self.beta, self.io = reference, alpha, beta, io
+        self.sample_every = sample_every  # estimates use every n-th pixel: percentiles barely move
+        self._od = _od_table(io)
+
+    @classmethod
+    def fit(cls, images: np.ndarray | list[np.ndarray], **settings) -> MacenkoNormalizer:
+        """Fit the reference basis on one image or on the pooled pixels of several."""
+        normalizer = cls(TEXTBOOK_STAINS, **settings)
+        stains = normalizer.estimate(images)
+        if stains is None:
+            raise ValueError("the reference images show too little H&E to fit a stain basis")
+        normalizer.reference = stains
+        return normalizer
+
+    def estimate(self, images: np.ndarray | list[np.ndarray]) -> MacenkoStains | None:
+        """One stain basis from the pooled pixels of `images` (tiles sampled across a slide, or
+        its thumbnail); None where they show no usable H&E."""
+        pixels = pixels_of(images)[:: self.sample_every]
+        found = estimate_macenko(self._od[pixels], self.alpha, self.beta)
+        if found is None:
+            return None
+        matrix, max_concentrations = found
+        vectors = tuple(tuple(float(v) for v in column) for column in matrix.T)
+        return MacenkoStains(vectors, tuple(float(c) for c in max_concentrations))
+
+    def mixing(self, stains: MacenkoStains) -> np.ndarray:
+        """(3, 3) float32 M with OD_out = M @ OD_in: unmix with `stains`, rescale the
+        concentrations to the reference's, remix with the reference vectors."""
+        scale = np.asarray(self.reference.max_concentrations) / np.asarray(
+            stains.max_concentrations
+        )
+        mixing = (self.reference.matrix() * scale) @ np.linalg.pinv(stains.matrix())
+        return mixing.astype(np.float32)
+
+    def apply(self, images: np.ndarray, mixing: np.ndarray) -> np.ndarray:
+        """Map (..., 3) uint8 pixels through OD mixing `mixing`: io * exp(-M @ OD) per pixel.
+
+        exp(-M @ OD) is a product of one factor per input channel, so each output channel is
+        a lookup in a (red, green) table of 65536 products times a lookup in a blue table:
+        two lookups and a product per value instead of a matrix product and an exp.
+        """
+        factors = np.exp(-mixing[:, :, None] * self._od[None, None, :]).astype(np.float32)
+        red_green = images[..., 0].astype(np.uint16) << 8 | images[..., 1]
+        blue = images[..., 2]
+        out = np.empty(images.shape, dtype=np.uint8)
+        for c in range(3):
+            table = (np.float32(self.io) * factors[c, 0][:, None] * factors[c, 1][None, :]).ravel()
+            value = table[red_green]
+            value *= factors[c, 2][blue]
+            np.minimum(value, 255.0, out=value)
+            value += 0.5  # round on the cast below
+            out[..., c] = value
+        return out
+
+    def normalize(
+        self, images: np.ndarray, stains: MacenkoStains | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise (H, W, 3) or (N, H, W, 3) uint8 images, each with its own estimate or all
+        with `stains` (a slide-level estimate). Returns (images, ok (N,) bool); an image whose
+        stains cannot be estimated comes back unchanged with ok False."""
+        batch = np.asarray(images)[None] if np.ndim(images) == 3 else np.asarray(images)
+        out, ok = batch.copy(), np.zeros(len(batch), dtype=bool)
+        shared = None if stains is None else self.mixing(stains)
+        for index, image in enumerate(batch):
+            mixing = shared
+            if mixing is None:
+                own = self.estimate(image)
+                if own is None:
+                    continue
+                mixing = self.mixing(own)
+            out[index], ok[index] = self.apply(image, mixing), True
+        return out.reshape(np.shape(images)), ok
+
+    def stain_transform(self, stains: MacenkoStains) -> StainTransform:
+        """The slide-level mapping as a torch module over (N, 3, H, W) uint8 batches."""
+        return StainTransform(self.mixing(stains), self.io)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "reference": asdict(self.reference),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "io": self.io,
+            "sample_every": self.sample_every,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MacenkoNormalizer:
+        reference = data["reference"]
+        stains = MacenkoStains(
+            tuple(tuple(v) for v in reference["vectors"]), tuple(reference["max_concentrations"])
+        )
+        return cls(stains, data["alpha"], data["beta"], data["io"], data["sample_every"])
+
+
+class StainTransform(torch.nn.Module):
+    """io * exp(-M @ OD) per pixel for (N, 3, H, W) uint8 batches, on the batch's device."""
+
+    def __init__(self, mixing: np.ndarray, io: float = IO):
+        super().__init__()
+        self.register_buffer("od", torch.from_numpy(_od_table(io)))
+        self.register_buffer("mixing", torch.from_numpy(mixing.astype(np.float32)))
+        self.io = io
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        od_out = torch.einsum("ij,njhw->nihw", self.mixing, self.od[batch.long()])
+        return (self.io * torch.exp(-od_out)).clamp(0, 255).round().to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class LabStatistics:
+    """Mean and standard deviation of L*, a*, b* over an image's tissue pixels."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class ReinhardNormalizer:
+    """Matches the mean and spread of each CIELAB channel to a reference (Reinhard et al. 2001),
+    over tissue pixels only, so that glass does not dilute the statistics."""
+
+    method = "reinhard"
+
+    def __init__(self, reference: LabStatistics):
+        self.reference = reference
+
+    @classmethod
+    def fit(cls, images: np.ndarray | list[np.ndarray]) -> ReinhardNormalizer:
+        stats = cls.estimate(images)
+        if stats is None:
+            raise ValueError("the reference images show too little tissue to fit LAB statistics")
+        return cls(stats)
+
+    @staticmethod
+    def estimate(images: np.ndarray | list[np.ndarray]) -> LabStatistics | None:
+        """LAB statistics of the tissue pixels of `images`; None where there is too little."""
+        lab = rgb2lab(pixels_of(images)[:, None, :])[:, 0]
+        tissue = lab[lab[:, 0] < GLASS_LIGHTNESS]
+        if len(tissue) < MIN_TISSUE_PIXELS or (tissue.std(axis=0) < 1e-3).any():
+            return None
+        return LabStatistics(tuple(map(float, tissue.mean(0))), tuple(map(float, tissue.std(0))))
+
+    def normalize(
+        self, images: np.ndarray, stats: LabStatistics | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise (H, W, 3) or (N, H, W, 3) uint8 images; returns (images, ok (N,) bool)."""
+        batch = images[None] if images.ndim == 3 else images
+        out, ok = batch.copy(), np.zeros(len(batch), dtype=bool)
+        for index, image in enumerate(batch):
+            source = stats or self.estimate(image)
+            if source is None:
+                continue
+            lab = rgb2lab(image)
+            glass = lab[..., 0] >= GLASS_LIGHTNESS
+            scaled = (lab - source.mean) / np.asarray(
+                source.std
+            ) * self.reference.std + self.reference.mean
+            rgb = np.clip(lab2rgb(scaled) * 255 + 0.5, 0, 255).astype(np.uint8)
+            out[index] = np.where(glass[..., None], image, rgb)
+            ok[index] = True
+        return out.reshape(images.shape), ok
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "reference": asdict(self.reference)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ReinhardNormalizer:
+        reference = data["reference"]
+        return cls(LabStatistics(tuple(reference["mean"]), tuple(reference["std"])))
+
+
+NORMALIZERS = {"macenko": MacenkoNormalizer, "reinhard": ReinhardNormalizer}
+
+
+def normalizer_from_dict(data: dict) -> MacenkoNormalizer | ReinhardNormalizer:
+    """Rebuild a fitted normaliser from its `to_dict()` (as stored in a model bundle)."""
+    if data.get("method") not in NORMALIZERS:
+        raise ValueError(
+            f"unknown stain normaliser {data.get('method')!r}; expected macenko or reinhard"
+        )
+    return NORMALIZERS[data["method"]].from_dict(data)

@@ -1,0 +1,106 @@
+"""Tile grids over images and slides: level-0 boxes at a requested µm/px, read one at a time.
+
+A box is in level-0 pixels, as WSInfer and QuPath write them; a tile is that box read at the
+nearest pyramid level and resized to `tile_px`, so a 40x slide and a 20x slide give tiles of the
+same physical size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ossiclass.preprocess.tissue import tissue_mask
+from ossiclass.slides import Slide
+
+THUMBNAIL_MPP = 8.0
+"""Tissue is detected on a thumbnail of about this many µm per pixel."""
+
+
+@dataclass(frozen=True)
+class TileBox:
+    """A tile's box in level-0 pixels, and the share of it the tissue mask covers."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    tissue: float
+
+
+def tile_grid(
+    size: tuple[int, int],
+    mpp: float,
+    tile_px: int,
+    target_mpp: float,
+    stride_px: int | None = None,
+    mask: np.ndarray | None = None,
+    min_tissue: float = 0.0,
+) -> Iterator[TileBox]:
+    """Boxes of a grid over an image of level-0 `size` (width, height) at `mpp` µm/px.
+
+    Each box covers `tile_px` pixels at `target_mpp` (so `tile_px * target_mpp / mpp` level-0
+    pixels), stepping `stride_px` (default `tile_px`: no overlap). With a boolean `mask` (any
+    scale, covering the whole image), boxes whose tissue share is below `min_tissue` are left out.
+    """
+    width, height = size
+    box = max(round(tile_px * target_mpp / mpp), 1)
+    step = max(round((stride_px or tile_px) * target_mpp / mpp), 1)
+    if mask is not None:
+        # Summed-area table: the tissue share of any box in four lookups.
+        table = np.pad(mask.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        scale_y, scale_x = mask.shape[0] / height, mask.shape[1] / width
+    for y in range(0, height - box + 1, step):
+        for x in range(0, width - box + 1, step):
+            tissue = 1.0
+            if mask is not None:
+                y0, y1 = round(y * scale_y), max(round((y + box) * scale_y), round(y * scale_y) + 1)
+                x0, x1 = round(x * scale_x), max(round((x + box) * scale_x), round(x * scale_x) + 1)
+                covered = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+                tissue = float(covered / ((y1 - y0) * (x1 - x0)))
+            if tissue >= min_tissue:
+                yield TileBox(x, y, box, box, tissue)
+
+
+def read_tile(slide: Slide, box: TileBox, tile_px: int) -> np.ndarray:
+    """A box read at the nearest pyramid level and resized to (tile_px, tile_px, 3) uint8."""
+    level = slide.best_level(box.width / tile_px)
+    scale = slide.level_downsamples[level]
+    region = slide.read_region(
+        box.x, box.y, round(box.width / scale), round(box.height / scale), level
+    )
+    if region.shape[:2] == (tile_px, tile_px):
+        return region
+    return np.asarray(Image.fromarray(region).resize((tile_px, tile_px), Image.Resampling.BOX))
+
+
+def slide_tissue_mask(slide: Slide, mpp: float) -> tuple[np.ndarray, float]:
+    """Tissue mask of a whole slide at about THUMBNAIL_MPP: ((h, w) bool, its µm per pixel)."""
+    longest = max(slide.dimensions)
+    thumbnail, downsample = slide.thumbnail(max(int(longest * mpp / THUMBNAIL_MPP), 64))
+    factor = max(round(THUMBNAIL_MPP / (mpp * downsample)), 1)
+    if factor > 1:
+        small = (max(thumbnail.shape[1] // factor, 1), max(thumbnail.shape[0] // factor, 1))
+        thumbnail = np.asarray(Image.fromarray(thumbnail).resize(small, Image.Resampling.BOX))
+    thumbnail_mpp = mpp * slide.dimensions[0] / thumbnail.shape[1]
+    return tissue_mask(thumbnail, thumbnail_mpp), thumbnail_mpp
+
+
+def iter_tiles(
+    slide: Slide,
+    tile_px: int,
+    target_mpp: float,
+    stride_px: int | None = None,
+    min_tissue: float = 0.5,
+) -> Iterator[tuple[TileBox, np.ndarray]]:
+    """(box, (tile_px, tile_px, 3) uint8 tile) for each tissue tile of a slide, read lazily."""
+    if slide.mpp is None:
+        raise ValueError(f"{slide.path}: µm per pixel unknown; give it (--mpp)")
+    mask, _ = slide_tissue_mask(slide, slide.mpp)
+    for box in tile_grid(
+        slide.dimensions, slide.mpp, tile_px, target_mpp, stride_px, mask, min_tissue
+    ):
+        yield box, read_tile(slide, box, tile_px)

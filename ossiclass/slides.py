@@ -1,0 +1,100 @@
+"""Slide readers: a region of a large image at any pyramid level, without loading it whole.
+
+`open_slide` reads tiled (pyramidal) TIFF through tifffile and zarr, and plain images (PNG,
+JPEG, untiled TIFF) through `imageio.read_image`. Locations are level-0 pixels (x, y), as in
+OpenSlide; sizes are pixels at the level read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+
+from ossiclass.errors import ImageReadError
+from ossiclass.imageio import TIFF_SUFFIXES, read_image, to_rgb_uint8
+
+
+class Slide:
+    """An image pyramid: level 0 is full resolution, each level a downsample of it."""
+
+    def __init__(self, path: Path, levels: list, mpp: float | None):
+        self.path = path
+        self._levels = levels  # (H, W, 3)-indexable arrays, largest first
+        self.mpp = mpp
+        self.dimensions = (levels[0].shape[1], levels[0].shape[0])  # (width, height)
+        self.level_downsamples = [self.dimensions[0] / level.shape[1] for level in levels]
+
+    def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
+        """(height, width, 3) uint8 at `level`, its top-left at level-0 (x, y); glass-white
+        where the region runs past the slide's edge."""
+        array = self._levels[level]
+        scale = self.level_downsamples[level]
+        top, left = round(y / scale), round(x / scale)
+        out = np.full((height, width, 3), 255, dtype=np.uint8)
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + height, array.shape[0]), min(left + width, array.shape[1])
+        if y1 > y0 and x1 > x0:
+            region = to_rgb_uint8(np.asarray(array[y0:y1, x0:x1]))
+            out[y0 - top : y1 - top, x0 - left : x1 - left] = region
+        return out
+
+    def best_level(self, downsample: float) -> int:
+        """The smallest level that still has at least the resolution of `downsample`."""
+        usable = [i for i, d in enumerate(self.level_downsamples) if d <= downsample * 1.01]
+        return max(usable, key=lambda i: self.level_downsamples[i])
+
+    def thumbnail(self, max_size_px: int = 2048) -> tuple[np.ndarray, float]:
+        """The whole slide from the smallest level whose longer side is at least
+        `max_size_px` (or level 0): ((h, w, 3) uint8, its downsample from level 0)."""
+        level = self.best_level(max(self.dimensions) / max_size_px)
+        array = self._levels[level]
+        return to_rgb_uint8(np.asarray(array[:])), self.level_downsamples[level]
+
+
+def _tiff_mpp(page: tifffile.TiffPage) -> float | None:
+    """µm per pixel from a TIFF's resolution tags or JSON description, if recorded."""
+    try:
+        description = json.loads(page.description)
+        if isinstance(description, dict) and description.get("mpp"):
+            return float(description["mpp"])
+    except (ValueError, TypeError):
+        pass
+    unit = page.tags.get("ResolutionUnit")
+    resolution = page.tags.get("XResolution")
+    if unit is None or resolution is None or unit.value not in (2, 3):
+        return None
+    numerator, denominator = resolution.value
+    if numerator <= 0 or denominator <= 0:
+        return None
+    per_unit_um = 25_400.0 if unit.value == 2 else 10_000.0  # inch or centimetre
+    return per_unit_um * denominator / numerator
+
+
+def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
+    """Open a tiled TIFF pyramid or a plain image as a `Slide`.
+
+    `mpp` (µm per pixel) overrides what the file records; a plain image records nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        try:
+            tif = tifffile.TiffFile(path)
+            page = tif.pages[0]
+            if page.is_tiled:
+                group = zarr.open(tif.series[0].aszarr(), mode="r")
+                levels = (
+                    [group[str(i)] for i in range(len(tif.series[0].levels))]
+                    if isinstance(group, zarr.Group)
+                    else [group]
+                )
+                return Slide(path, levels, mpp or _tiff_mpp(page))
+            tif.close()
+        except (tifffile.TiffFileError, IndexError, KeyError, ValueError, OSError) as error:
+            raise ImageReadError(f"{path}: corrupt or not a TIFF file ({error})") from None
+    return Slide(path, [read_image(path)], mpp)

@@ -1,0 +1,46 @@
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from ossiclass.preprocess.augment import HEDJitter, RandomStainDomain
+from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.tiles import make_tile
+
+
+def _tile():
+    return torch.from_numpy(make_tile("callus", 2, 0, sample_domains(0, 1), 96, 0.5)[0]).permute(
+        2, 0, 1
+    )
+
+
+def test_hed_jitter_without_jitter_is_identity_and_with_it_changes_colour():
+    tile = _tile()
+    assert (HEDJitter(0.0, 0.0)(tile).int() - tile.int()).abs().max() <= 1
+    jittered = HEDJitter(0.1, 0.05, seed=1)(tile)
+    assert jittered.dtype == torch.uint8 and jittered.shape == tile.shape
+    assert (jittered.float() - tile.float()).abs().mean() > 2
+
+
+def test_hed_jitter_keeps_float_inputs_float_and_batches():
+    batch = torch.stack([_tile(), _tile()]).float() / 255
+    out = HEDJitter(seed=0)(batch)
+    assert out.dtype == torch.float32 and out.shape == batch.shape
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_random_stain_domain_recolours_but_keeps_structure():
+    tile = _tile()
+    out = RandomStainDomain(seed=0)(tile)
+    assert out.shape == tile.shape and out.dtype == torch.uint8
+    assert (out.float() - tile.float()).abs().mean() > 2
+    grey = lambda t: t.float().mean(0).flatten().numpy()  # noqa: E731
+    assert np.corrcoef(grey(out), grey(tile))[0, 1] > 0.7
+    blank = torch.full((3, 32, 32), 240, dtype=torch.uint8)
+    assert torch.equal(RandomStainDomain(seed=0)(blank), blank)
+
+
+def test_augmentations_compose_with_torchvision_v2():
+    pipeline = v2.Compose(
+        [v2.RandomHorizontalFlip(), HEDJitter(seed=0), RandomStainDomain(p=0.5, seed=0)]
+    )
+    assert pipeline(_tile()).shape == (3, 96, 96)

@@ -1,0 +1,151 @@
+"""Macenko against torchstain on real H&E; degenerate tiles; slide-level and batched paths."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage.color import rgb2hed
+from skimage.data import immunohistochemistry
+
+from ossiclass.imageio import read_image
+from ossiclass.preprocess.stain import (
+    MacenkoNormalizer,
+    ReinhardNormalizer,
+    normalizer_from_dict,
+)
+from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.tiles import make_tile
+
+torchstain = pytest.importorskip("torchstain", reason="torchstain is a dev dependency")
+
+
+def _real_images(folder):
+    return [read_image(path) for path in sorted(folder.glob("*.jpg"))]
+
+
+def _torchstain(reference, image):
+    normalizer = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+    normalizer.fit(reference)
+    return normalizer.normalize(image, stains=False)[0]
+
+
+def test_macenko_agrees_with_torchstain_on_real_he(reference_he):
+    images = _real_images(reference_he) + [immunohistochemistry()]
+    reference = images[2]  # trabecular bone with marrow
+    ours = MacenkoNormalizer.fit(reference)
+    for image in images:
+        normalized, ok = ours.normalize(image)
+        assert ok.all()
+        difference = np.abs(normalized.astype(float) - _torchstain(reference, image)).mean()
+        assert difference <= 2.0, difference
+
+
+def test_macenko_agrees_with_torchstain_on_scikit_image_ihc():
+    image = immunohistochemistry()
+    reference = image[::-1, ::-1].copy()
+    normalized, ok = MacenkoNormalizer.fit(reference[:256]).normalize(image)
+    assert ok.all()
+    assert np.abs(normalized.astype(float) - _torchstain(reference[:256], image)).mean() <= 2.0
+
+
+@pytest.fixture(scope="module")
+def normalizer():
+    return MacenkoNormalizer.fit(make_tile("woven_bone", 3, 0, sample_domains(0, 8), 256, 0.5)[0])
+
+
+def _degenerate_tiles():
+    rng = np.random.default_rng(0)
+    blank = np.full((64, 64, 3), 240, np.uint8)
+    black = np.zeros((64, 64, 3), np.uint8)
+    saturated = np.full((64, 64, 3), 255, np.uint8)
+    speck = blank.copy()
+    speck[30:33, 30:33] = (90, 40, 140)
+    one_stain = np.clip(
+        240 * np.exp(-np.outer(rng.random(64 * 64) * 2, [0.65, 0.70, 0.29])), 0, 255
+    )
+    one_stain = one_stain.reshape(64, 64, 3).astype(np.uint8)
+    return {
+        "blank": blank,
+        "black": black,
+        "saturated": saturated,
+        "speck": speck,
+        "one stain": one_stain,
+    }
+
+
+@pytest.mark.parametrize("name", list(_degenerate_tiles()))
+def test_degenerate_tiles_pass_through_flagged(normalizer, name):
+    tile = _degenerate_tiles()[name]
+    out, ok = normalizer.normalize(tile)
+    assert not ok[0]
+    np.testing.assert_array_equal(out, tile)
+    assert normalizer.estimate(tile) is None
+
+
+def test_degenerate_tiles_do_not_spoil_a_batch(normalizer):
+    good = make_tile("lamellar_bone", 1, 0, sample_domains(0, 8), 64, 0.5)[0]
+    batch = np.stack([good, _degenerate_tiles()["blank"], good])
+    out, ok = normalizer.normalize(batch)
+    assert ok.tolist() == [True, False, True]
+    assert np.isfinite(out.astype(float)).all()
+    np.testing.assert_array_equal(out[0], out[2])
+
+
+def test_slide_level_estimate_and_torch_transform_agree(normalizer):
+    domains = sample_domains(7, 1)
+    tiles = np.stack(
+        [make_tile(c, i, 7, domains, 96, 0.5)[0] for i, c in enumerate(["callus"] * 4)]
+    )
+    stains = normalizer.estimate(list(tiles))
+    assert stains is not None
+    numpy_out, ok = normalizer.normalize(tiles, stains)
+    assert ok.all()
+    batch = torch.from_numpy(tiles).permute(0, 3, 1, 2)
+    torch_out = normalizer.stain_transform(stains)(batch).permute(0, 2, 3, 1).numpy()
+    assert np.abs(torch_out.astype(int) - numpy_out).max() <= 1
+
+
+def test_reference_round_trips_through_json(normalizer):
+    data = json.loads(json.dumps(normalizer.to_dict()))
+    again = normalizer_from_dict(data)
+    tile = make_tile("callus", 0, 1, sample_domains(1, 1), 64, 0.5)[0]
+    np.testing.assert_array_equal(again.normalize(tile)[0], normalizer.normalize(tile)[0])
+    with pytest.raises(ValueError, match="unknown stain normaliser"):
+        normalizer_from_dict({"method": "vahadane"})
+
+
+def _hed_spread(tiles_by_domain):
+    means = np.array(
+        [[rgb2hed(t)[..., :2].mean(axis=(0, 1)) for t in tiles] for tiles in tiles_by_domain]
+    )
+    return means.mean(axis=1).std(axis=0).sum()  # spread of the domains' mean H and E
+
+
+@pytest.mark.parametrize("method", [MacenkoNormalizer, ReinhardNormalizer])
+def test_normalisation_shrinks_the_spread_between_labs(method):
+    domains = sample_domains(11, 8)
+    tiles = [
+        [make_tile("hyaline_cartilage", d + 8 * i, 11, domains, 128, 0.5)[0] for i in range(3)]
+        for d in range(8)
+    ]
+    fitted = method.fit(make_tile("hyaline_cartilage", 0, 99, sample_domains(99, 1), 256, 0.5)[0])
+    after = [[fitted.normalize(t)[0] for t in domain_tiles] for domain_tiles in tiles]
+    assert _hed_spread(after) <= _hed_spread(tiles) / 2
+
+
+def test_reinhard_degenerate_and_round_trip():
+    reinhard = ReinhardNormalizer.fit(
+        make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0]
+    )
+    blank = np.full((32, 32, 3), 250, np.uint8)
+    out, ok = reinhard.normalize(blank)
+    assert not ok[0] and (out == blank).all()
+    again = normalizer_from_dict(json.loads(json.dumps(reinhard.to_dict())))
+    tile = make_tile("callus", 0, 0, sample_domains(0, 1), 64, 0.5)[0]
+    np.testing.assert_array_equal(again.normalize(tile)[0], reinhard.normalize(tile)[0])
+
+
+def test_bad_arrays_are_refused(normalizer):
+    with pytest.raises(ValueError, match="uint8"):
+        normalizer.normalize(np.zeros((8, 8, 3), np.float32))

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from ossiclass.errors import ImageReadError
+from ossiclass.slides import open_slide
+
+
+def test_tiled_pyramid_regions_levels_and_mpp(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    path = tmp_path / "pyramid.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(
+            image,
+            tile=(256, 256),
+            subifds=1,
+            resolution=(1e4 / 0.25, 1e4 / 0.25),
+            resolutionunit="CENTIMETER",
+            photometric="rgb",
+        )
+        tif.write(image[::2, ::2], tile=(256, 256), subfiletype=1, photometric="rgb")
+    slide = open_slide(path)
+    assert slide.dimensions == (800, 600)
+    assert slide.mpp == pytest.approx(0.25)
+    assert slide.level_downsamples == [1.0, 2.0]
+    np.testing.assert_array_equal(slide.read_region(100, 50, 30, 20), image[50:70, 100:130])
+    np.testing.assert_array_equal(
+        slide.read_region(100, 50, 10, 10, level=1), image[::2, ::2][25:35, 50:60]
+    )
+    edge = slide.read_region(790, 590, 20, 20)  # runs past the corner: glass-white there
+    np.testing.assert_array_equal(edge[:10, :10], image[590:, 790:])
+    assert (edge[10:, :] == 255).all()
+    thumbnail, downsample = slide.thumbnail(400)
+    assert thumbnail.shape == (300, 400, 3) and downsample == 2.0
+    assert open_slide(path, mpp=0.5).mpp == 0.5
+
+
+def test_plain_images_are_one_level_slides(tmp_path):
+    path = tmp_path / "tile.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path)
+    slide = open_slide(path, mpp=0.5)
+    assert slide.dimensions == (50, 40) and slide.level_downsamples == [1.0]
+    assert slide.read_region(45, 0, 10, 5).shape == (5, 10, 3)
+
+
+def test_missing_and_corrupt_slides(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file"):
+        open_slide(tmp_path / "none.tif")
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageReadError):
+        open_slide(bad)
