@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 
-def _noise_weights(size: int, scale_px: float, offset: float) -> np.ndarray:
+def noise_weights(size: int, scale_px: float, offset: float) -> np.ndarray:
     """(size, grid) cubic B-spline weights that spread a grid of spacing `scale_px` over pixels.
 
     Rows are scaled so that unit white noise on the grid comes out with unit variance.
@@ -34,8 +34,8 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: flo
     products (much faster than `ndimage.zoom`). Returns (H, W) float32.
     """
     scale_px = max(float(scale_px), 1.0)
-    along_y = _noise_weights(shape[0], scale_px, rng.uniform(0, scale_px))
-    along_x = _noise_weights(shape[1], scale_px, rng.uniform(0, scale_px))
+    along_y = noise_weights(shape[0], scale_px, rng.uniform(0, scale_px))
+    along_x = noise_weights(shape[1], scale_px, rng.uniform(0, scale_px))
     coarse = rng.standard_normal((along_y.shape[1], along_x.shape[1]), dtype=np.float32)
     return along_y @ coarse @ along_x.T
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ossiclass.classes import BACKGROUND_LABEL, CLASSES, class_index
 from ossiclass.errors import BadInputError
 from ossiclass.synth.painters import paint, paint_shape
-from ossiclass.synth.shapes import _noise_weights
+from ossiclass.synth.shapes import noise_weights
 from ossiclass.synth.stains import DYES, StainDomain, render, sample_domains
 from ossiclass.synth.tiles import worker_pool
 
@@ -68,8 +68,8 @@ class SlideFields:
 
     def __init__(self, settings: SlideSettings, scales_px: tuple[float, ...]):
         rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 0x51DE]))
-        self.rows = [_noise_weights(settings.height, s, 0.0) for s in scales_px]
-        self.cols = [_noise_weights(settings.width, s, 0.0) for s in scales_px]
+        self.rows = [noise_weights(settings.height, s, 0.0) for s in scales_px]
+        self.cols = [noise_weights(settings.width, s, 0.0) for s in scales_px]
         self.grids = [
             rng.standard_normal((r.shape[1], c.shape[1]), dtype=np.float32)
             for r, c in zip(self.rows, self.cols, strict=True)
