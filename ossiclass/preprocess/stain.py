@@ -1,9 +1,10 @@
-"""Stain normalisation (Macenko, Reinhard) and stain augmentation (HED jitter, stain domains).
+"""Stain normalisation: Macenko (stain vectors) and Reinhard (CIELAB statistics).
 
-Images are numpy `(H, W, 3)` or `(N, H, W, 3)` uint8 at the edges; the Macenko maths runs in
-torch on `(N, P, 3)` pixel batches, so a batch of tiles is normalised in one call (in DataLoader
-workers or on a GPU). A tile whose stains cannot be estimated (blank glass, one stain, too
-little tissue) passes through unchanged and is flagged, never turned into NaN.
+Images are numpy `(H, W, 3)` or `(N, H, W, 3)` uint8. A batch is normalised in one call, its
+tiles spread over threads; a slide-level Macenko mapping is also a torch module
+(`StainTransform`) for `(N, 3, H, W)` batches on any device. A tile whose stains cannot be
+estimated (blank glass, one stain, too little tissue) passes through unchanged and is flagged,
+never turned into NaN.
 
 Macenko et al., "A method for normalizing histology slides for quantitative analysis", ISBI
 2009; the settings (`io` 240, `alpha` 1 percentile, `beta` 0.15 OD) follow the reference
