@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sheet.set_defaults(run=_synth_sheet)
 
+    # Listed for --help; `main` hands `train` to LightningCLI, which parses its own arguments.
+    commands.add_parser(
+        "train", help="train the classifier: --config configs/default.yaml [LightningCLI overrides]"
+    )
+
     normalize = commands.add_parser("normalize", help="stain-normalise images to a reference")
     normalize.add_argument("images", nargs="+", metavar="IMAGE", help="images to normalise")
     normalize.add_argument(
@@ -194,8 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["train"]:
+            from ossiclass.train import run_cli
+
+            run_cli(argv[1:])
+            return 0
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except OssiclassError as error:
         print(f"ossiclass: error: {error}", file=sys.stderr)

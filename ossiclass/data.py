@@ -1,0 +1,234 @@
+"""Tile data sets and the LightningDataModule that feeds training, validation and testing.
+
+Tiles come from class folders (`ROOT/<class>/*.png`) or a manifest CSV (`path,label[,group]`,
+paths relative to the manifest), optionally through a label map for public data sets. They are
+decoded and resized once to the model's input size and held as one `(N, 3, S, S)` uint8 tensor:
+on two cores, decoding PNGs every epoch would cost more than the training step. Augmentation
+runs on whole batches after they reach the device (`on_after_batch_transfer`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from tqdm import tqdm
+
+from ossiclass.classes import CLASSES
+from ossiclass.errors import BadInputError
+from ossiclass.imageio import read_image
+from ossiclass.preprocess.augment import HEDJitter
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class TileTable:
+    """Tiles of a data set: file paths, class indices, and groups (slide or source) for splits."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    groups: list[str]
+
+    def subset(self, indices: np.ndarray) -> TileTable:
+        return TileTable(
+            [self.paths[i] for i in indices],
+            self.labels[indices],
+            [self.groups[i] for i in indices],
+        )
+
+
+def read_tile_table(source: str | Path, label_map: str | Path | None = None) -> TileTable:
+    """Read a class-folder data set or a manifest CSV; errors name the file or line at fault.
+
+    A label map is a JSON object from the data set's labels to ours, with null to drop a label.
+    """
+    source = Path(source)
+    mapping = _read_label_map(label_map) if label_map else {name: name for name in CLASSES}
+    if source.is_dir() and (source / "manifest.csv").exists():
+        source = source / "manifest.csv"
+    rows = _manifest_rows(source) if source.is_file() else _folder_rows(source)
+    paths, labels, groups = [], [], []
+    for where, path, label, group in rows:
+        if label not in mapping:
+            raise BadInputError(f"{where}: label {label!r} is not in the label map")
+        if mapping[label] is None:
+            continue
+        if not path.is_file():
+            raise BadInputError(f"{where}: {path} does not exist")
+        paths.append(path)
+        labels.append(CLASSES.index(mapping[label]))
+        groups.append(group)
+    table = TileTable(paths, np.asarray(labels, dtype=np.int64), groups)
+    empty = [name for index, name in enumerate(CLASSES) if not (table.labels == index).any()]
+    if empty:
+        raise BadInputError(f"{source}: no tiles for {', '.join(empty)}")
+    return table
+
+
+def _read_label_map(path: str | Path) -> dict[str, str | None]:
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise BadInputError(f"{path}: not a readable JSON label map ({error})") from None
+    wrong = {k: v for k, v in mapping.items() if v is not None and v not in CLASSES}
+    if wrong:
+        raise BadInputError(
+            f"{path}: maps to unknown classes {wrong}; ours are {', '.join(CLASSES)}"
+        )
+    return mapping
+
+
+def _manifest_rows(path: Path):
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise BadInputError(f"{path}: a manifest needs the columns path and label")
+        for line, row in enumerate(reader, start=2):
+            group = row.get("group") or row.get("slide") or row["path"]
+            yield f"{path}:{line}", path.parent / row["path"], row["label"], group
+
+
+def _folder_rows(root: Path):
+    if not root.is_dir():
+        raise BadInputError(f"{root}: no such data set (a folder of class folders or a manifest)")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                yield str(path), path, folder.name, str(path)
+
+
+def load_tiles(table: TileTable, size_px: int, progress: bool = True) -> torch.Tensor:
+    """Decode every tile and resize it to (3, size_px, size_px): one (N, 3, S, S) uint8 tensor.
+
+    An unreadable tile raises `ImageReadError` naming the file.
+    """
+    tiles = torch.empty((len(table.paths), 3, size_px, size_px), dtype=torch.uint8)
+    for index, path in enumerate(
+        tqdm(table.paths, desc="loading tiles", unit="tile", disable=not progress)
+    ):
+        image = read_image(path)
+        if image.shape[:2] != (size_px, size_px):
+            image = np.array(
+                Image.fromarray(image).resize((size_px, size_px), Image.Resampling.BOX)
+            )
+        tiles[index] = torch.from_numpy(image).permute(2, 0, 1)
+    return tiles
+
+
+def grouped_split(table: TileTable, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held out): about `fraction` of each class's groups held out, so tiles of
+    one slide or source never straddle the split."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(table.labels):
+        groups = sorted({table.groups[i] for i in np.flatnonzero(table.labels == label)})
+        count = max(1, round(fraction * len(groups))) if len(groups) > 1 else 0
+        chosen = set(rng.choice(groups, size=count, replace=False)) if count else set()
+        held += [i for i in np.flatnonzero(table.labels == label) if table.groups[i] in chosen]
+    held = np.asarray(sorted(held), dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(table.labels)), held)
+    return rest, held
+
+
+def random_dihedral(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip and turn each (3, H, W) image of a batch by one of the 8 symmetries of the square:
+    sections have no up or left."""
+    out = batch.clone()
+    choices = torch.randint(0, 8, (len(batch),), generator=generator)
+    for index, choice in enumerate(choices.tolist()):
+        image = torch.rot90(batch[index], choice % 4, dims=(-2, -1))
+        out[index] = image.flip(-1) if choice >= 4 else image
+    return out
+
+
+class TileDataModule(pl.LightningDataModule):
+    """Training, validation and test tiles for the tissue classifier.
+
+    Parameters
+    ----------
+    train : class folders or manifest to train on; validation is held out of it by group.
+    test : class folders or manifest to test on (e.g. a synthetic set from unseen labs).
+    input_px : tiles are resized to this many pixels a side (the model's input).
+    val_fraction : share of each class's groups held out for validation.
+    batch_size, num_workers : DataLoader settings.
+    balanced : sample classes equally often in training.
+    hed_jitter : strength of HED stain jitter in training (0 for none).
+    label_map : JSON label map for public data sets with other labels.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        test: str | None = None,
+        input_px: int = 128,
+        val_fraction: float = 0.15,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        balanced: bool = True,
+        hed_jitter: float = 0.0,
+        label_map: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.jitter = HEDJitter(hed_jitter, hed_jitter / 2, seed=seed) if hed_jitter > 0 else None
+        self.datasets: dict[str, TensorDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        hp = self.hparams
+        table = read_tile_table(hp.train, hp.label_map)
+        rest, held = grouped_split(table, hp.val_fraction, hp.seed)
+        tiles = load_tiles(table, hp.input_px)
+        labels = torch.from_numpy(table.labels)
+        self.datasets["train"] = TensorDataset(tiles[rest], labels[rest])
+        self.datasets["val"] = TensorDataset(tiles[held], labels[held])
+        if hp.test:
+            test = read_tile_table(hp.test, hp.label_map)
+            self.datasets["test"] = TensorDataset(
+                load_tiles(test, hp.input_px), torch.from_numpy(test.labels)
+            )
+
+    def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            drop_last=split == "train",
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        labels = self.datasets["train"].tensors[1]
+        sampler = None
+        if self.hparams.balanced:
+            weights = (1.0 / torch.bincount(labels, minlength=len(CLASSES)).clamp(min=1))[labels]
+            generator = torch.Generator().manual_seed(self.hparams.seed)
+            sampler = WeightedRandomSampler(weights.double(), len(labels), generator=generator)
+        return self._loader("train", shuffle=True, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.datasets:
+            raise BadInputError("no test set: give data.test")
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            images = random_dihedral(images)
+            if self.jitter is not None:
+                images = self.jitter.to(images.device)(images)
+        return images, labels

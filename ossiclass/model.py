@@ -1,0 +1,166 @@
+"""The tissue classifier: torchvision backbones by name and the LightningModule around them.
+
+The module holds what is specific to the problem (network, loss, metrics, optimiser); devices,
+precision, checkpoints and logging are Trainer settings in `configs/*.yaml`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+import torchvision
+from torch import nn
+
+from ossiclass.classes import CLASSES
+
+# Channel statistics of H&E tiles (0-1 scale), for input normalisation; close enough for any lab.
+HE_MEAN = (0.78, 0.62, 0.78)
+HE_STD = (0.16, 0.20, 0.14)
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    if hasattr(model, "fc"):
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    else:  # mobilenet, efficientnet: the last layer of `classifier`
+        last = model.classifier[-1]
+        model.classifier[-1] = nn.Linear(last.in_features, num_classes)
+    return model
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+    "mobilenet_v3_small": torchvision.models.mobilenet_v3_small,
+    "mobilenet_v3_large": torchvision.models.mobilenet_v3_large,
+    "efficientnet_b0": torchvision.models.efficientnet_b0,
+}
+
+
+def build_backbone(name: str, num_classes: int, weights_path: str | None = None) -> nn.Module:
+    """A torchvision network by name with a `num_classes` head, from scratch or from a local
+    state-dict file (loaded with weights_only=True; its own head is dropped)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONES)}")
+    model = BACKBONES[name](weights=None)
+    if weights_path:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    return _replace_head(model, num_classes)
+
+
+class TissueClassifier(pl.LightningModule):
+    """Six-class tissue classifier.
+
+    Parameters
+    ----------
+    backbone : a name from `BACKBONES`.
+    weights_path : optional local file of pretrained weights for the backbone.
+    lr, weight_decay : AdamW settings; the learning rate follows a one-cycle schedule.
+    label_smoothing : cross-entropy label smoothing.
+    class_weights : optional per-class loss weights, in class order.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        weights_path: str | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 0.05,
+        label_smoothing: float = 0.05,
+        class_weights: list[float] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.network = build_backbone(backbone, len(CLASSES), weights_path)
+        self.network = self.network.to(memory_format=torch.channels_last)
+        self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(HE_STD).view(1, 3, 1, 1) * 255)
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        metrics = lambda: torchmetrics.MetricCollection(  # noqa: E731
+            {
+                "accuracy": torchmetrics.Accuracy("multiclass", num_classes=len(CLASSES)),
+                "macro_f1": torchmetrics.F1Score(
+                    "multiclass", num_classes=len(CLASSES), average="macro"
+                ),
+            }
+        )
+        # ModuleDict keys must not shadow nn.Module attributes (train): "<stage>_".
+        self.metrics = nn.ModuleDict({f"{stage}_": metrics() for stage in ("train", "val", "test")})
+        self.recall = nn.ModuleDict(
+            {
+                f"{stage}_": torchmetrics.Recall(
+                    "multiclass", num_classes=len(CLASSES), average="none"
+                )
+                for stage in ("val", "test")
+            }
+        )
+        self.confusion = nn.ModuleDict(
+            {
+                f"{stage}_": torchmetrics.ConfusionMatrix("multiclass", num_classes=len(CLASSES))
+                for stage in ("val", "test")
+            }
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 6) of (N, 3, H, W) uint8 tiles."""
+        x = (images.float() - self.mean) / self.std
+        return self.network(x.contiguous(memory_format=torch.channels_last))
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        predictions = logits.argmax(dim=1)
+        self.metrics[f"{stage}_"].update(predictions, labels)
+        self.log(
+            f"{stage}/loss", loss, prog_bar=stage != "test", on_step=stage == "train", on_epoch=True
+        )
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in self.metrics[f"{stage}_"].items()},
+            prog_bar=stage == "val",
+            on_step=False,
+            on_epoch=True,
+        )
+        if f"{stage}_" in self.recall:
+            self.recall[f"{stage}_"].update(predictions, labels)
+            self.confusion[f"{stage}_"].update(predictions, labels)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_per_class(self, stage: str) -> None:
+        recall, confusion = self.recall[f"{stage}_"], self.confusion[f"{stage}_"]
+        values = recall.compute()
+        self.log_dict(
+            {f"{stage}/recall_{name}": v for name, v in zip(CLASSES, values, strict=True)}
+        )
+        self.last_confusion = confusion.compute().cpu()
+        recall.reset()
+        confusion.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_per_class("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_per_class("test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ossiclass.classes import CLASSES
+from ossiclass.data import (
+    TileDataModule,
+    grouped_split,
+    load_tiles,
+    random_dihedral,
+    read_tile_table,
+)
+from ossiclass.errors import BadInputError
+from ossiclass.synth.tiles import TileSettings, write_tile_dataset
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiles") / "set"
+    write_tile_dataset(
+        root, TileSettings(per_class=4, size_px=48, seed=2, domains=2), progress=False
+    )
+    return root
+
+
+def test_class_folders_and_manifest_give_the_same_table(tiles):
+    from_manifest = read_tile_table(tiles / "manifest.csv")
+    (tiles / "manifest.csv").rename(tiles / "manifest.bak")
+    try:
+        from_folders = read_tile_table(tiles)
+    finally:
+        (tiles / "manifest.bak").rename(tiles / "manifest.csv")
+    assert sorted(map(str, from_manifest.paths)) == sorted(map(str, from_folders.paths))
+    assert np.bincount(from_manifest.labels).tolist() == [4] * len(CLASSES)
+
+
+def test_label_map_maps_and_drops(tmp_path, tiles):
+    rows = ["path,label"] + [f"{tiles}/{c}/{c}_000000.png,{c.upper()}" for c in CLASSES]
+    rows.append(f"{tiles}/callus/callus_000001.png,ADIPOSE")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    mapping = {c.upper(): c for c in CLASSES} | {"ADIPOSE": None}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    table = read_tile_table(tmp_path / "m.csv", tmp_path / "map.json")
+    assert len(table.paths) == len(CLASSES)
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (["path,label", "nowhere.png,callus"], "does not exist"),
+        (["path,label", "{t}/callus/callus_000000.png,marrow"], "'marrow' is not in the label map"),
+        (["path,label", "{t}/callus/callus_000000.png,callus"], "no tiles for mesenchyme"),
+        (["file,class", "a.png,callus"], "needs the columns path and label"),
+    ],
+)
+def test_bad_data_is_reported_with_its_file_and_line(tmp_path, tiles, rows, message):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(r.format(t=tiles) for r in rows) + "\n")
+    with pytest.raises(BadInputError, match=message) as caught:
+        read_tile_table(manifest)
+    assert "m.csv" in str(caught.value)
+
+
+def test_unreadable_tile_names_the_file(tmp_path, tiles):
+    table = read_tile_table(tiles)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    table.paths[0] = broken
+    with pytest.raises(Exception, match="broken.png"):
+        load_tiles(table, 32, progress=False)
+
+
+def test_grouped_split_keeps_groups_together():
+    from ossiclass.data import TileTable
+
+    labels = np.repeat(np.arange(6), 10)
+    groups = [f"slide{i // 5}" for i in range(60)]  # two slides per class
+    table = TileTable([None] * 60, labels, groups)
+    rest, held = grouped_split(table, 0.5, seed=0)
+    assert {groups[i] for i in rest}.isdisjoint({groups[i] for i in held})
+    assert len(held) == 30 and sorted(np.unique(labels[held])) == list(range(6))
+
+
+def test_random_dihedral_keeps_the_pixels():
+    batch = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4)
+    out = random_dihedral(batch, torch.Generator().manual_seed(0))
+    assert sorted(out[0].flatten().tolist()) == sorted(batch[0].flatten().tolist())
+
+
+def test_data_module_splits_and_batches(tiles):
+    module = TileDataModule(str(tiles), str(tiles), input_px=32, batch_size=4, val_fraction=0.25)
+    module.setup("fit")
+    assert len(module.datasets["train"]) + len(module.datasets["val"]) == 24
+    images, labels = next(iter(module.train_dataloader()))
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.dtype == torch.int64
+    Image.fromarray(images[0].permute(1, 2, 0).numpy())  # a real picture

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ossiclass.model import BACKBONES, TissueClassifier, build_backbone
+from ossiclass.synth.tiles import TileSettings, write_tile_dataset
+from ossiclass.train import run_cli
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_backbones_by_name_have_six_outputs(name):
+    model = build_backbone(name, 6).eval()
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 6)
+
+
+def test_backbone_from_a_local_weights_file(tmp_path):
+    source = BACKBONES["resnet18"](weights=None)
+    torch.save(source.state_dict(), tmp_path / "weights.pt")
+    model = build_backbone("resnet18", 6, str(tmp_path / "weights.pt"))
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("vit_huge", 6)
+
+
+def test_classifier_takes_uint8_tiles():
+    logits = TissueClassifier("resnet18")(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    assert logits.shape == (2, 6)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_instantiates(config, tmp_path):
+    cli = run_cli(
+        ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.devices", "1"],
+        run=False,
+    )
+    settings = yaml.safe_load(config.read_text())
+    assert cli.model.hparams.backbone == settings["model"]["backbone"]
+    assert cli.datamodule.hparams.input_px == settings["data"]["input_px"]
+    assert cli.trainer.max_epochs == settings["trainer"]["max_epochs"]
+
+
+@pytest.mark.slow
+def test_tiny_training_run_through_the_cli(tmp_path):
+    root = tmp_path / "tiles"
+    write_tile_dataset(
+        root, TileSettings(per_class=6, size_px=48, seed=1, domains=2), progress=False
+    )
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            "configs/ci.yaml",
+            "--data.train",
+            str(root),
+            "--data.test",
+            str(root),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert cli.trainer.current_epoch == 1
+    result = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert 0.0 <= result["test/macro_f1"] <= 1.0
+    assert cli.model.last_confusion.sum() == 36
