@@ -162,6 +162,7 @@ class TileDataModule(pl.LightningDataModule):
     balanced : sample classes equally often in training.
     hed_jitter : strength of HED stain jitter in training (0 for none).
     label_map : JSON label map for public data sets with other labels.
+    mpp : µm per pixel of the tiles as stored (0.5 for the synthetic default, a 20x scan).
     """
 
     def __init__(
@@ -175,12 +176,14 @@ class TileDataModule(pl.LightningDataModule):
         balanced: bool = True,
         hed_jitter: float = 0.0,
         label_map: str | None = None,
+        mpp: float = 0.5,
         seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.jitter = HEDJitter(hed_jitter, hed_jitter / 2, seed=seed) if hed_jitter > 0 else None
         self.datasets: dict[str, TensorDataset] = {}
+        self.input_mpp: float | None = None  # µm per pixel of the model's input, after setup
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -188,6 +191,7 @@ class TileDataModule(pl.LightningDataModule):
         hp = self.hparams
         table = read_tile_table(hp.train, hp.label_map)
         rest, held = grouped_split(table, hp.val_fraction, hp.seed)
+        self.input_mpp = hp.mpp * read_image(table.paths[0]).shape[1] / hp.input_px
         tiles = load_tiles(table, hp.input_px)
         labels = torch.from_numpy(table.labels)
         self.datasets["train"] = TensorDataset(tiles[rest], labels[rest])

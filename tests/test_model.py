@@ -66,3 +66,7 @@ def test_tiny_training_run_through_the_cli(tmp_path):
     result = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     assert 0.0 <= result["test/macro_f1"] <= 1.0
     assert cli.model.last_confusion.sum() == 36
+    from ossiclass.bundle import load_bundle
+
+    network, settings = load_bundle(tmp_path / "run" / "model.pt")
+    assert settings.input_px == 32 and settings.mpp == pytest.approx(0.5 * 48 / 32)

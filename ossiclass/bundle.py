@@ -1,0 +1,123 @@
+"""The model bundle: one self-describing file with everything prediction needs.
+
+A bundle holds plain data only (tensors, strings, numbers, lists, dicts), so it loads with
+`torch.load(weights_only=True)` and never runs code from the file: the network's weights, the
+class names in order, the backbone name, the input size in pixels and its µm per pixel, the
+stain normaliser and its fitted reference, and the softmax temperature.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ossiclass import __version__
+from ossiclass.classes import CLASSES
+from ossiclass.errors import BadModelError
+from ossiclass.model import build_backbone
+
+BUNDLE_FORMAT = "ossiclass-model"
+BUNDLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What travels with a model: classes, backbone, input size (px) and scale (µm/px),
+    stain normaliser (`to_dict()` of a fitted one, or None) and softmax temperature."""
+
+    backbone: str
+    input_px: int
+    mpp: float
+    classes: tuple[str, ...] = CLASSES
+    normalizer: dict | None = None
+    temperature: float = 1.0
+    trained_with: dict = field(default_factory=dict)
+
+
+def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -> Path:
+    """Write a bundle atomically; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "ossiclass": __version__,
+        "settings": asdict(settings),
+        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+    }
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(content, partial)
+    os.replace(partial, path)
+    return path
+
+
+def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
+    """Read a bundle: (network in eval mode, settings). Anything else is a `BadModelError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadModelError(f"{path}: no such model file")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BadModelError(f"{path}: not an ossiclass model bundle ({reason[:120]})") from None
+    if not isinstance(content, dict) or content.get("format") != BUNDLE_FORMAT:
+        raise BadModelError(
+            f"{path}: not an ossiclass model bundle (use the model.pt a training run writes)"
+        )
+    if content.get("version") != BUNDLE_VERSION:
+        raise BadModelError(
+            f"{path}: bundle version {content.get('version')} was made by ossiclass "
+            f"{content.get('ossiclass')}; ossiclass {__version__} reads version {BUNDLE_VERSION}"
+        )
+    data = content["settings"]
+    settings = ModelSettings(**{**data, "classes": tuple(data["classes"])})
+    if settings.classes != CLASSES:
+        raise BadModelError(
+            f"{path}: the model's classes {settings.classes} are not ours {CLASSES}"
+        )
+    try:
+        network = build_backbone(settings.backbone, len(settings.classes))
+        network.load_state_dict(content["state_dict"])
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise BadModelError(
+            f"{path}: weights do not fit backbone {settings.backbone} ({str(error)[:120]})"
+        ) from None
+    return network.eval(), settings
+
+
+class BundleWriter(pl.Callback):
+    """Write `model.pt` beside the run's checkpoints when training ends, from the best
+    checkpoint where one was kept."""
+
+    def __init__(self, filename: str = "model.pt"):
+        self.filename = filename
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        state = module.state_dict()
+        if checkpoint:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        network = {
+            k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")
+        }
+        data = trainer.datamodule
+        settings = ModelSettings(
+            backbone=module.hparams.backbone,
+            input_px=data.hparams.input_px,
+            mpp=data.input_mpp,
+            trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
+        )
+        holder = build_backbone(settings.backbone, len(CLASSES))
+        holder.load_state_dict(network)
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        path = save_bundle(folder / self.filename, holder, settings)
+        print(f"wrote the model bundle {path}")
