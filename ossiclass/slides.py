@@ -21,12 +21,23 @@ from ossiclass.imageio import TIFF_SUFFIXES, read_image, to_rgb_uint8
 class Slide:
     """An image pyramid: level 0 is full resolution, each level a downsample of it."""
 
-    def __init__(self, path: Path, levels: list, mpp: float | None):
+    def __init__(self, path: Path, levels: list, mpp: float | None, handle=None):
         self.path = path
+        self._handle = handle  # an open file behind lazily read levels, closed by `close`
         self._levels = levels  # (H, W, 3)-indexable arrays, largest first
         self.mpp = mpp
         self.dimensions = (levels[0].shape[1], levels[0].shape[0])  # (width, height)
         self.level_downsamples = [self.dimensions[0] / level.shape[1] for level in levels]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
         """(height, width, 3) uint8 at `level`, its top-left at level-0 (x, y); glass-white
@@ -93,7 +104,7 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
                     if isinstance(group, zarr.Group)
                     else [group]
                 )
-                return Slide(path, levels, mpp or _tiff_mpp(page))
+                return Slide(path, levels, mpp or _tiff_mpp(page), handle=tif)
             tif.close()
         except (tifffile.TiffFileError, IndexError, KeyError, ValueError, OSError) as error:
             raise ImageReadError(f"{path}: corrupt or not a TIFF file ({error})") from None

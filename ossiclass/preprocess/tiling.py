@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ossiclass.errors import BadInputError
 from ossiclass.preprocess.tissue import tissue_mask
 from ossiclass.slides import Slide
 
@@ -98,7 +99,7 @@ def iter_tiles(
 ) -> Iterator[tuple[TileBox, np.ndarray]]:
     """(box, (tile_px, tile_px, 3) uint8 tile) for each tissue tile of a slide, read lazily."""
     if slide.mpp is None:
-        raise ValueError(f"{slide.path}: µm per pixel unknown; give it (--mpp)")
+        raise BadInputError(f"{slide.path}: µm per pixel unknown; give it (--mpp)")
     mask, _ = slide_tissue_mask(slide, slide.mpp)
     for box in tile_grid(
         slide.dimensions, slide.mpp, tile_px, target_mpp, stride_px, mask, min_tissue
