@@ -100,6 +100,7 @@ class BundleWriter(pl.Callback):
         self.filename = filename
 
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: every rank
         if not trainer.is_global_zero:
             return
         checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -118,6 +119,5 @@ class BundleWriter(pl.Callback):
         )
         holder = build_backbone(settings.backbone, len(CLASSES))
         holder.load_state_dict(network)
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
         path = save_bundle(folder / self.filename, holder, settings)
         print(f"wrote the model bundle {path}")

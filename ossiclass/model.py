@@ -117,8 +117,16 @@ class TissueClassifier(pl.LightningModule):
         loss = self.loss(logits, labels)
         predictions = logits.argmax(dim=1)
         self.metrics[f"{stage}_"].update(predictions, labels)
+        training = stage == "train"
+        # Epoch means of validation and test losses are reduced over processes; the training
+        # loss is logged per step from each process (an all-reduce a step would cost too much).
         self.log(
-            f"{stage}/loss", loss, prog_bar=stage != "test", on_step=stage == "train", on_epoch=True
+            f"{stage}/loss",
+            loss,
+            prog_bar=not stage == "test",
+            on_step=training,
+            on_epoch=True,
+            sync_dist=not training,
         )
         self.log_dict(
             {f"{stage}/{k}": v for k, v in self.metrics[f"{stage}_"].items()},
@@ -144,7 +152,8 @@ class TissueClassifier(pl.LightningModule):
         recall, confusion = self.recall[f"{stage}_"], self.confusion[f"{stage}_"]
         values = recall.compute()
         self.log_dict(
-            {f"{stage}/recall_{name}": v for name, v in zip(CLASSES, values, strict=True)}
+            {f"{stage}/recall_{name}": v for name, v in zip(CLASSES, values, strict=True)},
+            sync_dist=True,  # the same on every process: torchmetrics already gathered them
         )
         self.last_confusion = confusion.compute().cpu()
         recall.reset()
