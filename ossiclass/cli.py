@@ -102,6 +102,61 @@ def _normalize(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    import torch
+
+    from ossiclass.bundle import load_bundle, save_bundle
+    from ossiclass.classes import CLASSES
+    from ossiclass.data import load_tiles, read_tile_table
+    from ossiclass.evaluate import fit_temperature, metrics, predict_logits, reliability
+    from ossiclass.report import confusion_figure, reliability_figure
+    from ossiclass.synth.tiles import write_text_atomic
+
+    network, settings = load_bundle(args.model)
+
+    def logits_and_labels(source: str):
+        table = read_tile_table(source, args.label_map)
+        tiles = load_tiles(table, settings.input_px, progress=not args.quiet)
+        return predict_logits(network, tiles), torch.from_numpy(table.labels)
+
+    logits, labels = logits_and_labels(args.data)
+    curves = {"as trained": reliability(logits, labels, settings.temperature)}
+    uncalibrated = metrics(logits, labels, settings.temperature)
+    if args.calibrate:
+        temperature = fit_temperature(*logits_and_labels(args.calibrate))
+        settings = replace(settings, temperature=temperature)
+        save_bundle(args.model, network, settings)
+        print(f"fitted temperature {temperature:.3f} on {args.calibrate}; stored in {args.model}")
+        curves[f"temperature {temperature:.2f}"] = reliability(logits, labels, temperature)
+    result = metrics(logits, labels, settings.temperature)
+    result["before_calibration"] = {k: uncalibrated[k] for k in ("ece", "temperature")}
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
+        confusion_figure(
+            result["confusion"],
+            out / "confusion.png",
+            f"{args.data}: macro-F1 {result['macro_f1']:.3f}",
+        )
+        reliability_figure(curves, out / "reliability.png")
+    except OSError as error:
+        raise OssiclassError(f"cannot write to {out}: {error.strerror}") from None
+    print(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}")
+    for name in CLASSES:
+        row = result["per_class"][name]
+        print(f"{name:<20}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}")
+    print(
+        f"{result['tiles']} tiles: accuracy {result['accuracy']:.3f}, "
+        f"macro-F1 {result['macro_f1']:.3f}, ECE {result['ece']:.3f} "
+        f"(before calibration {uncalibrated['ece']:.3f}); outputs in {out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ossiclass",
@@ -177,6 +232,25 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "train", help="train the classifier: --config configs/default.yaml [LightningCLI overrides]"
     )
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics, confusion matrix and calibration of a model"
+    )
+    evaluate.add_argument("--model", required=True, help="model bundle (model.pt)")
+    evaluate.add_argument(
+        "--data", required=True, help="class folders or manifest CSV of labelled tiles"
+    )
+    evaluate.add_argument(
+        "--out", default="outputs/evaluate", help="output folder (default outputs/evaluate)"
+    )
+    evaluate.add_argument(
+        "--calibrate",
+        metavar="DATA",
+        help="fit a temperature on these tiles (validation) and store it in the model",
+    )
+    evaluate.add_argument("--label-map", help="JSON label map for data sets with other labels")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=_evaluate)
 
     normalize = commands.add_parser("normalize", help="stain-normalise images to a reference")
     normalize.add_argument("images", nargs="+", metavar="IMAGE", help="images to normalise")

@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import torch
+
+from ossiclass.bundle import ModelSettings, load_bundle, save_bundle
+from ossiclass.cli import main
+from ossiclass.evaluate import fit_temperature, metrics, reliability
+from ossiclass.model import build_backbone
+from ossiclass.synth.tiles import TileSettings, write_tile_dataset
+
+
+def test_metrics_of_perfect_and_of_confused_predictions():
+    labels = torch.arange(6).repeat(5)
+    perfect = torch.nn.functional.one_hot(labels, 6).float() * 10
+    result = metrics(perfect, labels)
+    assert result["accuracy"] == 1.0 and result["macro_f1"] == 1.0
+    assert result["confusion"][2][2] == 5 and result["ece"] < 0.01
+    shuffled = metrics(perfect, labels.roll(1))
+    assert shuffled["accuracy"] == 0.0 and shuffled["ece"] > 0.9
+
+
+def test_temperature_scaling_fixes_overconfidence():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 6, (2000,), generator=generator)
+    clean = torch.nn.functional.one_hot(labels, 6).float() * 2 + torch.randn(
+        2000, 6, generator=generator
+    )
+    overconfident = clean * 5  # right as often, far too sure of itself
+    temperature = fit_temperature(overconfident, labels)
+    assert temperature > 2
+    assert (
+        metrics(overconfident, labels, temperature)["ece"]
+        < metrics(overconfident, labels)["ece"] / 2
+    )
+    assert all(0 <= share <= 1 for _, _, share in reliability(overconfident, labels))
+
+
+def test_evaluate_command_writes_metrics_pictures_and_stores_the_temperature(tmp_path, capsys):
+    tiles = tmp_path / "tiles"
+    write_tile_dataset(
+        tiles, TileSettings(per_class=3, size_px=48, seed=4, domains=2), progress=False
+    )
+    model = save_bundle(
+        tmp_path / "model.pt", build_backbone("resnet18", 6), ModelSettings("resnet18", 32, 0.75)
+    )
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", str(model), "--data", str(tiles), "--out", str(out), "--quiet"]
+    assert main([*argv, "--calibrate", str(tiles)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["tiles"] == 18 and len(result["confusion"]) == 6
+    assert (out / "confusion.png").stat().st_size > 1000 and (out / "reliability.png").exists()
+    _, settings = load_bundle(model)
+    assert (
+        settings.temperature == pytest.approx(result["temperature"]) and settings.temperature != 1.0
+    )
+    assert "macro-F1" in capsys.readouterr().out
+
+
+def test_evaluate_errors_are_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 2
+    assert "no such model file" in capsys.readouterr().err
