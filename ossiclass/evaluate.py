@@ -39,7 +39,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_temperature.exp())
+    return float(log_temperature.detach().exp())
 
 
 def metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict:

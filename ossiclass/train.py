@@ -1,16 +1,73 @@
 """Training from the command line through LightningCLI: configs/*.yaml map onto the model, the
-data module and the Trainer."""
+data module and the Trainer. A run stopped midway resumes with `--ckpt_path .../last.ckpt` and
+continues the same run: same epochs, same log, each step logged once."""
 
 from __future__ import annotations
 
+import csv
 import sys
+from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from ossiclass.data import TileDataModule
 from ossiclass.model import TissueClassifier
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "-h", "--help")
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Writes metrics.csv without deleting an interrupted run's rows: on its first save it drops
+    the rows at or after its first step (they are logged again) and appends."""
+
+    def __init__(self, log_dir: str):
+        self._trimmed = False
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # the base class deletes metrics.csv here
+        pass
+
+    def save(self) -> None:
+        if self.metrics and not self._trimmed:
+            self._trimmed = True
+            if self._fs.isfile(self.metrics_file_path):
+                self._keep_rows_before(min(row["step"] for row in self.metrics))
+        super().save()
+
+    def _keep_rows_before(self, step: int) -> None:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            kept = [row for row in reader if int(float(row["step"])) < step]
+        with self._fs.open(self.metrics_file_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+        self.metrics_keys = header
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """CSVLogger whose resumed runs continue their metrics.csv, each step once."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def _value(args: list[str], option: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == option and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
@@ -20,6 +77,12 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     args = sys.argv[1:] if args is None else list(args)
     if run and not (args and args[0] in SUBCOMMANDS):
         args = ["fit", *args]
+    checkpoint = _value(args, "--ckpt_path")
+    version_option = "--trainer.logger.init_args.version"
+    if checkpoint and _value(args, version_option) is None:
+        run_dir = Path(checkpoint).resolve().parents[1]  # RUN/checkpoints/last.ckpt
+        if run_dir.name.startswith("version_"):
+            args += [version_option, run_dir.name]  # log into the run being resumed
     return LightningCLI(
         TissueClassifier,
         TileDataModule,
