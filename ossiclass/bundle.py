@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from ossiclass import __version__
@@ -120,4 +121,4 @@ class BundleWriter(pl.Callback):
         holder = build_backbone(settings.backbone, len(CLASSES))
         holder.load_state_dict(network)
         path = save_bundle(folder / self.filename, holder, settings)
-        print(f"wrote the model bundle {path}")
+        rank_zero_info(f"wrote the model bundle {path}")
