@@ -116,6 +116,7 @@ class BundleWriter(pl.Callback):
             backbone=module.hparams.backbone,
             input_px=data.hparams.input_px,
             mpp=data.input_mpp,
+            normalizer=data.normalizer_state,
             trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
         )
         holder = build_backbone(settings.backbone, len(CLASSES))

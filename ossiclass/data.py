@@ -18,6 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 from tqdm import tqdm
 
@@ -25,6 +26,7 @@ from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
 from ossiclass.preprocess.augment import HEDJitter
+from ossiclass.preprocess.stain import NORMALIZERS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -163,6 +165,9 @@ class TileDataModule(pl.LightningDataModule):
     hed_jitter : strength of HED stain jitter in training (0 for none).
     label_map : JSON label map for public data sets with other labels.
     mpp : µm per pixel of the tiles as stored (0.5 for the synthetic default, a 20x scan).
+    normalizer : stain normalisation applied to every tile once loaded: "macenko", "reinhard"
+        or None. Its reference is fitted on `reference` (an image) or, by default, on 24
+        training tiles spread over the classes; it travels in the model bundle.
     """
 
     def __init__(
@@ -177,6 +182,8 @@ class TileDataModule(pl.LightningDataModule):
         hed_jitter: float = 0.0,
         label_map: str | None = None,
         mpp: float = 0.5,
+        normalizer: str | None = None,
+        reference: str | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -184,6 +191,7 @@ class TileDataModule(pl.LightningDataModule):
         self.jitter = HEDJitter(hed_jitter, hed_jitter / 2, seed=seed) if hed_jitter > 0 else None
         self.datasets: dict[str, TensorDataset] = {}
         self.input_mpp: float | None = None  # µm per pixel of the model's input, after setup
+        self.normalizer_state: dict | None = None  # the fitted normaliser, after setup
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -193,14 +201,50 @@ class TileDataModule(pl.LightningDataModule):
         rest, held = grouped_split(table, hp.val_fraction, hp.seed)
         self.input_mpp = hp.mpp * read_image(table.paths[0]).shape[1] / hp.input_px
         tiles = load_tiles(table, hp.input_px)
+        normalize = self._fit_normalizer(tiles[rest], table.labels[rest])
+        tiles = normalize(tiles)
         labels = torch.from_numpy(table.labels)
         self.datasets["train"] = TensorDataset(tiles[rest], labels[rest])
         self.datasets["val"] = TensorDataset(tiles[held], labels[held])
         if hp.test:
             test = read_tile_table(hp.test, hp.label_map)
             self.datasets["test"] = TensorDataset(
-                load_tiles(test, hp.input_px), torch.from_numpy(test.labels)
+                normalize(load_tiles(test, hp.input_px)), torch.from_numpy(test.labels)
             )
+
+    def _fit_normalizer(self, tiles: torch.Tensor, labels: np.ndarray):
+        """A function that stain-normalises (N, 3, S, S) uint8 tiles, fitted as configured."""
+        if self.hparams.normalizer is None:
+            return lambda batch: batch
+        method = NORMALIZERS.get(self.hparams.normalizer)
+        if method is None:
+            raise BadInputError(
+                f"unknown normalizer {self.hparams.normalizer!r}; expected macenko or reinhard"
+            )
+        if self.hparams.reference:
+            sample = read_image(self.hparams.reference)
+        else:
+            rng = np.random.default_rng(self.hparams.seed)
+            picks = [rng.choice(np.flatnonzero(labels == c), 4) for c in np.unique(labels)]
+            sample = [t.permute(1, 2, 0).numpy() for t in tiles[np.concatenate(picks)]]
+        try:
+            fitted = method.fit(sample)
+        except ValueError as error:
+            raise BadInputError(
+                f"cannot fit the {self.hparams.normalizer} reference: {error}"
+            ) from None
+        self.normalizer_state = fitted.to_dict()
+
+        def normalize(batch: torch.Tensor) -> torch.Tensor:
+            images, ok = fitted.normalize(batch.permute(0, 2, 3, 1).contiguous().numpy())
+            if ok.mean() < 0.9:
+                rank_zero_warn(
+                    f"{1 - ok.mean():.0%} of the tiles show too little H&E to estimate their "
+                    "stains and were left as they are (small tiles: raise data.input_px)"
+                )
+            return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+        return normalize
 
     def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
         return DataLoader(

@@ -98,3 +98,33 @@ def test_data_module_splits_and_batches(tiles):
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.dtype == torch.int64
     Image.fromarray(images[0].permute(1, 2, 0).numpy())  # a real picture
+
+
+@pytest.fixture(scope="module")
+def larger_tiles(tmp_path_factory):
+    # Per-tile Macenko needs enough stained pixels: 128 px tiles, not 48.
+    root = tmp_path_factory.mktemp("larger") / "set"
+    write_tile_dataset(
+        root, TileSettings(per_class=4, size_px=128, seed=2, domains=2), progress=False
+    )
+    return str(root)
+
+
+@pytest.mark.parametrize("method", ["macenko", "reinhard"])
+def test_data_module_normalises_every_split_and_keeps_the_reference(larger_tiles, method):
+    plain = TileDataModule(larger_tiles, larger_tiles, input_px=128, val_fraction=0.25)
+    normalized = TileDataModule(
+        larger_tiles, larger_tiles, input_px=128, val_fraction=0.25, normalizer=method
+    )
+    plain.setup("fit")
+    normalized.setup("fit")
+    assert normalized.normalizer_state["method"] == method
+    for split in ("train", "val", "test"):
+        before, after = plain.datasets[split].tensors[0], normalized.datasets[split].tensors[0]
+        assert after.shape == before.shape and after.dtype == torch.uint8
+        assert (after.float() - before.float()).abs().mean() > 1
+
+
+def test_unknown_normalizer_is_a_user_error(tiles):
+    with pytest.raises(BadInputError, match="unknown normalizer 'vahadane'"):
+        TileDataModule(str(tiles), input_px=32, normalizer="vahadane").setup("fit")

@@ -63,6 +63,8 @@ def test_tiny_training_run_through_the_cli(tmp_path):
             str(root),
             "--trainer.default_root_dir",
             str(tmp_path / "run"),
+            "--data.normalizer",
+            "macenko",
         ]
     )
     assert cli.trainer.current_epoch == 1
@@ -71,6 +73,7 @@ def test_tiny_training_run_through_the_cli(tmp_path):
     assert cli.model.last_confusion.sum() == 36
     network, settings = load_bundle(tmp_path / "run" / "model.pt")
     assert settings.input_px == 32 and settings.mpp == pytest.approx(0.5 * 48 / 32)
+    assert settings.normalizer["method"] == "macenko"  # the fitted reference travels along
 
 
 @pytest.mark.slow
