@@ -112,14 +112,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ossiclass.classes import CLASSES
     from ossiclass.data import load_tiles, read_tile_table
     from ossiclass.evaluate import fit_temperature, metrics, predict_logits, reliability
+    from ossiclass.preprocess.stain import normalizer_from_dict
     from ossiclass.report import confusion_figure, reliability_figure
     from ossiclass.synth.tiles import write_text_atomic
 
     network, settings = load_bundle(args.model)
 
+    normalizer = normalizer_from_dict(settings.normalizer) if settings.normalizer else None
+
     def logits_and_labels(source: str):
         table = read_tile_table(source, args.label_map)
         tiles = load_tiles(table, settings.input_px, progress=not args.quiet)
+        if normalizer is not None:  # the model was trained on normalised tiles
+            images, _ = normalizer.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy())
+            tiles = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         return predict_logits(network, tiles), torch.from_numpy(table.labels)
 
     logits, labels = logits_and_labels(args.data)

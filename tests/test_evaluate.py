@@ -60,3 +60,26 @@ def test_evaluate_command_writes_metrics_pictures_and_stores_the_temperature(tmp
 def test_evaluate_errors_are_one_line(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path):
+    from ossiclass.preprocess.stain import MacenkoNormalizer
+    from ossiclass.synth.stains import sample_domains
+    from ossiclass.synth.tiles import make_tile
+
+    tiles = tmp_path / "tiles"
+    write_tile_dataset(
+        tiles, TileSettings(per_class=2, size_px=128, seed=6, domains=2), progress=False
+    )
+    reference = make_tile("woven_bone", 0, 9, sample_domains(9, 1), 256, 0.5)[0]
+    network = build_backbone("resnet18", 6)
+    normalizer = MacenkoNormalizer.fit(reference).to_dict()
+    results = {}
+    for name, stain in (("plain", None), ("normalised", normalizer)):
+        settings = ModelSettings("resnet18", 128, 0.5, normalizer=stain)
+        model = save_bundle(tmp_path / f"{name}.pt", network, settings)
+        out = tmp_path / name
+        argv = ["evaluate", "--model", str(model), "--data", str(tiles), "--out", str(out)]
+        assert main([*argv, "--quiet"]) == 0
+        results[name] = json.loads((out / "metrics.json").read_text())
+    assert results["plain"]["ece"] != results["normalised"]["ece"]
