@@ -103,54 +103,15 @@ def _normalize(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
-    from dataclasses import replace
-
-    import torch
-
-    from ossiclass.bundle import load_bundle, save_bundle
     from ossiclass.classes import CLASSES
-    from ossiclass.data import load_tiles, read_tile_table
-    from ossiclass.evaluate import fit_temperature, metrics, predict_logits, reliability
-    from ossiclass.preprocess.stain import normalizer_from_dict
-    from ossiclass.report import confusion_figure, reliability_figure
-    from ossiclass.synth.tiles import write_text_atomic
+    from ossiclass.evaluate import evaluate_bundle
 
-    network, settings = load_bundle(args.model)
-
-    normalizer = normalizer_from_dict(settings.normalizer) if settings.normalizer else None
-
-    def logits_and_labels(source: str):
-        table = read_tile_table(source, args.label_map)
-        tiles = load_tiles(table, settings.input_px, progress=not args.quiet)
-        if normalizer is not None:  # the model was trained on normalised tiles
-            images, _ = normalizer.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy())
-            tiles = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        return predict_logits(network, tiles), torch.from_numpy(table.labels)
-
-    logits, labels = logits_and_labels(args.data)
-    curves = {"as trained": reliability(logits, labels, settings.temperature)}
-    uncalibrated = metrics(logits, labels, settings.temperature)
+    result, as_trained = evaluate_bundle(
+        args.model, args.data, args.out, args.calibrate, args.label_map, not args.quiet
+    )
     if args.calibrate:
-        temperature = fit_temperature(*logits_and_labels(args.calibrate))
-        settings = replace(settings, temperature=temperature)
-        save_bundle(args.model, network, settings)
+        temperature = result["temperature"]
         print(f"fitted temperature {temperature:.3f} on {args.calibrate}; stored in {args.model}")
-        curves[f"temperature {temperature:.2f}"] = reliability(logits, labels, temperature)
-    result = metrics(logits, labels, settings.temperature)
-    result["before_calibration"] = {k: uncalibrated[k] for k in ("ece", "temperature")}
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
-        confusion_figure(
-            result["confusion"],
-            out / "confusion.png",
-            f"{args.data}: macro-F1 {result['macro_f1']:.3f}",
-        )
-        reliability_figure(curves, out / "reliability.png")
-    except OSError as error:
-        raise OssiclassError(f"cannot write to {out}: {error.strerror}") from None
     print(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}")
     for name in CLASSES:
         row = result["per_class"][name]
@@ -158,7 +119,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(
         f"{result['tiles']} tiles: accuracy {result['accuracy']:.3f}, "
         f"macro-F1 {result['macro_f1']:.3f}, ECE {result['ece']:.3f} "
-        f"(before calibration {uncalibrated['ece']:.3f}); outputs in {out}"
+        f"(before calibration {as_trained['ece']:.3f}); outputs in {args.out}"
     )
     return 0
 

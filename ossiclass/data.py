@@ -125,6 +125,12 @@ def load_tiles(table: TileTable, size_px: int, progress: bool = True) -> torch.T
     return tiles
 
 
+def normalize_tiles(normalizer, tiles: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """Stain-normalise (N, 3, S, S) uint8 tiles with a fitted normaliser: (tiles, ok (N,))."""
+    images, ok = normalizer.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy())
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), ok
+
+
 def grouped_split(table: TileTable, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, held out): about `fraction` of each class's groups held out, so tiles of
     one slide or source never straddle the split."""
@@ -236,13 +242,13 @@ class TileDataModule(pl.LightningDataModule):
         self.normalizer_state = fitted.to_dict()
 
         def normalize(batch: torch.Tensor) -> torch.Tensor:
-            images, ok = fitted.normalize(batch.permute(0, 2, 3, 1).contiguous().numpy())
+            images, ok = normalize_tiles(fitted, batch)
             if ok.mean() < 0.9:
                 rank_zero_warn(
                     f"{1 - ok.mean():.0%} of the tiles show too little H&E to estimate their "
                     "stains and were left as they are (small tiles: raise data.input_px)"
                 )
-            return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+            return images
 
         return normalize
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import torch
 import torchmetrics.functional.classification as tmf
 from torch import nn
 
 from ossiclass.classes import CLASSES
+from ossiclass.errors import OssiclassError
 
 ECE_BINS = 15
 
@@ -82,3 +87,52 @@ def reliability(logits: torch.Tensor, labels: torch.Tensor, temperature: float =
             share = float(inside.float().mean())
             rows.append((float(confidence[inside].mean()), float(correct[inside].mean()), share))
     return rows
+
+
+def evaluate_bundle(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    calibrate: str | Path | None = None,
+    label_map: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[dict, dict]:
+    """Evaluate a model bundle on labelled tiles and write `metrics.json`, `confusion.png` and
+    `reliability.png` under `out`. With `calibrate` (validation tiles), fit a softmax
+    temperature there and store it in the bundle. Returns (metrics, metrics as trained)."""
+    from ossiclass.bundle import load_bundle, save_bundle
+    from ossiclass.data import load_tiles, normalize_tiles, read_tile_table
+    from ossiclass.preprocess.stain import normalizer_from_dict
+    from ossiclass.report import confusion_figure, reliability_figure
+    from ossiclass.synth.tiles import write_text_atomic
+
+    network, settings = load_bundle(model)
+    normalizer = normalizer_from_dict(settings.normalizer) if settings.normalizer else None
+
+    def logits_and_labels(source):
+        table = read_tile_table(source, label_map)
+        tiles = load_tiles(table, settings.input_px, progress=progress)
+        if normalizer is not None:  # the model was trained on normalised tiles
+            tiles, _ = normalize_tiles(normalizer, tiles)
+        return predict_logits(network, tiles), torch.from_numpy(table.labels)
+
+    logits, labels = logits_and_labels(data)
+    curves = {"as trained": reliability(logits, labels, settings.temperature)}
+    as_trained = metrics(logits, labels, settings.temperature)
+    if calibrate:
+        temperature = fit_temperature(*logits_and_labels(calibrate))
+        settings = replace(settings, temperature=temperature)
+        save_bundle(model, network, settings)
+        curves[f"temperature {temperature:.2f}"] = reliability(logits, labels, temperature)
+    result = metrics(logits, labels, settings.temperature)
+    result["before_calibration"] = {k: as_trained[k] for k in ("ece", "temperature")}
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
+        title = f"{data}: macro-F1 {result['macro_f1']:.3f}"
+        confusion_figure(result["confusion"], out / "confusion.png", title)
+        reliability_figure(curves, out / "reliability.png")
+    except OSError as error:
+        raise OssiclassError(f"cannot write to {out}: {error.strerror}") from None
+    return result, as_trained
