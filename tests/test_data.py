@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import make_tile_set
 from PIL import Image
 
 from ossiclass.classes import CLASSES
@@ -14,16 +15,12 @@ from ossiclass.data import (
     read_tile_table,
 )
 from ossiclass.errors import BadInputError
-from ossiclass.synth.tiles import TileSettings, write_tile_dataset
 
 
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiles") / "set"
-    write_tile_dataset(
-        root, TileSettings(per_class=4, size_px=48, seed=2, domains=2), progress=False
-    )
-    return root
+    return make_tile_set(root, per_class=4, seed=2)
 
 
 def test_class_folders_and_manifest_give_the_same_table(tiles):
@@ -104,10 +101,7 @@ def test_data_module_splits_and_batches(tiles):
 def larger_tiles(tmp_path_factory):
     # Per-tile Macenko needs enough stained pixels: 128 px tiles, not 48.
     root = tmp_path_factory.mktemp("larger") / "set"
-    write_tile_dataset(
-        root, TileSettings(per_class=4, size_px=128, seed=2, domains=2), progress=False
-    )
-    return str(root)
+    return str(make_tile_set(root, per_class=4, size_px=128, seed=2))
 
 
 @pytest.mark.parametrize("method", ["macenko", "reinhard"])

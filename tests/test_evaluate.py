@@ -7,7 +7,6 @@ from ossiclass.bundle import ModelSettings, load_bundle, save_bundle
 from ossiclass.cli import main
 from ossiclass.evaluate import fit_temperature, metrics, reliability
 from ossiclass.model import build_backbone
-from ossiclass.synth.tiles import TileSettings, write_tile_dataset
 
 
 def test_metrics_of_perfect_and_of_confused_predictions():
@@ -36,11 +35,10 @@ def test_temperature_scaling_fixes_overconfidence():
     assert all(0 <= share <= 1 for _, _, share in reliability(overconfident, labels))
 
 
-def test_evaluate_command_writes_metrics_pictures_and_stores_the_temperature(tmp_path, capsys):
-    tiles = tmp_path / "tiles"
-    write_tile_dataset(
-        tiles, TileSettings(per_class=3, size_px=48, seed=4, domains=2), progress=False
-    )
+def test_evaluate_command_writes_metrics_pictures_and_stores_the_temperature(
+    tmp_path, capsys, tile_set
+):
+    tiles = tile_set(3, seed=4)
     model = save_bundle(
         tmp_path / "model.pt", build_backbone("resnet18", 6), ModelSettings("resnet18", 32, 0.75)
     )
@@ -62,15 +60,12 @@ def test_evaluate_errors_are_one_line(tmp_path, capsys):
     assert "no such model file" in capsys.readouterr().err
 
 
-def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path):
+def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path, tile_set):
     from ossiclass.preprocess.stain import MacenkoNormalizer
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
 
-    tiles = tmp_path / "tiles"
-    write_tile_dataset(
-        tiles, TileSettings(per_class=2, size_px=128, seed=6, domains=2), progress=False
-    )
+    tiles = tile_set(2, size_px=128, seed=6)
     reference = make_tile("woven_bone", 0, 9, sample_domains(9, 1), 256, 0.5)[0]
     network = build_backbone("resnet18", 6)
     normalizer = MacenkoNormalizer.fit(reference).to_dict()

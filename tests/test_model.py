@@ -1,5 +1,3 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,7 +6,6 @@ import yaml
 
 from ossiclass.bundle import load_bundle
 from ossiclass.model import BACKBONES, TissueClassifier, build_backbone
-from ossiclass.synth.tiles import TileSettings, write_tile_dataset
 from ossiclass.train import run_cli
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -47,11 +44,8 @@ def test_every_config_instantiates(config, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_training_run_through_the_cli(tmp_path):
-    root = tmp_path / "tiles"
-    write_tile_dataset(
-        root, TileSettings(per_class=6, size_px=48, seed=1, domains=2), progress=False
-    )
+def test_tiny_training_run_through_the_cli(tmp_path, tile_set):
+    root = tile_set(6, seed=1)
     cli = run_cli(
         [
             "fit",
@@ -74,34 +68,3 @@ def test_tiny_training_run_through_the_cli(tmp_path):
     network, settings = load_bundle(tmp_path / "run" / "model.pt")
     assert settings.input_px == 32 and settings.mpp == pytest.approx(0.5 * 48 / 32)
     assert settings.normalizer["method"] == "macenko"  # the fitted reference travels along
-
-
-@pytest.mark.slow
-def test_two_process_ddp_with_gloo(tmp_path):
-    root = tmp_path / "tiles"
-    write_tile_dataset(
-        root, TileSettings(per_class=8, size_px=48, seed=3, domains=2), progress=False
-    )
-    run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "scripts/train.py",
-        "--config",
-        "configs/ci.yaml",
-        "--data.train",
-        str(root),
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.devices",
-        "2",
-        "--trainer.default_root_dir",
-        str(run),
-    ]
-    result = subprocess.run(
-        command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-2000:]
-    assert "distributed_backend=gloo" in log and "MEMBER: 2/2" in log
-    network, settings = load_bundle(run / "model.pt")  # written once, by rank 0
-    assert settings.input_px == 32

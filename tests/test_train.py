@@ -1,4 +1,5 @@
-"""Training runs as a user runs them: killed midway, then resumed from the last checkpoint."""
+"""Training runs as a user runs them, in their own processes: killed midway and resumed,
+and spread over two processes."""
 
 import csv
 import signal
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ossiclass.synth.tiles import TileSettings, write_tile_dataset
+from ossiclass.bundle import load_bundle
 
 REPO = Path(__file__).parents[1]
 
@@ -27,11 +28,8 @@ def _command(tiles, run, *extra):
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_and_logs_each_step_once(tmp_path):
-    tiles = tmp_path / "tiles"
-    write_tile_dataset(
-        tiles, TileSettings(per_class=8, size_px=48, seed=5, domains=2), progress=False
-    )
+def test_a_killed_run_resumes_and_logs_each_step_once(tmp_path, tile_set):
+    tiles = tile_set(8, seed=5)
     run = tmp_path / "run"
     last = run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     process = subprocess.Popen(
@@ -60,3 +58,29 @@ def test_a_killed_run_resumes_and_logs_each_step_once(tmp_path):
     epochs = sorted({int(float(row["epoch"])) for row in rows if row.get("val/macro_f1")})
     assert epochs == [0, 1, 2, 3]
     assert (run / "lightning_logs" / "version_0" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_with_gloo(tmp_path, tile_set):
+    root = tile_set(8, seed=3)
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "scripts/train.py",
+        "--config",
+        "configs/ci.yaml",
+        "--data.train",
+        str(root),
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.default_root_dir",
+        str(run),
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-2000:]
+    assert "distributed_backend=gloo" in log and "MEMBER: 2/2" in log
+    network, settings = load_bundle(run / "model.pt")  # written once, by rank 0
+    assert settings.input_px == 32
