@@ -3,30 +3,44 @@
 Tiles come from class folders (`ROOT/<class>/*.png`) or a manifest CSV (`path,label[,group]`,
 paths relative to the manifest), optionally through a label map for public data sets. They are
 decoded and resized once to the model's input size and held as one `(N, 3, S, S)` uint8 tensor:
-on two cores, decoding PNGs every epoch would cost more than the training step. Augmentation
-runs on whole batches after they reach the device (`on_after_batch_transfer`).
+on two cores, decoding PNGs every epoch would cost more than the training step. Or they are
+painted while training (`SyntheticStream`): an endless stream of fresh synthetic tiles, with a
+fixed validation set. Augmentation runs on whole batches after they reach the device
+(`on_after_batch_transfer`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from threadpoolctl import threadpool_limits
+from torch.utils.data import (
+    DataLoader,
+    IterableDataset,
+    TensorDataset,
+    WeightedRandomSampler,
+    get_worker_info,
+)
 from tqdm import tqdm
 
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
-from ossiclass.preprocess.augment import HEDJitter
+from ossiclass.preprocess.augment import HEDJitter, RandomStainDomain
 from ossiclass.preprocess.stain import NORMALIZERS
+from ossiclass.synth.painters import paint
+from ossiclass.synth.stains import render, sample_domain, sample_domains
+from ossiclass.synth.tiles import make_tile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -116,13 +130,83 @@ def load_tiles(table: TileTable, size_px: int, progress: bool = True) -> torch.T
     for index, path in enumerate(
         tqdm(table.paths, desc="loading tiles", unit="tile", disable=not progress)
     ):
-        image = read_image(path)
-        if image.shape[:2] != (size_px, size_px):
-            image = np.array(
-                Image.fromarray(image).resize((size_px, size_px), Image.Resampling.BOX)
-            )
-        tiles[index] = torch.from_numpy(image).permute(2, 0, 1)
+        tiles[index] = _to_input(read_image(path), size_px)
     return tiles
+
+
+def _to_input(image: np.ndarray, size_px: int) -> torch.Tensor:
+    """An (H, W, 3) uint8 image as a (3, size_px, size_px) uint8 tensor (box-filtered)."""
+    if image.shape[:2] != (size_px, size_px):
+        image = np.array(Image.fromarray(image).resize((size_px, size_px), Image.Resampling.BOX))
+    return torch.from_numpy(image).permute(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class SyntheticStream:
+    """Synthetic tiles painted while training, instead of a data set on disk.
+
+    seed : the stream's seed; with the run's `seed_everything`, a run is repeatable.
+    domains : 0 draws a fresh stain domain ("lab") for every tile; K spreads the tiles over
+        the K labs that `ossiclass synth tiles --seed SEED --domains K` uses.
+    tiles_per_epoch : how many tiles make an epoch (the stream itself never ends).
+    val_per_class : size of the fixed validation set, painted once from `seed`.
+    tile_px, mpp : tiles are painted at tile_px pixels a side and mpp µm/px, then resized to
+        the model's input, as tiles on disk are.
+    """
+
+    seed: int = 0
+    domains: int = 0
+    tiles_per_epoch: int = 4096
+    val_per_class: int = 50
+    tile_px: int = 256
+    mpp: float = 0.5
+
+    def labs(self) -> list:
+        return sample_domains(self.seed, self.domains or 8)
+
+    def validation(self, size_px: int) -> TensorDataset:
+        """The fixed validation set: tiles the stream never yields (other tile seeds)."""
+        labs, tiles, labels = self.labs(), [], []
+        for label, name in enumerate(CLASSES):
+            for index in range(self.val_per_class):
+                image, _ = make_tile(name, 10**9 + index, self.seed, labs, self.tile_px, self.mpp)
+                tiles.append(_to_input(image, size_px))
+                labels.append(label)
+        return TensorDataset(torch.stack(tiles), torch.tensor(labels))
+
+
+class SyntheticTiles(IterableDataset):
+    """Batches `((B, 3, S, S) uint8, (B,) int64)` of freshly painted tiles, classes balanced.
+
+    Each DataLoader worker paints its own share of an epoch from the seed PyTorch gives it, so
+    `seed_everything` makes the stream repeatable and every epoch sees new tiles.
+    `normalize` maps a batch of tiles to stain-normalised tiles (run in the worker).
+    """
+
+    def __init__(self, stream: SyntheticStream, size_px: int, batch_size: int, normalize):
+        self.stream, self.size_px, self.batch_size = stream, size_px, batch_size
+        self.normalize = normalize
+        self.labs = stream.labs() if stream.domains else None
+
+    def __len__(self) -> int:
+        return self.stream.tiles_per_epoch // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        seed = info.seed if info else int(torch.randint(2**62, ()).item())
+        rng = np.random.default_rng(seed)
+        for _ in range(worker, len(self), workers):
+            labels = rng.integers(0, len(CLASSES), self.batch_size)
+            with threadpool_limits(1):  # BLAS threads slow painting's small products 5x
+                tiles = torch.stack([self._paint(CLASSES[label], rng) for label in labels])
+            yield self.normalize(tiles), torch.from_numpy(labels)
+
+    def _paint(self, name: str, rng: np.random.Generator) -> torch.Tensor:
+        lab = self.labs[rng.integers(len(self.labs))] if self.labs else sample_domain(rng)
+        shape = (self.stream.tile_px, self.stream.tile_px)
+        image = render(paint(name, rng, shape, self.stream.mpp), lab, rng, shape)
+        return _to_input(image, self.size_px)
 
 
 def normalize_tiles(normalizer, tiles: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -157,6 +241,21 @@ def random_dihedral(batch: torch.Tensor, generator: torch.Generator | None = Non
     return out
 
 
+def random_scale(
+    batch: torch.Tensor, max_change: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Zoom each (3, H, W) image of a batch about its centre by a factor drawn from
+    [1 - max_change, 1 + max_change], mirroring at the edges: scanners' µm/px differ a little."""
+    scale = 1 + (torch.rand(len(batch), generator=generator) * 2 - 1) * max_change
+    theta = torch.zeros(len(batch), 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    grid = F.affine_grid(theta.to(batch.device), list(batch.shape), align_corners=False)
+    zoomed = F.grid_sample(
+        batch.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    return zoomed.round().clamp(0, 255).to(batch.dtype)
+
+
 class TileDataModule(pl.LightningDataModule):
     """Training, validation and test tiles for the tissue classifier.
 
@@ -164,11 +263,15 @@ class TileDataModule(pl.LightningDataModule):
     ----------
     train : class folders or manifest to train on; validation is held out of it by group.
     test : class folders or manifest to test on (e.g. a synthetic set from unseen labs).
+    synthetic : paint the training tiles on the fly instead (`SyntheticStream`), with a fixed
+        validation set; give either `train` or `synthetic`.
     input_px : tiles are resized to this many pixels a side (the model's input).
     val_fraction : share of each class's groups held out for validation.
     batch_size, num_workers : DataLoader settings.
     balanced : sample classes equally often in training.
     hed_jitter : strength of HED stain jitter in training (0 for none).
+    stain_domains : share of training tiles re-rendered in a random synthetic lab's stains.
+    scale_jitter : largest relative zoom in training (0.1: 0.9x to 1.1x; 0 for none).
     label_map : JSON label map for public data sets with other labels.
     mpp : µm per pixel of the tiles as stored (0.5 for the synthetic default, a 20x scan).
     normalizer : stain normalisation applied to every tile once loaded: "macenko", "reinhard"
@@ -178,14 +281,17 @@ class TileDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: str,
+        train: str | None = None,
         test: str | None = None,
+        synthetic: SyntheticStream | None = None,
         input_px: int = 128,
         val_fraction: float = 0.15,
         batch_size: int = 64,
         num_workers: int = 0,
         balanced: bool = True,
         hed_jitter: float = 0.0,
+        stain_domains: float = 0.0,
+        scale_jitter: float = 0.0,
         label_map: str | None = None,
         mpp: float = 0.5,
         normalizer: str | None = None,
@@ -193,9 +299,13 @@ class TileDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        if (train is None) == (synthetic is None):
+            raise BadInputError("give the training tiles as data.train or data.synthetic")
+        self.save_hyperparameters()  # (a dataclass is saved as a plain dict)
+        self.stream = synthetic
         self.jitter = HEDJitter(hed_jitter, hed_jitter / 2, seed=seed) if hed_jitter > 0 else None
-        self.datasets: dict[str, TensorDataset] = {}
+        self.restain = RandomStainDomain(stain_domains, seed=seed) if stain_domains > 0 else None
+        self.datasets: dict[str, TensorDataset | SyntheticTiles] = {}
         self.input_mpp: float | None = None  # µm per pixel of the model's input, after setup
         self.normalizer_state: dict | None = None  # the fitted normaliser, after setup
 
@@ -203,20 +313,34 @@ class TileDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        table = read_tile_table(hp.train, hp.label_map)
-        rest, held = grouped_split(table, hp.val_fraction, hp.seed)
-        self.input_mpp = hp.mpp * read_image(table.paths[0]).shape[1] / hp.input_px
-        tiles = load_tiles(table, hp.input_px)
-        normalize = self._fit_normalizer(tiles[rest], table.labels[rest])
-        tiles = normalize(tiles)
-        labels = torch.from_numpy(table.labels)
-        self.datasets["train"] = TensorDataset(tiles[rest], labels[rest])
-        self.datasets["val"] = TensorDataset(tiles[held], labels[held])
+        if self.stream:
+            normalize = self._setup_stream(self.stream)
+        else:
+            table = read_tile_table(hp.train, hp.label_map)
+            rest, held = grouped_split(table, hp.val_fraction, hp.seed)
+            self.input_mpp = hp.mpp * read_image(table.paths[0]).shape[1] / hp.input_px
+            tiles = load_tiles(table, hp.input_px)
+            normalize = self._fit_normalizer(tiles[rest], table.labels[rest])
+            tiles = normalize(tiles)
+            labels = torch.from_numpy(table.labels)
+            self.datasets["train"] = TensorDataset(tiles[rest], labels[rest])
+            self.datasets["val"] = TensorDataset(tiles[held], labels[held])
         if hp.test:
             test = read_tile_table(hp.test, hp.label_map)
             self.datasets["test"] = TensorDataset(
                 normalize(load_tiles(test, hp.input_px)), torch.from_numpy(test.labels)
             )
+
+    def _setup_stream(self, stream: SyntheticStream):
+        """Paint the validation set, fit the normaliser on it, and open the training stream."""
+        hp = self.hparams
+        self.input_mpp = stream.mpp * stream.tile_px / hp.input_px
+        val = stream.validation(hp.input_px)
+        images, labels = val.tensors
+        normalize = self._fit_normalizer(images, labels.numpy())
+        self.datasets["val"] = TensorDataset(normalize(images), labels)
+        self.datasets["train"] = SyntheticTiles(stream, hp.input_px, hp.batch_size, normalize)
+        return normalize
 
     def _fit_normalizer(self, tiles: torch.Tensor, labels: np.ndarray):
         """A function that stain-normalises (N, 3, S, S) uint8 tiles, fitted as configured."""
@@ -263,6 +387,10 @@ class TileDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        stream = self.datasets["train"]
+        if isinstance(stream, SyntheticTiles):  # yields whole batches
+            workers = self.hparams.num_workers
+            return DataLoader(stream, batch_size=None, num_workers=workers)
         labels = self.datasets["train"].tensors[1]
         sampler = None
         if self.hparams.balanced:
@@ -283,6 +411,10 @@ class TileDataModule(pl.LightningDataModule):
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
             images = random_dihedral(images)
+            if self.hparams.scale_jitter > 0:
+                images = random_scale(images, self.hparams.scale_jitter)
+            if self.restain is not None:
+                images = torch.stack([self.restain(image.cpu()) for image in images]).to(images)
             if self.jitter is not None:
                 images = self.jitter.to(images.device)(images)
         return images, labels

@@ -1,15 +1,18 @@
 """Training from the command line through LightningCLI: configs/*.yaml map onto the model, the
 data module and the Trainer. A run stopped midway resumes with `--ckpt_path .../last.ckpt` and
-continues the same run: same epochs, same log, each step logged once."""
+continues the same run: same epochs, same log, each step logged once. Where TensorBoard is
+installed, the run logs to it as well, into the same folder."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import sys
 from pathlib import Path
 
+import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
@@ -61,6 +64,24 @@ class ContinuingCSVLogger(CSVLogger):
         return self._experiment
 
 
+def add_tensorboard(trainer: pl.Trainer) -> None:
+    """Log to TensorBoard too, into the first logger's run folder, if tensorboard is installed."""
+    if not trainer.loggers or importlib.util.find_spec("tensorboard") is None:
+        return
+    if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+        return
+    first = trainer.loggers[0]
+    board = TensorBoardLogger(
+        first.save_dir, name=first.name, version=first.version, default_hp_metric=False
+    )
+    trainer.loggers = [*trainer.loggers, board]
+
+
+class _TrainingCLI(LightningCLI):
+    def before_fit(self) -> None:
+        add_tensorboard(self.trainer)
+
+
 def _value(args: list[str], option: str) -> str | None:
     for index, arg in enumerate(args):
         if arg == option and index + 1 < len(args):
@@ -83,7 +104,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         run_dir = Path(checkpoint).resolve().parents[1]  # RUN/checkpoints/last.ckpt
         if run_dir.name.startswith("version_"):
             args += [version_option, run_dir.name]  # log into the run being resumed
-    return LightningCLI(
+    return _TrainingCLI(
         TissueClassifier,
         TileDataModule,
         args=args,

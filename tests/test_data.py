@@ -5,13 +5,17 @@ import pytest
 import torch
 from conftest import make_tile_set
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from ossiclass.classes import CLASSES
 from ossiclass.data import (
+    SyntheticStream,
+    SyntheticTiles,
     TileDataModule,
     grouped_split,
     load_tiles,
     random_dihedral,
+    random_scale,
     read_tile_table,
 )
 from ossiclass.errors import BadInputError
@@ -122,3 +126,45 @@ def test_data_module_normalises_every_split_and_keeps_the_reference(larger_tiles
 def test_unknown_normalizer_is_a_user_error(tiles):
     with pytest.raises(BadInputError, match="unknown normalizer 'vahadane'"):
         TileDataModule(str(tiles), input_px=32, normalizer="vahadane").setup("fit")
+
+
+def test_random_scale_zooms_about_the_centre():
+    square = torch.zeros(4, 3, 64, 64, dtype=torch.uint8)
+    square[..., 16:48, 16:48] = 255
+    assert torch.equal(random_scale(square, 0.0), square)
+    zoomed = random_scale(square, 0.2, torch.Generator().manual_seed(0))
+    scales = 1 + (torch.rand(4, generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.2
+    areas = (zoomed[:, 0] > 127).sum(dim=(1, 2)).float()
+    assert torch.allclose(areas / 32**2, scales**2, rtol=0.08)
+    assert torch.equal(zoomed[:, 0, 32, 32], square[:, 0, 32, 32])  # the centre stays
+
+
+def _stream_batches(stream, workers, seed):
+    torch.manual_seed(seed)
+    tiles = SyntheticTiles(stream, size_px=32, batch_size=6, normalize=lambda batch: batch)
+    return list(DataLoader(tiles, batch_size=None, num_workers=workers))
+
+
+def test_synthetic_stream_is_endless_repeatable_and_split_over_workers():
+    stream = SyntheticStream(tiles_per_epoch=30, tile_px=48)
+    first = _stream_batches(stream, workers=2, seed=0)
+    assert len(first) == 5  # 30 tiles in batches of 6, shared by two workers
+    images, labels = first[0]
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.dtype == torch.int64 and labels.max() < len(CLASSES)
+    again = _stream_batches(stream, workers=2, seed=0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    other = _stream_batches(stream, workers=2, seed=1)  # another epoch: other tiles
+    assert not torch.equal(first[0][0], other[0][0])
+
+
+def test_data_module_trains_on_a_synthetic_stream():
+    stream = SyntheticStream(domains=2, tiles_per_epoch=16, val_per_class=2, tile_px=48)
+    module = TileDataModule(synthetic=stream, input_px=32, batch_size=8)
+    module.setup("fit")
+    assert len(module.datasets["val"]) == 12
+    assert module.input_mpp == pytest.approx(0.5 * 48 / 32)
+    batches = list(module.train_dataloader())
+    assert len(batches) == 2 and batches[0][0].shape == (8, 3, 32, 32)
+    with pytest.raises(BadInputError, match="data.train or data.synthetic"):
+        TileDataModule(input_px=32)

@@ -58,6 +58,7 @@ def test_a_killed_run_resumes_and_logs_each_step_once(tmp_path, tile_set):
     epochs = sorted({int(float(row["epoch"])) for row in rows if row.get("val/macro_f1")})
     assert epochs == [0, 1, 2, 3]
     assert (run / "lightning_logs" / "version_0" / "model.pt").exists()
+    assert list((run / "lightning_logs" / "version_0").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
