@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing.pool
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -23,11 +22,11 @@ from tqdm import tqdm
 
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.errors import BadInputError
+from ossiclass.files import save_png, write_text_atomic
 from ossiclass.synth.painters import paint
 from ossiclass.synth.stains import StainDomain, render, sample_domains
 
 MANIFEST_COLUMNS = ("path", "label", "domain", "seed")
-PNG_HUFFMAN_ONLY = 2  # zlib strategy: on noisy tissue, faster and smaller than the default
 
 
 @dataclass(frozen=True)
@@ -59,15 +58,6 @@ def make_tile(
     domain = index % len(domains)
     maps = paint(class_name, rng, (size_px, size_px), mpp)
     return render(maps, domains[domain], rng, (size_px, size_px)), domain
-
-
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an RGB image as PNG atomically (a reader never sees half a file)."""
-    partial_path = path.with_name(f".{path.name}.partial")
-    Image.fromarray(image).save(
-        partial_path, format="PNG", compress_level=1, compress_type=PNG_HUFFMAN_ONLY
-    )
-    os.replace(partial_path, path)
 
 
 def _write_tile(job: tuple[str, int], root: Path, settings: TileSettings, domains) -> list:
@@ -141,13 +131,6 @@ def worker_pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
     context = multiprocessing.get_context("fork")
     with context.Pool(workers, initializer=threadpool_limits, initargs=(1,)) as pool:
         yield pool
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary name and a rename."""
-    partial_path = path.with_name(f".{path.name}.partial")
-    partial_path.write_text(text)
-    os.replace(partial_path, path)
 
 
 def read_manifest(path: str | Path) -> list[dict[str, str]]:
