@@ -67,7 +67,7 @@ def read_tile_table(source: str | Path, label_map: str | Path | None = None) -> 
     A label map is a JSON object from the data set's labels to ours, with null to drop a label.
     """
     source = Path(source)
-    mapping = _read_label_map(label_map) if label_map else {name: name for name in CLASSES}
+    mapping = read_label_map(label_map) if label_map else {name: name for name in CLASSES}
     if source.is_dir() and (source / "manifest.csv").exists():
         source = source / "manifest.csv"
     rows = _manifest_rows(source) if source.is_file() else _folder_rows(source)
@@ -89,11 +89,14 @@ def read_tile_table(source: str | Path, label_map: str | Path | None = None) -> 
     return table
 
 
-def _read_label_map(path: str | Path) -> dict[str, str | None]:
+def read_label_map(path: str | Path) -> dict[str, str | None]:
+    """A JSON object from a data set's labels to ours (null: drop the label)."""
     try:
         mapping = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise BadInputError(f"{path}: not a readable JSON label map ({error})") from None
+    if not isinstance(mapping, dict):
+        raise BadInputError(f"{path}: a label map is a JSON object {{label: class or null}}")
     wrong = {k: v for k, v in mapping.items() if v is not None and v not in CLASSES}
     if wrong:
         raise BadInputError(
