@@ -124,6 +124,60 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from ossiclass.imageio import read_image
+    from ossiclass.predict import Predictor, predict_array
+    from ossiclass.slides import image_mpp
+
+    predictor = Predictor(args.model, precision=args.precision)
+    failed, width = 0, max(len("image"), *map(len, args.images))
+    if not args.json:
+        print(f"{'image':<{width}}  {'label':<18} {'confidence':>10}  top {args.top_k}")
+    for path in args.images:
+        try:
+            mpp = args.mpp or image_mpp(path) or 0.5
+            result = predict_array(predictor, read_image(path), mpp, args.tta, name=path)
+        except OssiclassError as error:  # reported; the other images still get their answer
+            message = str(error) if path in str(error) else f"{path}: {error}"
+            print(f"ossiclass: error: {message}", file=sys.stderr)
+            failed += 1
+            continue
+        top = result.top(args.top_k)
+        if args.json:
+            print(json.dumps({"image": path, **result.to_dict(args.top_k), "mpp": mpp}))
+            continue
+        ranked = ", ".join(f"{c} {p:.2f}" for c, p in top)
+        note = f"  (mean of {result.tiles} tiles)" if result.tiles > 1 else ""
+        print(f"{path:<{width}}  {result.label:<18} {result.confidence:>10.3f}  {ranked}{note}")
+    return 2 if failed else 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from ossiclass.classify import ClassifySettings, classify
+
+    settings = ClassifySettings(
+        stride_px=args.stride,
+        min_tissue=args.min_tissue,
+        mpp=args.mpp,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        precision=args.precision,
+    )
+    summary = classify(args.input, args.model, args.out, settings, args.resume, not args.quiet)
+    if summary is None:  # a second process under DDP: the first one reports
+        return 0
+    tiles = summary["tiles"]
+    print(f"{tiles['classified']} tiles classified, {tiles['skipped']} skipped; in {args.out}:")
+    for name, row in summary["classes"].items():
+        area = f"{row['area_mm2']:>9.3f} mm2" if "area_mm2" in row else ""
+        print(f"  {name:<20}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ossiclass",
@@ -218,6 +272,64 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-map", help="JSON label map for data sets with other labels")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=_evaluate)
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", required=True, help="model bundle (model.pt from training)")
+    model.add_argument(
+        "--mpp",
+        type=float,
+        help="the input's µm per pixel (default: from TIFF metadata, else 0.5, a 20x scan)",
+    )
+    model.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="bf16 where the hardware runs it fast (auto, the default), or fp32",
+    )
+
+    predict = commands.add_parser(
+        "predict", parents=[model], help="label, confidence and probabilities of single images"
+    )
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="images to classify")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.add_argument(
+        "--top-k", type=_positive_int, default=3, help="classes to list (default 3)"
+    )
+    predict.add_argument(
+        "--tta", action="store_true", help="average over the 8 flips and quarter turns"
+    )
+    predict.set_defaults(run=_predict)
+
+    classify = commands.add_parser(
+        "classify",
+        parents=[model],
+        help="classify a slide or a folder of tiles: tiles.csv, GeoJSON, map, summary",
+    )
+    classify.add_argument(
+        "input", help="a slide (tiled TIFF; SVS, NDPI with ossiclass[wsi]), an image or a folder"
+    )
+    classify.add_argument("--out", required=True, help="output folder")
+    classify.add_argument(
+        "--stride", type=_positive_int, help="tile step in model pixels (default: no overlap)"
+    )
+    classify.add_argument(
+        "--min-tissue", type=float, default=0.5, help="least tissue share of a tile (default 0.5)"
+    )
+    classify.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="tiles per batch (default 64)"
+    )
+    classify.add_argument(
+        "--workers", type=int, default=2, help="processes reading tiles (default 2)"
+    )
+    classify.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
+    classify.add_argument(
+        "--devices", type=_positive_int, default=1, help="processes or GPUs to split over"
+    )
+    classify.add_argument(
+        "--resume", action="store_true", help="finish an interrupted run in the same --out"
+    )
+    classify.add_argument("--quiet", action="store_true", help="no progress bar")
+    classify.set_defaults(run=_classify)
 
     normalize = commands.add_parser("normalize", help="stain-normalise images to a reference")
     normalize.add_argument("images", nargs="+", metavar="IMAGE", help="images to normalise")

@@ -102,9 +102,9 @@ def evaluate_bundle(
     temperature there and store it in the bundle. Returns (metrics, metrics as trained)."""
     from ossiclass.bundle import load_bundle, save_bundle
     from ossiclass.data import load_tiles, normalize_tiles, read_tile_table
+    from ossiclass.files import write_text_atomic
     from ossiclass.preprocess.stain import normalizer_from_dict
     from ossiclass.report import confusion_figure, reliability_figure
-    from ossiclass.synth.tiles import write_text_atomic
 
     network, settings = load_bundle(model)
     normalizer = normalizer_from_dict(settings.normalizer) if settings.normalizer else None
@@ -136,3 +136,50 @@ def evaluate_bundle(
     except OSError as error:
         raise OssiclassError(f"cannot write to {out}: {error.strerror}") from None
     return result, as_trained
+
+
+def slide_agreement(tiles_csv: str | Path, label_mask: str | Path, pure: float = 0.75) -> dict:
+    """Agreement of a classified slide's tile labels with a synthetic slide's label mask.
+
+    Each tile's true class is the class covering most of its box in the mask (one byte per
+    level-0 pixel, 255 = glass). Returns the agreement over the tiles whose true class covers
+    at least `pure` of the box, and over all tiles with any tissue (boundaries included), with
+    their counts and a confusion matrix (rows true, columns predicted) of the pure tiles.
+    """
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from ossiclass.classes import BACKGROUND_LABEL
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the generator's own file
+    try:
+        with Image.open(label_mask) as image:
+            mask = np.asarray(image)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with open(tiles_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    confusion = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
+    agree_all = counted_all = 0
+    for row in rows:
+        x, y, w, h = (int(row[k]) for k in ("minx", "miny", "width", "height"))
+        counts = np.bincount(mask[y : y + h, x : x + w].ravel(), minlength=256)
+        counts[BACKGROUND_LABEL] = 0
+        if counts.sum() == 0:
+            continue
+        truth, predicted = int(counts.argmax()), CLASSES.index(row["label"])
+        counted_all += 1
+        agree_all += truth == predicted
+        if counts[truth] >= pure * w * h:
+            confusion[truth, predicted] += 1
+    pure_tiles = int(confusion.sum())
+    return {
+        "pure_share": pure,
+        "pure_tiles": pure_tiles,
+        "pure_agreement": float(np.trace(confusion) / max(pure_tiles, 1)),
+        "tissue_tiles": counted_all,
+        "all_agreement": agree_all / max(counted_all, 1),
+        "confusion": confusion.tolist(),
+    }

@@ -1,4 +1,5 @@
-"""Pictures people would rather see than read: confusion matrices, reliability diagrams."""
+"""Pictures people would rather see than read: confusion matrices, reliability diagrams,
+tissue maps over slide thumbnails."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from ossiclass.classes import TISSUE_CLASSES  # noqa: E402
 
@@ -53,3 +55,40 @@ def reliability_figure(
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)
+
+
+def tissue_map(
+    thumbnail: np.ndarray,
+    downsample: float,
+    boxes: list[tuple[int, int, int, int]],
+    labels: list[int],
+    title: str = "",
+    alpha: float = 0.45,
+) -> Image.Image:
+    """The slide thumbnail with each classified tile filled in its class colour, and a legend
+    with each class's share of the tiles. `boxes` are (x, y, width, height) in level-0 pixels,
+    `downsample` the thumbnail's scale from level 0. Returns an RGB image."""
+    base = Image.fromarray(thumbnail).convert("RGBA")
+    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    fill = [(*c.colour, round(255 * alpha)) for c in TISSUE_CLASSES]
+    for (x, y, width, height), label in zip(boxes, labels, strict=True):
+        corners = np.array([x, y, x + width, y + height]) / downsample
+        draw.rectangle(corners.round().tolist(), fill=fill[label])
+    mapped = Image.alpha_composite(base, overlay).convert("RGB")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(TISSUE_CLASSES))
+    font = ImageFont.load_default(size=max(14, mapped.width // 60))
+    line = font.size + 8
+    legend_width = 16 * font.size
+    page = Image.new("RGB", (mapped.width + legend_width, max(mapped.height, line * 9)), "white")
+    page.paste(mapped, (0, 0))
+    draw = ImageDraw.Draw(page)
+    left = mapped.width + 12
+    draw.text((left, 8), title, fill="black", font=font)
+    for row, tissue in enumerate(TISSUE_CLASSES):
+        top = 8 + line * (row + 1)
+        share = counts[row] / max(counts.sum(), 1)
+        draw.rectangle([left, top, left + font.size, top + font.size], fill=tissue.colour)
+        text = f"{tissue.display_name}  {share:.0%}"
+        draw.text((left + font.size + 8, top), text, fill="black", font=font)
+    return page

@@ -56,7 +56,7 @@ class Slide:
     def best_level(self, downsample: float) -> int:
         """The smallest level that still has at least the resolution of `downsample`."""
         usable = [i for i, d in enumerate(self.level_downsamples) if d <= downsample * 1.01]
-        return max(usable, key=lambda i: self.level_downsamples[i])
+        return max(usable, key=lambda i: self.level_downsamples[i]) if usable else 0
 
     def thumbnail(self, max_size_px: int = 2048) -> tuple[np.ndarray, float]:
         """The whole slide from the smallest level whose longer side is at least
@@ -83,6 +83,17 @@ def _tiff_mpp(page: tifffile.TiffPage) -> float | None:
         return None
     per_unit_um = 25_400.0 if unit.value == 2 else 10_000.0  # inch or centimetre
     return per_unit_um * denominator / numerator
+
+
+def image_mpp(path: str | Path) -> float | None:
+    """µm per pixel recorded in an image file (TIFF resolution tags or description), or None."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _tiff_mpp(tif.pages[0])
+    except (tifffile.TiffFileError, IndexError, ValueError, OSError):
+        return None  # reading the image itself reports what is wrong with it
 
 
 def open_slide(path: str | Path, mpp: float | None = None) -> Slide:

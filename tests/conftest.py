@@ -32,3 +32,40 @@ def tile_set(tmp_path):
     return lambda per_class, size_px=48, seed=0: make_tile_set(
         tmp_path / f"tiles-{per_class}-{size_px}-{seed}", per_class, size_px, seed
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained resnet18 bundle (32 px inputs at 2 µm/px, Macenko reference fitted on a
+    synthetic tile): fast, deterministic, shaped like a trained one. Its last layer is scaled
+    up so that its answers differ from tile to tile, as a trained model's do."""
+    import numpy as np
+    import torch
+
+    from ossiclass.bundle import ModelSettings, save_bundle
+    from ossiclass.model import build_backbone
+    from ossiclass.preprocess.stain import MacenkoNormalizer
+    from ossiclass.synth.stains import sample_domains
+    from ossiclass.synth.tiles import make_tile
+
+    torch.manual_seed(0)
+    network = build_backbone("resnet18", 6)
+    with torch.no_grad():
+        network.fc.weight *= 20
+    reference, _ = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 256, 0.5)
+    settings = ModelSettings(
+        backbone="resnet18",
+        input_px=32,
+        mpp=2.0,
+        normalizer=MacenkoNormalizer.fit(np.asarray(reference)).to_dict(),
+    )
+    return save_bundle(tmp_path_factory.mktemp("model") / "model.pt", network, settings)
+
+
+@pytest.fixture(scope="session")
+def small_slide(tmp_path_factory) -> Path:
+    """A 1024 x 1024 synthetic growth-plate slide at 0.5 µm/px, with its label mask."""
+    from ossiclass.synth.slides import SlideSettings, write_slide
+
+    path = tmp_path_factory.mktemp("slide") / "growth_plate.tif"
+    return write_slide(path, SlideSettings("growth_plate", 1024, 1024, 0.5, 7), progress=False)

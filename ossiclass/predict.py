@@ -1,0 +1,230 @@
+"""Classifying images with a model bundle: stain normalisation, rescaling to the model's µm/px,
+the forward pass (batch norm folded into the convolutions, bf16 where the hardware has it) and
+test-time augmentation.
+
+`Predictor` is what every use shares: `ossiclass predict` on single images, `classify` on tile
+folders and slides, and the public `predict_image`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ossiclass.bundle import ModelSettings, load_bundle
+from ossiclass.classes import CLASSES
+from ossiclass.errors import BadInputError
+from ossiclass.imageio import read_image
+from ossiclass.model import HE_MEAN, HE_STD
+from ossiclass.preprocess.stain import MacenkoNormalizer, normalizer_from_dict
+from ossiclass.preprocess.tissue import tissue_fraction
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def bf16_available(device: torch.device) -> bool:
+    """Whether bf16 matrix maths is fast here: AVX-512 BF16 or AMX on a CPU, bf16 on a GPU."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+class InferenceNetwork(nn.Module):
+    """A trained network for inference: (N, 3, S, S) uint8 tiles -> (N, 6) logits.
+
+    Batch norm is folded into the convolutions (a frozen graph), inputs are standardised as in
+    training and laid out channels-last; `bf16` runs the network under bf16 autocast.
+    """
+
+    def __init__(self, network: nn.Module, bf16: bool = False):
+        super().__init__()
+        from torch.fx.experimental.optimization import fuse
+
+        try:
+            network = fuse(network.eval())
+        except Exception:  # a network torch.fx cannot trace still runs, unfused
+            network = network.eval()
+        self.network = network.to(memory_format=torch.channels_last)
+        self.bf16 = bf16
+        self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(HE_STD).view(1, 3, 1, 1) * 255)
+
+    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        x = ((tiles.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.network(x).float()
+
+
+def stain_normalize(normalizer, tiles: np.ndarray, stains=None) -> np.ndarray:
+    """(N, S, S, 3) uint8 tiles through a fitted normaliser (None: unchanged), each with its
+    own estimate or all with `stains` (a slide-level estimate); unestimable tiles pass as they
+    are. One thread: this runs in DataLoader workers."""
+    if normalizer is None:
+        return tiles
+    if isinstance(normalizer, MacenkoNormalizer):
+        return normalizer.normalize(tiles, stains, threads=1)[0]
+    return normalizer.normalize(tiles, stains)[0]
+
+
+def dihedral_views(tiles: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips and quarter turns of a (N, 3, S, S) batch, the identity first."""
+    turns = [torch.rot90(tiles, k, dims=(-2, -1)) for k in range(4)]
+    return turns + [turn.flip(-1) for turn in turns]
+
+
+class Predictor:
+    """A model bundle ready to classify tiles.
+
+    model : path of a bundle (`model.pt`); its class names, input size, µm/px, stain normaliser
+        and temperature come with it.
+    device : "cpu", "cuda", ...
+    precision : "fp32", "bf16", or "auto" (bf16 where the hardware runs it fast).
+    """
+
+    def __init__(self, model: str | Path, device: str = "cpu", precision: str = "auto"):
+        if precision not in PRECISIONS:
+            raise BadInputError(f"unknown precision {precision!r}; expected {PRECISIONS}")
+        network, self.settings = load_bundle(model)
+        self.path = Path(model)
+        self.device = torch.device(device)
+        self.bf16 = precision == "bf16" or (precision == "auto" and bf16_available(self.device))
+        self.network = InferenceNetwork(network, self.bf16).to(self.device)
+        self.normalizer = (
+            normalizer_from_dict(self.settings.normalizer) if self.settings.normalizer else None
+        )
+
+    @property
+    def input_px(self) -> int:
+        return self.settings.input_px
+
+    @property
+    def mpp(self) -> float:
+        return self.settings.mpp
+
+    def normalize(self, tiles: np.ndarray, stains=None) -> np.ndarray:
+        """Stain-normalise (N, S, S, 3) uint8 tiles as the model was trained (see
+        `stain_normalize`)."""
+        return stain_normalize(self.normalizer, tiles, stains)
+
+    @torch.inference_mode()
+    def probabilities(self, tiles: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Class probabilities (N, 6) of normalised (N, 3, S, S) uint8 tiles, calibrated with
+        the bundle's temperature; with `tta`, averaged over the 8 flips and quarter turns."""
+        tiles = tiles.to(self.device, non_blocking=True)
+        views = dihedral_views(tiles) if tta else [tiles]
+        probabilities = [
+            torch.softmax(self.network(view) / self.settings.temperature, dim=1) for view in views
+        ]
+        return torch.stack(probabilities).mean(0).cpu()
+
+
+def to_model_scale(image: np.ndarray, image_mpp: float, settings: ModelSettings) -> np.ndarray:
+    """An (H, W, 3) image at `image_mpp` µm/px resized to the model's µm/px, and mirrored out
+    to one full tile where it is a little smaller. Less than half a tile is a `BadInputError`."""
+    factor = image_mpp / settings.mpp
+    height, width = image.shape[:2]
+    size = (max(round(width * factor), 1), max(round(height * factor), 1))
+    if min(size) < settings.input_px / 2:
+        field = settings.input_px * settings.mpp
+        raise BadInputError(
+            f"{width} x {height} px at {image_mpp:g} µm/px is smaller than half the model's "
+            f"field of {field:g} µm (give the image's scale with --mpp if it is not {image_mpp:g})"
+        )
+    if size != (width, height):
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    pad_y, pad_x = max(settings.input_px - size[1], 0), max(settings.input_px - size[0], 0)
+    if pad_y or pad_x:
+        image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="symmetric")
+    return image
+
+
+def image_tiles(image: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
+    """Cover an (H, W, 3) image with (K, tile_px, tile_px, 3) tiles, evenly spaced and
+    overlapping where the size is not a multiple. Tiles that are mostly glass are left out
+    unless all are. Returns (tiles, K)."""
+    height, width = image.shape[:2]
+
+    def starts(length: int) -> list[int]:
+        count = math.ceil(length / tile_px)
+        return np.linspace(0, length - tile_px, count).round().astype(int).tolist()
+
+    tiles = np.stack(
+        [image[y : y + tile_px, x : x + tile_px] for y in starts(height) for x in starts(width)]
+    )
+    tissue = np.array([tissue_fraction(tile) >= 0.25 for tile in tiles])
+    if tissue.any():
+        tiles = tiles[tissue]
+    return tiles, len(tiles)
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """A single image's answer: its label, confidence, per-class probabilities (class order),
+    and how many model tiles it was cut into (1 for a tile-sized image)."""
+
+    path: str
+    label: str
+    confidence: float
+    probabilities: tuple[float, ...]
+    tiles: int
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most probable classes, most probable first: [(class, probability)]."""
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [(CLASSES[i], self.probabilities[i]) for i in order]
+
+    def to_dict(self, top_k: int = 3) -> dict:
+        """Plain data for JSON, probabilities rounded to 5 decimals."""
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 5),
+            "probabilities": {
+                c: round(p, 5) for c, p in zip(CLASSES, self.probabilities, strict=True)
+            },
+            "top_k": [[c, round(p, 5)] for c, p in self.top(top_k)],
+            "tiles": self.tiles,
+        }
+
+
+def predict_array(
+    predictor: Predictor, image: np.ndarray, mpp: float, tta: bool = False, name: str = ""
+) -> ImagePrediction:
+    """Classify an (H, W, 3) uint8 image at `mpp` µm/px. An image larger than the model's field
+    is cut into tiles whose probabilities are averaged."""
+    scaled = to_model_scale(image, mpp, predictor.settings)
+    tiles, count = image_tiles(scaled, predictor.input_px)
+    tiles = predictor.normalize(tiles)
+    batch = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
+    probabilities = predictor.probabilities(batch, tta=tta).mean(0)
+    best = int(probabilities.argmax())
+    return ImagePrediction(
+        name,
+        CLASSES[best],
+        float(probabilities[best]),
+        tuple(float(p) for p in probabilities),
+        count,
+    )
+
+
+def predict_image(
+    image: str | Path | np.ndarray,
+    model: str | Path | Predictor,
+    mpp: float = 0.5,
+    tta: bool = False,
+) -> ImagePrediction:
+    """Classify one image (a path or an (H, W, 3) uint8 array at `mpp` µm/px) with a bundle."""
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    if isinstance(image, np.ndarray):
+        return predict_array(predictor, image, mpp, tta)
+    return predict_array(predictor, read_image(image), mpp, tta, name=str(image))
+
+
+def load_model(model: str | Path, device: str = "cpu", precision: str = "auto") -> Predictor:
+    """A `Predictor` for a model bundle (see `Predictor`)."""
+    return Predictor(model, device, precision)

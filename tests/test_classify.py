@@ -1,0 +1,185 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ossiclass.classes import CLASSES, TISSUE_CLASSES
+from ossiclass.classify import ClassifySettings, classify
+from ossiclass.cli import main
+from ossiclass.errors import BadInputError
+from ossiclass.evaluate import slide_agreement
+
+REPO = Path(__file__).parents[1]
+FAST = ClassifySettings(batch_size=8, workers=0)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def classified(tiny_model, small_slide, tmp_path_factory):
+    out = tmp_path_factory.mktemp("classified") / "out"
+    summary = classify(small_slide, tiny_model, out, FAST, progress=False)
+    return out, summary
+
+
+def test_a_slide_gets_every_output(classified):
+    out, summary = classified
+    assert sorted(p.name for p in out.iterdir()) == [
+        "map.png", "run.json", "summary.json", "tiles.csv", "tiles.geojson",
+    ]  # fmt: skip
+    rows = _rows(out / "tiles.csv")
+    columns = ["minx", "miny", "width", "height", "label", "confidence"]
+    assert list(rows[0])[:6] == columns and list(rows[0])[6:] == [f"prob_{c}" for c in CLASSES]
+    assert len(rows) == summary["tiles"]["classified"] > 10
+    assert all(int(r["width"]) == 128 for r in rows)  # 32 px at 2 µm/px over 0.5 µm/px pixels
+    for row in rows:
+        probabilities = [float(row[f"prob_{c}"]) for c in CLASSES]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+        assert row["label"] == CLASSES[int(np.argmax(probabilities))]
+    shares = [c["fraction"] for c in summary["classes"].values()]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-3)
+    tile_mm2 = (32 * 2.0 / 1000) ** 2
+    for row in summary["classes"].values():
+        assert row["area_mm2"] == pytest.approx(row["tiles"] * tile_mm2, abs=1e-6)
+    assert json.loads((out / "run.json").read_text())["model_sha256"]
+    with Image.open(out / "map.png") as image:
+        assert image.width > image.height  # the thumbnail and the legend beside it
+
+
+def test_geojson_is_what_qupath_imports(classified):
+    out, _ = classified
+    collection = json.loads((out / "tiles.geojson").read_text())
+    rows = _rows(out / "tiles.csv")
+    assert collection["type"] == "FeatureCollection"
+    assert len(collection["features"]) == len(rows)
+    colours = {c.name: list(c.colour) for c in TISSUE_CLASSES}
+    for feature, row in zip(collection["features"], rows, strict=True):
+        assert feature["type"] == "Feature" and feature["geometry"]["type"] == "Polygon"
+        (ring,) = feature["geometry"]["coordinates"]
+        assert len(ring) == 5 and ring[0] == ring[-1]  # a closed linear ring
+        x, y, w, h = (int(row[k]) for k in ("minx", "miny", "width", "height"))
+        assert ring[0] == [x, y] and ring[2] == [x + w, y + h]
+        classification = feature["properties"]["classification"]
+        assert classification["name"] == row["label"]
+        assert classification["color"] == colours[row["label"]]
+
+
+_KILL_AFTER = """
+import os, signal, sys
+from ossiclass.classify import ChunkWriter
+from ossiclass.cli import main
+write, written = ChunkWriter.write_on_batch_end, []
+def write_then_die(self, *args, **kwargs):
+    write(self, *args, **kwargs)
+    written.append(1)
+    if len(written) == int(os.environ["KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no chance to tidy up
+ChunkWriter.write_on_batch_end = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _classify_command(slide, model, out, *extra):
+    return [
+        "classify", str(slide), "--model", str(model), "--out", str(out),
+        "--batch-size", "8", "--workers", "0", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def test_a_killed_run_resumes_to_the_same_tiles(classified, tiny_model, small_slide, tmp_path):
+    uninterrupted, summary = classified
+    chunks = -(-summary["tiles"]["classified"] // 8)
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", _KILL_AFTER, *_classify_command(small_slide, tiny_model, out)]
+    killed = subprocess.run(command, env={**os.environ, "KILL_AFTER": str(chunks // 2)})
+    assert killed.returncode == -9
+    assert len(list((out / "parts").glob("chunk-*.json"))) == chunks // 2
+    assert not (out / "tiles.csv").exists()
+    assert main(_classify_command(small_slide, tiny_model, out)) == 2  # refuses to start over
+    assert main(_classify_command(small_slide, tiny_model, out, "--resume")) == 0
+    assert _rows(out / "tiles.csv") == _rows(uninterrupted / "tiles.csv")
+    assert json.loads((out / "run.json").read_text())["classified_in_this_run"] < len(
+        _rows(out / "tiles.csv")
+    )
+    assert not (out / "parts").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_chunks(classified, tiny_model, small_slide, tmp_path):
+    uninterrupted, _ = classified
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ossiclass",
+               *_classify_command(small_slide, tiny_model, out, "--devices", "2")]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
+    assert _rows(out / "tiles.csv") == _rows(uninterrupted / "tiles.csv")
+
+
+def test_a_tile_folder_skips_bad_tiles_and_classifies_the_rest(tiny_model, tile_set, tmp_path):
+    root = tile_set(2, size_px=64)
+    (root / "callus" / "broken.png").write_bytes(b"\x89PNG broken")
+    (root / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    summary = classify(root, tiny_model, out, FAST, progress=False)
+    rows = _rows(out / "tiles.csv")
+    assert len(rows) == 12 and summary["tiles"] == {"classified": 12, "skipped": 1}
+    assert rows[0]["path"] == "callus/callus_000000.png"
+    assert "broken.png" in (out / "skipped.txt").read_text()
+    assert not (out / "tiles.geojson").exists()  # tiles have no place on a slide
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("missing model", "no such model file"),
+        ("not a model", "not an ossiclass model bundle"),
+        ("empty folder", "no images"),
+        ("unwritable out", "cannot write to"),
+        ("missing input", "no such file or folder"),
+    ],
+)
+def test_user_errors_are_one_line(problem, message, tiny_model, small_slide, tmp_path, capsys):
+    model, source, out = tiny_model, small_slide, tmp_path / "out"
+    if problem == "missing model":
+        model = tmp_path / "nowhere.pt"
+    elif problem == "not a model":
+        model = tmp_path / "fake.ckpt"
+        model.write_bytes(b"\x80\x04not really a pickle")
+    elif problem == "empty folder":
+        source = tmp_path / "empty"
+        source.mkdir()
+    elif problem == "unwritable out":
+        (tmp_path / "file").write_text("a file, not a folder")
+        out = tmp_path / "file" / "out"
+    else:
+        source = tmp_path / "nothing.tif"
+    assert main(_classify_command(source, model, out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_slide_agreement_counts_pure_and_boundary_tiles(tmp_path):
+    mask = np.full((4, 8), 255, np.uint8)
+    mask[:, :4] = CLASSES.index("woven_bone")
+    mask[:2, 4:6] = CLASSES.index("callus")  # the right tile: half callus, half glass
+    Image.fromarray(mask).save(tmp_path / "labels.png")
+    rows = ["minx,miny,width,height,label", "0,0,4,4,woven_bone", "4,0,4,4,woven_bone"]
+    (tmp_path / "tiles.csv").write_text("\n".join(rows) + "\n")
+    result = slide_agreement(tmp_path / "tiles.csv", tmp_path / "labels.png")
+    assert result["pure_tiles"] == 1 and result["pure_agreement"] == 1.0
+    assert result["tissue_tiles"] == 2 and result["all_agreement"] == 0.5
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(BadInputError, match="min-tissue"):
+        ClassifySettings(min_tissue=2).validate()

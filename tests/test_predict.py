@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ossiclass.bundle import load_bundle
+from ossiclass.cli import main
+from ossiclass.errors import BadInputError
+from ossiclass.predict import InferenceNetwork, Predictor, predict_image
+from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.tiles import make_tile
+
+
+@pytest.fixture(scope="module")
+def tile() -> np.ndarray:
+    """A 128 px synthetic cartilage tile at 0.5 µm/px: one 32 px tile at the model's 2 µm/px."""
+    return make_tile("hyaline_cartilage", 3, 9, sample_domains(9, 1), 128, 0.5)[0]
+
+
+def test_folded_network_gives_the_same_logits(tiny_model):
+    network, _ = load_bundle(tiny_model)
+    tiles = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    folded = InferenceNetwork(network, bf16=False)
+    reference = network((tiles.float() - folded.mean) / folded.std)
+    assert torch.allclose(folded(tiles), reference, atol=1e-4)
+
+
+def test_a_tile_gets_a_label_and_probabilities(tiny_model, tile):
+    result = predict_image(tile, Predictor(tiny_model, precision="fp32"), mpp=0.5)
+    assert result.tiles == 1
+    assert sum(result.probabilities) == pytest.approx(1.0, abs=1e-5)
+    assert result.label == result.top(1)[0][0]
+    assert result.confidence == max(result.probabilities)
+
+
+def test_a_large_image_is_the_mean_of_its_tiles(tiny_model, tile):
+    predictor = Predictor(tiny_model, precision="fp32")
+    quarters = [tile[:64, :64], tile[:64, 64:], tile[64:, :64], tile[64:, 64:]]
+    mean = np.mean([predict_image(q, predictor, mpp=1.0).probabilities for q in quarters], 0)
+    whole = predict_image(tile, predictor, mpp=1.0)  # 2 x 2 model tiles
+    assert whole.tiles == 4
+    assert np.allclose(whole.probabilities, mean, atol=0.02)  # resampled apart or whole
+
+
+def test_tta_answers_the_same_for_a_turned_or_flipped_tile(tiny_model):
+    predictor = Predictor(tiny_model, precision="fp32")
+    tiles = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    for moved in (torch.rot90(tiles, 1, dims=(-2, -1)), tiles.flip(-2)):
+        plain, turned = predictor.probabilities(tiles), predictor.probabilities(moved)
+        assert (plain - turned).abs().max() > 1e-3  # without TTA the answer moves
+        averaged = predictor.probabilities(tiles, tta=True)
+        assert torch.allclose(averaged, predictor.probabilities(moved, tta=True), atol=1e-5)
+
+
+def test_an_image_far_smaller_than_the_field_is_refused(tiny_model):
+    with pytest.raises(BadInputError, match="smaller than half the model's field"):
+        predict_image(np.zeros((8, 8, 3), np.uint8), tiny_model, mpp=0.5)
+
+
+def test_predict_cli_reports_bad_images_and_answers_the_rest(tiny_model, tile, tmp_path, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(tile).save(good)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    images = [str(good), str(tmp_path / "bad.png"), str(tmp_path / "missing.png")]
+    status = main(["predict", *images, "--model", str(tiny_model), "--json", "--top-k", "2"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [a["image"] for a in answers] == [str(good)]
+    assert len(answers[0]["top_k"]) == 2 and len(answers[0]["probabilities"]) == 6
+    errors = err.strip().splitlines()
+    assert len(errors) == 2 and "bad.png" in errors[0] and "missing.png" in errors[1]
+
+
+def test_predict_cli_table(tiny_model, tile, tmp_path, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(tile).save(good)
+    assert main(["predict", str(good), "--model", str(tiny_model), "--tta"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["image", "label", "confidence"]
+    assert row.split()[0] == str(good)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"PK\x03\x04 not a zip"])
+def test_a_file_that_is_not_a_model_is_one_line(tmp_path, tile, capsys, content):
+    model = tmp_path / "model.pt"
+    model.write_bytes(content)
+    good = tmp_path / "good.png"
+    Image.fromarray(tile).save(good)
+    assert main(["predict", str(good), "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not an ossiclass model bundle" in err
