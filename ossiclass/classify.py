@@ -290,8 +290,6 @@ def _prepare_out(out: Path, job: dict, resume: bool) -> tuple[Path, set[int]]:
                 raise BadInputError(
                     f"{out}: holds a run with other inputs or settings; use another --out"
                 )
-        elif resume and (out / "summary.json").exists():
-            raise BadInputError(f"{out}: that run finished already; nothing to resume")
         elif job_file.exists() or (out / "tiles.csv").exists():
             raise BadInputError(
                 f"{out}: holds results already; --resume to finish an interrupted run, "
@@ -320,11 +318,14 @@ def classify(
 ) -> dict | None:
     """Classify a slide or a folder of tiles and write the outputs under `out`.
 
-    Returns the summary (None on processes other than the first under DDP).
+    Returns the summary (None on processes other than the first under DDP). With `resume`, a
+    run that had finished is left as it is and its summary returned.
     """
     settings.validate()
     started = time.time()
     input_path, out, model = Path(input_path), Path(out), Path(model)
+    if resume and (out / "summary.json").exists() and not (out / "parts").exists():
+        return json.loads((out / "summary.json").read_text())
     predictor = Predictor(model, precision=settings.precision)
     if not input_path.exists():
         raise BadInputError(f"{input_path}: no such file or folder")

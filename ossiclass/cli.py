@@ -167,15 +167,35 @@ def _classify(args: argparse.Namespace) -> int:
         devices=args.devices,
         precision=args.precision,
     )
-    summary = classify(args.input, args.model, args.out, settings, args.resume, not args.quiet)
-    if summary is None:  # a second process under DDP: the first one reports
-        return 0
-    tiles = summary["tiles"]
-    print(f"{tiles['classified']} tiles classified, {tiles['skipped']} skipped; in {args.out}:")
-    for name, row in summary["classes"].items():
-        area = f"{row['area_mm2']:>9.3f} mm2" if "area_mm2" in row else ""
-        print(f"  {name:<20}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
-    return 0
+    failed = 0
+    for source, out in _outputs(args.inputs, Path(args.out)):
+        try:
+            summary = classify(source, args.model, out, settings, args.resume, not args.quiet)
+        except OssiclassError as error:
+            if len(args.inputs) == 1:
+                raise
+            print(f"ossiclass: error: {error}", file=sys.stderr)  # the other inputs go on
+            failed += 1
+            continue
+        if summary is None:  # a second process under DDP: the first one reports
+            continue
+        tiles = summary["tiles"]
+        print(f"{source}: {tiles['classified']} tiles, {tiles['skipped']} skipped; in {out}:")
+        for name, row in summary["classes"].items():
+            area = f"{row['area_mm2']:>9.3f} mm2" if "area_mm2" in row else ""
+            print(f"  {name:<20}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
+    return 2 if failed else 0
+
+
+def _outputs(inputs: list[str], out: Path) -> list[tuple[str, Path]]:
+    """(input, its output folder): OUT itself for one input, OUT/<name> for several."""
+    if len(inputs) == 1:
+        return [(inputs[0], out)]
+    names = [Path(source).stem for source in inputs]
+    return [
+        (source, out / (name if names.count(name) == 1 else f"{name}-{index}"))
+        for index, (source, name) in enumerate(zip(inputs, names, strict=True))
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,9 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify a slide or a folder of tiles: tiles.csv, GeoJSON, map, summary",
     )
     classify.add_argument(
-        "input", help="a slide (tiled TIFF; SVS, NDPI with ossiclass[wsi]), an image or a folder"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="slides (tiled TIFF; SVS, NDPI with ossiclass[wsi]), large images or tile folders",
     )
-    classify.add_argument("--out", required=True, help="output folder")
+    classify.add_argument(
+        "--out", required=True, help="output folder (OUT/<name> each, for several inputs)"
+    )
     classify.add_argument(
         "--stride", type=_positive_int, help="tile step in model pixels (default: no overlap)"
     )

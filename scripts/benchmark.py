@@ -1,6 +1,7 @@
 """Benchmarks that print figures.
 
-    python scripts/benchmark.py {synth,colour-baseline,variety,slide,stain,stain-spread,tissue}
+    python scripts/benchmark.py {synth,colour-baseline,variety,slide,stain,stain-spread,tissue,
+                                 agreement,classify}
 
 
 Each prints what it measured and the settings it used; none asserts anything.
@@ -332,6 +333,97 @@ def bench_tissue(args: argparse.Namespace) -> None:
     shutil.rmtree(root)
 
 
+def _make_slide(root: Path, layout: str, size: int, seed: int, workers: int) -> Path:
+    from ossiclass.synth.slides import SlideSettings, write_slide
+
+    settings = SlideSettings(layout, size, size, 0.5, seed)
+    return write_slide(root / f"{layout}-{seed}.tif", settings, workers=workers, progress=False)
+
+
+def bench_agreement(args: argparse.Namespace) -> None:
+    """Tile labels of `classify` against the ground-truth mask of synthetic slides made with
+    seeds (and so stain domains) that training never saw: one slide per layout."""
+    import json
+
+    from ossiclass.classify import ClassifySettings, classify
+    from ossiclass.evaluate import slide_agreement
+    from ossiclass.synth.slides import LAYOUTS
+
+    root = Path(args.keep or tempfile.mkdtemp())
+    settings = ClassifySettings(workers=args.workers)
+    print(f"model {args.model}; slides {args.size} x {args.size} at 0.5 µm/px")
+    for offset, layout in enumerate(LAYOUTS):
+        seed = args.seed + offset
+        path = root / f"{layout}-{seed}.tif"
+        if not path.exists():
+            path = _make_slide(root, layout, args.size, seed, args.workers)
+        out = root / f"{layout}-{seed}"
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        classify(path, args.model, out, settings, progress=False)
+        seconds = time.perf_counter() - start
+        result = slide_agreement(out / "tiles.csv", path.with_suffix(".labels.png"))
+        (out / "agreement.json").write_text(json.dumps(result, indent=2))
+        print(
+            f"  {layout} (seed {seed}): {result['pure_agreement']:.3f} of "
+            f"{result['pure_tiles']} tiles whose class covers >= 75% of the tile; "
+            f"{result['all_agreement']:.3f} of all {result['tissue_tiles']} tissue tiles "
+            f"(classified in {seconds:.0f} s)"
+        )
+        print(f"    confusion of the >= 75% tiles (rows true): {result['confusion']}")
+    if not args.keep:
+        shutil.rmtree(root)
+
+
+def bench_classify(args: argparse.Namespace) -> None:
+    """End-to-end tiles/s of `classify` on a slide against the bare forward pass of the same
+    model on as many tensors, in the same run; TIAToolbox's PatchPredictor when installed."""
+    import csv
+
+    import torch
+
+    from ossiclass.classify import ClassifySettings, classify
+    from ossiclass.predict import Predictor
+
+    root = Path(tempfile.mkdtemp())
+    slide = Path(args.slide) if args.slide else _make_slide(root, "growth_plate", args.size, 5, 2)
+    labels = {}
+    for precision in ("fp32", "bf16"):
+        settings = ClassifySettings(
+            batch_size=args.batch_size, workers=args.workers, precision=precision
+        )
+        start = time.perf_counter()
+        summary = classify(slide, args.model, root / precision, settings, progress=False)
+        seconds = time.perf_counter() - start
+        tiles = summary["tiles"]["classified"]
+        with open(root / precision / "tiles.csv", newline="") as handle:
+            labels[precision] = [row["label"] for row in csv.DictReader(handle)]
+
+        predictor = Predictor(args.model, precision=precision)
+        batch = torch.randint(0, 256, (args.batch_size, 3, predictor.input_px, predictor.input_px),
+                              dtype=torch.uint8)  # fmt: skip
+        with torch.inference_mode():
+            predictor.network(batch)  # warm-up
+            forward_start = time.perf_counter()
+            for _ in range(-(-tiles // args.batch_size)):
+                predictor.network(batch)
+            forward = time.perf_counter() - forward_start
+        bare = -(-tiles // args.batch_size) * args.batch_size / forward
+        print(
+            f"classify {precision}: {tiles} tiles of {slide.name} in {seconds:.1f} s end to end "
+            f"(tissue detection, stain estimate, reading, normalising, writing): "
+            f"{tiles / seconds:.0f} tiles/s; bare forward pass {bare:.0f} tiles/s; "
+            f"ratio {tiles / seconds / bare:.2f}"
+        )
+    same = np.mean([a == b for a, b in zip(labels["fp32"], labels["bf16"], strict=True)])
+    print(f"bf16 labels agree with fp32 on {same:.4f} of the tiles")
+    try:
+        import tiatoolbox  # noqa: F401
+    except ImportError:
+        print("TIAToolbox is not installed: no PatchPredictor comparison")
+    shutil.rmtree(root)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -373,6 +465,20 @@ def main() -> None:
     tissue.add_argument("--seed", type=int, default=3)
     tissue.add_argument("--workers", type=int, default=2)
     tissue.set_defaults(run=bench_tissue)
+    agreement = commands.add_parser("agreement")
+    agreement.add_argument("--model", required=True)
+    agreement.add_argument("--size", type=int, default=8192)
+    agreement.add_argument("--seed", type=int, default=101)
+    agreement.add_argument("--workers", type=int, default=2)
+    agreement.add_argument("--keep", metavar="DIR", help="keep the slides and outputs here")
+    agreement.set_defaults(run=bench_agreement)
+    classify = commands.add_parser("classify")
+    classify.add_argument("--model", required=True)
+    classify.add_argument("--slide", help="a slide to classify (default: a synthetic one)")
+    classify.add_argument("--size", type=int, default=8192)
+    classify.add_argument("--batch-size", type=int, default=64)
+    classify.add_argument("--workers", type=int, default=2)
+    classify.set_defaults(run=bench_classify)
     args = parser.parse_args()
     args.run(args)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
@@ -143,6 +144,7 @@ def test_a_tile_folder_skips_bad_tiles_and_classifies_the_rest(tiny_model, tile_
     [
         ("missing model", "no such model file"),
         ("not a model", "not an ossiclass model bundle"),
+        ("other version", "bundle version 99 was made by ossiclass 9.0"),
         ("empty folder", "no images"),
         ("unwritable out", "cannot write to"),
         ("missing input", "no such file or folder"),
@@ -155,6 +157,10 @@ def test_user_errors_are_one_line(problem, message, tiny_model, small_slide, tmp
     elif problem == "not a model":
         model = tmp_path / "fake.ckpt"
         model.write_bytes(b"\x80\x04not really a pickle")
+    elif problem == "other version":
+        content = torch.load(tiny_model, weights_only=True)
+        model = tmp_path / "future.pt"
+        torch.save({**content, "version": 99, "ossiclass": "9.0"}, model)
     elif problem == "empty folder":
         source = tmp_path / "empty"
         source.mkdir()
@@ -183,3 +189,17 @@ def test_slide_agreement_counts_pure_and_boundary_tiles(tmp_path):
 def test_bad_settings_are_refused():
     with pytest.raises(BadInputError, match="min-tissue"):
         ClassifySettings(min_tissue=2).validate()
+
+
+def test_several_inputs_go_on_past_a_bad_one(tiny_model, small_slide, tmp_path, capsys):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00 truncated")
+    inputs = [str(small_slide), str(broken)]
+    out = tmp_path / "out"
+    command = ["classify", *inputs, "--model", str(tiny_model), "--out", str(out), "--quiet"]
+    assert main([*command, "--workers", "0"]) == 2
+    assert (out / "growth_plate" / "tiles.csv").exists()
+    assert "broken.tif" in capsys.readouterr().err
+    summary = (out / "growth_plate" / "summary.json").read_text()
+    assert main([*command, "--workers", "0", "--resume"]) == 2  # the finished one is kept
+    assert (out / "growth_plate" / "summary.json").read_text() == summary
