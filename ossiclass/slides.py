@@ -1,7 +1,8 @@
 """Slide readers: a region of a large image at any pyramid level, without loading it whole.
 
-`open_slide` reads tiled (pyramidal) TIFF through tifffile and zarr, and plain images (PNG,
-JPEG, untiled TIFF) through `imageio.read_image`. Locations are level-0 pixels (x, y), as in
+`open_slide` reads tiled (pyramidal) TIFF through tifffile and zarr, plain images (PNG, JPEG,
+untiled TIFF) through `imageio.read_image`, and scanners' formats (SVS, NDPI, SCN, BIF) through
+tiffslide, the optional `ossiclass[wsi]` extra. Locations are level-0 pixels (x, y), as in
 OpenSlide; sizes are pixels at the level read.
 """
 
@@ -96,14 +97,40 @@ def image_mpp(path: str | Path) -> float | None:
         return None  # reading the image itself reports what is wrong with it
 
 
+WSI_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
+"""Scanner formats read through tiffslide."""
+
+
+def _open_with_tiffslide(path: Path, mpp: float | None) -> Slide:
+    try:
+        import tiffslide
+    except ImportError:
+        raise ImageReadError(
+            f"{path}: {path.suffix} slides need the optional extra: pip install 'ossiclass[wsi]'"
+        ) from None
+    try:
+        slide = tiffslide.TiffSlide(path)
+        group = slide.zarr_group
+        levels = [group[str(i)] for i in range(slide.level_count)]
+        recorded = slide.properties.get(tiffslide.PROPERTY_NAME_MPP_X)
+    except (tifffile.TiffFileError, KeyError, ValueError, OSError) as error:
+        raise ImageReadError(f"{path}: corrupt or unsupported slide ({error})") from None
+    if levels[0].ndim != 3 or levels[0].shape[2] not in (3, 4):
+        slide.close()
+        raise ImageReadError(f"{path}: not an RGB slide (level 0 is {levels[0].shape})")
+    return Slide(path, levels, mpp or (float(recorded) if recorded else None), handle=slide)
+
+
 def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
-    """Open a tiled TIFF pyramid or a plain image as a `Slide`.
+    """Open a tiled TIFF pyramid, a scanner's slide or a plain image as a `Slide`.
 
     `mpp` (µm per pixel) overrides what the file records; a plain image records nothing.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
+    if path.suffix.lower() in WSI_SUFFIXES:
+        return _open_with_tiffslide(path, mpp)
     if path.suffix.lower() in TIFF_SUFFIXES:
         try:
             tif = tifffile.TiffFile(path)

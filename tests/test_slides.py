@@ -52,3 +52,29 @@ def test_missing_and_corrupt_slides(tmp_path):
     bad.write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageReadError):
         open_slide(bad)
+
+
+def test_an_aperio_svs_opens_through_tiffslide(tmp_path):
+    pytest.importorskip("tiffslide", reason="the optional wsi extra is not installed")
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (512, 768, 3), dtype=np.uint8)
+    path = tmp_path / "scan.svs"
+    description = "Aperio Image Library v12.0.0\n768x512 (256x256) RAW|AppMag = 40|MPP = 0.2520"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(256, 256), photometric="rgb", description=description)
+        tif.write(image[::4, ::4], tile=(64, 64), photometric="rgb", description="Aperio level")
+    slide = open_slide(path)
+    assert slide.dimensions == (768, 512)
+    assert slide.mpp == pytest.approx(0.252)
+    np.testing.assert_array_equal(slide.read_region(300, 100, 40, 30), image[100:130, 300:340])
+    slide.close()
+
+
+def test_a_scanner_format_without_the_extra_is_one_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tiffslide", None)  # as if not installed
+    path = tmp_path / "scan.ndpi"
+    path.write_bytes(b"II*\x00")
+    with pytest.raises(ImageReadError, match=r"pip install 'ossiclass\[wsi\]'"):
+        open_slide(path)
