@@ -341,13 +341,17 @@ def _haemorrhage(rng, shape, mpp) -> np.ndarray:
 
 def paint_callus(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Fracture repair: fibrous granulation tissue with haemorrhage, cartilage and woven bone
-    islands, several side by side in one field."""
+    islands, several side by side in one field. The islands' share varies from field to field
+    as it does across a slide's callus: a field may be fibrous tissue alone."""
     maps = _fibrous_tissue(rng, shape, mpp)
     elements = [_haemorrhage, paint_hyaline_cartilage, paint_woven_bone]
     chosen = rng.choice(len(elements), size=int(rng.integers(1, 4)), replace=False)
     for index in chosen:
         island = soft_threshold(
-            smooth_noise(rng, shape, rng.uniform(25, 60) / mpp), rng.uniform(0.15, 0.4), 3.0
+            smooth_noise(rng, shape, rng.uniform(25, 60) / mpp),
+            rng.uniform(0.15, 0.4),
+            3.0,
+            per_canvas=False,
         )
         maps = maps * (1 - island) + elements[index](rng, shape, mpp) * island
     return maps

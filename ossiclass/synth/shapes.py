@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from scipy.special import ndtri
 
 
 def noise_weights(size: int, scale_px: float, offset: float) -> np.ndarray:
@@ -122,14 +123,21 @@ def bands(phase_px: np.ndarray, period_px: float, duty: float = 0.5, edge: float
     return np.clip(inside / edge + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def soft_threshold(field: np.ndarray, fraction: float, sharpness: float) -> np.ndarray:
+def soft_threshold(
+    field: np.ndarray, fraction: float, sharpness: float, per_canvas: bool = True
+) -> np.ndarray:
     """A (H, W) float32 mask in [0, 1] over the `fraction` of `field` with the highest values.
 
-    The threshold is the field's own quantile, so the fraction holds in every canvas, also where
-    the field's features are larger than the canvas. `sharpness` is the mask's slope per unit
-    of the field (larger: crisper edges).
+    With `per_canvas`, the threshold is the field's own quantile, so the fraction holds in every
+    canvas, also where the field's features are larger than the canvas. Without, it is the
+    quantile of the unit normal that `smooth_noise` follows: the fraction holds on average, and
+    a canvas varies as a crop of a larger field does (some hold none). `sharpness` is the
+    mask's slope per unit of the field (larger: crisper edges).
     """
-    threshold = np.float32(np.quantile(field, 1.0 - fraction))
+    if per_canvas:
+        threshold = np.float32(np.quantile(field, 1.0 - fraction))
+    else:
+        threshold = np.float32(ndtri(1.0 - fraction))
     return np.clip((field - threshold) * np.float32(sharpness) + 0.5, 0.0, 1.0, dtype=np.float32)
 
 
