@@ -168,3 +168,9 @@ def test_data_module_trains_on_a_synthetic_stream():
     assert len(batches) == 2 and batches[0][0].shape == (8, 3, 32, 32)
     with pytest.raises(BadInputError, match="data.train or data.synthetic"):
         TileDataModule(input_px=32)
+
+
+def test_a_label_map_must_be_a_json_object(tmp_path, tiles):
+    (tmp_path / "map.json").write_text('["callus", "mesenchyme"]')
+    with pytest.raises(BadInputError, match="a label map is a JSON object"):
+        read_tile_table(tiles, tmp_path / "map.json")
