@@ -19,11 +19,9 @@ $(INSTALLED): pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q
 
+# Synthetic tiles, training, evaluation on unseen labs, three slides classified with reports.
 demo: install
-	$(BIN)/ossiclass synth tiles $(DEMO)/tiles --per-class 100 --workers 2
-	$(BIN)/ossiclass synth sheet $(DEMO)/contact_sheet.png --per-class 6
-	$(BIN)/ossiclass synth slide $(DEMO)/growth_plate.tif --layout growth_plate --width 4096 --height 4096 --workers 2
-	@echo "demo outputs in $(DEMO): tiles/ (data set and manifest.csv), contact_sheet.png, growth_plate.tif"
+	$(BIN)/python scripts/demo.py --out $(DEMO)
 
 lint: install
 	$(BIN)/ruff check .

@@ -87,8 +87,9 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
         network = build_backbone(settings.backbone, len(settings.classes))
         network.load_state_dict(content["state_dict"])
     except (ValueError, RuntimeError, KeyError) as error:
+        reason = " ".join(str(error).split())[:160]  # one line, however long the torch message
         raise BadModelError(
-            f"{path}: weights do not fit backbone {settings.backbone} ({str(error)[:120]})"
+            f"{path}: weights do not fit backbone {settings.backbone} ({reason})"
         ) from None
     return network.eval(), settings
 

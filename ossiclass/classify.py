@@ -37,7 +37,7 @@ from ossiclass import __version__
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import partial_path, write_text_atomic
-from ossiclass.imageio import read_image
+from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.predict import (
     InferenceNetwork,
     Predictor,
@@ -52,7 +52,6 @@ STAIN_SAMPLE_TILES = 64
 """Tissue tiles, spread over a slide, from which its stains are estimated once."""
 BOX_COLUMNS = ("minx", "miny", "width", "height")
 RESULT_COLUMNS = ("label", "confidence", *(f"prob_{name}" for name in CLASSES))
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @dataclass(frozen=True)

@@ -167,10 +167,14 @@ def _classify(args: argparse.Namespace) -> int:
         devices=args.devices,
         precision=args.precision,
     )
-    failed = 0
+    failed, reports = 0, []
     for source, out in _outputs(args.inputs, Path(args.out)):
         try:
             summary = classify(source, args.model, out, settings, args.resume, not args.quiet)
+            if summary is not None and args.report and summary["kind"] == "slide":
+                from ossiclass.slide_report import write_report
+
+                reports.append(write_report(out))
         except OssiclassError as error:
             if len(args.inputs) == 1:
                 raise
@@ -184,7 +188,25 @@ def _classify(args: argparse.Namespace) -> int:
         for name, row in summary["classes"].items():
             area = f"{row['area_mm2']:>9.3f} mm2" if "area_mm2" in row else ""
             print(f"  {name:<20}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
+    if len(reports) > 1:
+        from ossiclass.slide_report import write_index
+
+        reports.append(write_index(reports, Path(args.out) / "index.html"))
+    for report in reports:
+        print(f"report: {report}")
     return 2 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ossiclass.slide_report import write_index, write_report
+
+    reports = [write_report(folder) for folder in args.results]
+    if len(reports) > 1 or args.index:
+        index = Path(args.index or Path(args.results[0]).parent / "index.html")
+        reports.append(write_index(reports[: len(args.results)], index))
+    for report in reports:
+        print(f"wrote {report}")
+    return 0
 
 
 def _outputs(inputs: list[str], out: Path) -> list[tuple[str, Path]]:
@@ -353,8 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--resume", action="store_true", help="finish an interrupted run in the same --out"
     )
+    classify.add_argument(
+        "--report", action="store_true", help="also write report.html per slide (and an index)"
+    )
     classify.add_argument("--quiet", action="store_true", help="no progress bar")
     classify.set_defaults(run=_classify)
+
+    report = commands.add_parser(
+        "report", help="an HTML page per classified slide: map, composition, least sure tiles"
+    )
+    report.add_argument("results", nargs="+", metavar="DIR", help="output folders of classify")
+    report.add_argument("--index", help="index page linking the reports (default beside them)")
+    report.set_defaults(run=_report)
 
     normalize = commands.add_parser("normalize", help="stain-normalise images to a reference")
     normalize.add_argument("images", nargs="+", metavar="IMAGE", help="images to normalise")

@@ -35,14 +35,12 @@ from tqdm import tqdm
 
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
-from ossiclass.imageio import read_image
+from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.preprocess.augment import HEDJitter, RandomStainDomain
 from ossiclass.preprocess.stain import NORMALIZERS
 from ossiclass.synth.painters import paint
 from ossiclass.synth.stains import render, sample_domain, sample_domains
 from ossiclass.synth.tiles import make_tile
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)

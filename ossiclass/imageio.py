@@ -20,6 +20,8 @@ MAX_IMAGE_PIXELS = 2**28
 """Default limit on width x height (a 16384 x 16384 image); larger files are slides, not images."""
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES, ".bmp", ".gif", ".webp")
+"""What a folder of tiles is searched for."""
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -63,6 +65,8 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(f"expected a grey, RGB or RGBA image, got an array of shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).any():
+        raise ValueError("the image holds no finite values (all NaN or infinite)")
     values = _scale_to_unit(array)
     if values.shape[-1] in (2, 4):  # grey+alpha or RGB+alpha: composite on white
         alpha = values[..., -1:]
@@ -112,7 +116,10 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray | None:
         return None
     while array.ndim > 3:  # pages, z or time: the first plane
         array = array[0]
-    return to_rgb_uint8(array)
+    try:
+        return to_rgb_uint8(array)
+    except ValueError as error:
+        raise ImageReadError(f"{path}: {error}") from None
 
 
 def _read_with_pillow(path: Path, max_pixels: int) -> np.ndarray:
@@ -133,7 +140,9 @@ def _read_with_pillow(path: Path, max_pixels: int) -> np.ndarray:
         ) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image, or a format that cannot be read") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
+    except ValueError as error:
+        raise ImageReadError(f"{path}: {error}") from None
+    except (OSError, SyntaxError, EOFError) as error:
         raise ImageReadError(f"{path}: corrupt or truncated image ({error})") from None
 
 

@@ -50,9 +50,17 @@ class Slide:
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + height, array.shape[0]), min(left + width, array.shape[1])
         if y1 > y0 and x1 > x0:
-            region = to_rgb_uint8(np.asarray(array[y0:y1, x0:x1]))
-            out[y0 - top : y1 - top, x0 - left : x1 - left] = region
+            out[y0 - top : y1 - top, x0 - left : x1 - left] = self._decode(array, y0, y1, x0, x1)
         return out
+
+    def _decode(self, array, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows y0:y1 and columns x0:x1 of a level as RGB uint8; damaged data is an
+        `ImageReadError` naming the file."""
+        try:
+            return to_rgb_uint8(np.asarray(array[y0:y1, x0:x1]))
+        except (tifffile.TiffFileError, ValueError, RuntimeError, OSError, KeyError) as error:
+            reason = " ".join(str(error).split())[:160] or type(error).__name__
+            raise ImageReadError(f"{self.path}: damaged image data ({reason})") from None
 
     def best_level(self, downsample: float) -> int:
         """The smallest level that still has at least the resolution of `downsample`."""
@@ -64,7 +72,8 @@ class Slide:
         `max_size_px` (or level 0): ((h, w, 3) uint8, its downsample from level 0)."""
         level = self.best_level(max(self.dimensions) / max_size_px)
         array = self._levels[level]
-        return to_rgb_uint8(np.asarray(array[:])), self.level_downsamples[level]
+        whole = self._decode(array, 0, array.shape[0], 0, array.shape[1])
+        return whole, self.level_downsamples[level]
 
 
 def _tiff_mpp(page: tifffile.TiffPage) -> float | None:

@@ -388,7 +388,7 @@ def bench_classify(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp())
     slide = Path(args.slide) if args.slide else _make_slide(root, "growth_plate", args.size, 5, 2)
     labels = {}
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         settings = ClassifySettings(
             batch_size=args.batch_size, workers=args.workers, precision=precision
         )
@@ -415,8 +415,12 @@ def bench_classify(args: argparse.Namespace) -> None:
             f"{tiles / seconds:.0f} tiles/s; bare forward pass {bare:.0f} tiles/s; "
             f"ratio {tiles / seconds / bare:.2f}"
         )
-    same = np.mean([a == b for a, b in zip(labels["fp32"], labels["bf16"], strict=True)])
-    print(f"bf16 labels agree with fp32 on {same:.4f} of the tiles")
+    if len(labels) == 2:
+        same = np.mean([a == b for a, b in zip(*labels.values(), strict=True)])
+        print(f"bf16 labels agree with fp32 on {same:.4f} of the tiles")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: {own:.0f} MB (this process), {workers:.0f} MB (largest worker)")
     try:
         import tiatoolbox  # noqa: F401
     except ImportError:
@@ -478,6 +482,7 @@ def main() -> None:
     classify.add_argument("--size", type=int, default=8192)
     classify.add_argument("--batch-size", type=int, default=64)
     classify.add_argument("--workers", type=int, default=2)
+    classify.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     classify.set_defaults(run=bench_classify)
     args = parser.parse_args()
     args.run(args)

@@ -37,10 +37,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ossiclass.classes import CLASSES
-from ossiclass.data import IMAGE_SUFFIXES, read_label_map
+from ossiclass.data import read_label_map
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import save_png, write_text_atomic
-from ossiclass.imageio import read_image
+from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 
 MANIFEST_COLUMNS = ["path", "label", "group", "source"]
 

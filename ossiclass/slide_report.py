@@ -1,0 +1,206 @@
+"""Self-contained HTML reports of classified slides, for people rather than programs.
+
+`write_report(result_dir)` reads what `classify` wrote (tiles.csv, summary.json, map.png,
+run.json) and writes `report.html` beside it: the tissue map, the composition table, a
+confidence histogram, the tiles the model was least sure of, the model and settings, and, for a
+synthetic slide whose label mask lies beside it, the agreement with the ground truth. Every image
+is embedded, so the page opens anywhere without a network. `write_index` links several reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from ossiclass.classes import CLASSES, TISSUE_CLASSES
+from ossiclass.errors import BadInputError
+from ossiclass.files import write_text_atomic
+
+LEAST_SURE = 12
+"""Tiles shown as crops: those the model was least sure of."""
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; }
+td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
+td.num, th.num { text-align: right; } .swatch { display: inline-block; width: 0.9em;
+height: 0.9em; margin-right: 0.4em; vertical-align: -0.1em; }
+img.map { max-width: 100%; border: 1px solid #ccc; }
+.crops { display: flex; flex-wrap: wrap; gap: 8px; } .crops figure { margin: 0; width: 136px; }
+.crops figcaption { font-size: 0.75em; } .note { color: #666; font-size: 0.9em; }
+"""
+
+
+def _data_uri(image: Image.Image, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    mime = "image/png" if fmt == "PNG" else "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def _histogram(confidences: list[float]) -> Image.Image:
+    """Confidence histogram as an image (matplotlib, no display)."""
+    from ossiclass.report import plt
+
+    figure, axes = plt.subplots(figsize=(5, 2.6))
+    axes.hist(confidences, bins=20, range=(0, 1), color="#1f78b4")
+    axes.set_xlabel("confidence of the tile's label")
+    axes.set_ylabel("tiles")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def _least_sure_crops(slide_path: Path, mpp: float | None, rows: list[dict]) -> list[tuple]:
+    """(crop image, row) for the LEAST_SURE tiles of lowest confidence, read from the slide."""
+    from ossiclass.preprocess.tiling import TileBox, read_tile
+    from ossiclass.slides import open_slide
+
+    chosen = sorted(rows, key=lambda row: float(row["confidence"]))[:LEAST_SURE]
+    with open_slide(slide_path, mpp) as slide:
+        crops = []
+        for row in chosen:
+            box = TileBox(*(int(row[k]) for k in ("minx", "miny", "width", "height")), 1.0)
+            crops.append((Image.fromarray(read_tile(slide, box, 128)), row))
+    return crops
+
+
+def _composition_rows(summary: dict) -> str:
+    cells = []
+    for tissue in TISSUE_CLASSES:
+        entry = summary["classes"][tissue.name]
+        area = f"{entry['area_mm2']:.3f}" if "area_mm2" in entry else "-"
+        cells.append(
+            f"<tr><td><span class='swatch' style='background:{tissue.hex_colour}'></span>"
+            f"{tissue.display_name}</td><td class='num'>{entry['tiles']}</td>"
+            f"<td class='num'>{entry['fraction']:.1%}</td><td class='num'>{area}</td></tr>"
+        )
+    return "\n".join(cells)
+
+
+def _agreement_section(result_dir: Path, slide_path: Path) -> str:
+    """Agreement with the ground truth, for a synthetic slide with its label mask beside it."""
+    from ossiclass.evaluate import slide_agreement
+
+    mask = slide_path.with_suffix(".labels.png")
+    if not mask.exists():
+        return ""
+    result = slide_agreement(result_dir / "tiles.csv", mask)
+    header = "".join(f"<th class='num'>{name[:4]}</th>" for name in CLASSES)
+    body = "".join(
+        f"<tr><td>{name}</td>" + "".join(f"<td class='num'>{v}</td>" for v in row) + "</tr>"
+        for name, row in zip(CLASSES, result["confusion"], strict=True)
+    )
+    return (
+        "<h2>Agreement with the ground truth (synthetic slide)</h2>"
+        f"<p>{result['pure_agreement']:.1%} of the {result['pure_tiles']} tiles whose true class "
+        f"covers at least 75% of the tile; {result['all_agreement']:.1%} of all "
+        f"{result['tissue_tiles']} tissue tiles, boundaries included.</p>"
+        f"<table><tr><th>true \\ predicted</th>{header}</tr>{body}</table>"
+    )
+
+
+def write_report(result_dir: str | Path) -> Path:
+    """Write `report.html` in a folder that `classify` filled (a slide's); returns its path."""
+    result_dir = Path(result_dir)
+    try:
+        summary = json.loads((result_dir / "summary.json").read_text())
+        run = json.loads((result_dir / "run.json").read_text())
+        with open(result_dir / "tiles.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        tissue_map = Image.open(result_dir / "map.png")
+    except (OSError, ValueError) as error:
+        raise BadInputError(
+            f"{result_dir}: not a finished classify output ({error}); run classify first"
+        ) from None
+    if summary.get("kind") != "slide":
+        raise BadInputError(f"{result_dir}: a report is made for slides, not tile folders")
+    slide_path = Path(summary["input"])
+    crops = _least_sure_crops(slide_path, summary["input_mpp"], rows) if slide_path.exists() else []
+    figures = "".join(
+        f"<figure><img src='{_data_uri(image, 'JPEG')}' width='128' height='128' "
+        f"alt='tile at {row['minx']}, {row['miny']}'><figcaption>{row['label']} "
+        f"{float(row['confidence']):.2f}<br>x {row['minx']}, y {row['miny']}</figcaption></figure>"
+        for image, row in crops
+    )
+    model = summary["model"]
+    described = {
+        **{f"model {k}": v for k, v in model.items()},
+        **{f"classify {k}": v for k, v in summary["settings"].items()},
+        "stains": summary["stains"],
+        "precision": run.get("precision"),
+        "ossiclass": run.get("ossiclass"),
+        "model sha256": run.get("model_sha256"),
+    }
+    settings = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in described.items()
+    )
+    tiles = summary["tiles"]
+    title = html.escape(slide_path.name)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ossiclass: {title}</title>
+<style>{STYLE}</style></head><body>
+<h1>{title}</h1>
+<p class="note">{tiles["classified"]} tiles classified, {tiles["skipped"]} skipped, at
+{model["mpp"]:g} µm/px ({model["input_px"]} px tiles); mean confidence
+{summary["mean_confidence"]:.2f}. Made {html.escape(run.get("finished", ""))}.</p>
+<h2>Tissue map</h2>
+<img class="map" id="map" src="{_data_uri(tissue_map.convert("RGB"), "JPEG")}" alt="tissue map">
+<h2>Composition</h2>
+<table id="composition"><tr><th>class</th><th class="num">tiles</th><th class="num">share</th>
+<th class="num">area (mm²)</th></tr>
+{_composition_rows(summary)}
+</table>
+<h2>Confidence</h2>
+<img src="{_data_uri(_histogram([float(r["confidence"]) for r in rows]))}" alt="histogram">
+<h2>The {len(crops)} tiles the model was least sure of</h2>
+<div class="crops">{figures}</div>
+{_agreement_section(result_dir, slide_path)}
+<h2>Model and settings</h2>
+<table>{settings}</table>
+<p class="note">A model trained only on synthetic tiles is a starting point, not a diagnostic
+tool.</p>
+</body></html>
+"""
+    path = result_dir / "report.html"
+    write_text_atomic(path, page)
+    return path
+
+
+def write_index(reports: list[Path], path: str | Path) -> Path:
+    """An index page linking several slides' reports, with each slide's composition."""
+    path = Path(path)
+    header = "".join(f"<th class='num'>{t.display_name}</th>" for t in TISSUE_CLASSES)
+    lines = []
+    for report in reports:
+        summary = json.loads((report.parent / "summary.json").read_text())
+        link = html.escape(Path(os.path.relpath(report, path.parent)).as_posix())
+        shares = "".join(
+            f"<td class='num'>{summary['classes'][name]['fraction']:.1%}</td>" for name in CLASSES
+        )
+        name = html.escape(Path(summary["input"]).name)
+        count = summary["tiles"]["classified"]
+        lines.append(
+            f"<tr><td><a href='{link}'>{name}</a></td><td class='num'>{count}</td>{shares}</tr>"
+        )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ossiclass: {len(reports)} slides</title>
+<style>{STYLE}</style></head><body>
+<h1>{len(reports)} slides</h1>
+<table id="slides"><tr><th>slide</th><th class="num">tiles</th>{header}</tr>
+{"".join(lines)}
+</table></body></html>
+"""
+    write_text_atomic(path, page)
+    return path

@@ -1,0 +1,71 @@
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from ossiclass.classify import ClassifySettings, classify
+from ossiclass.cli import main
+from ossiclass.slide_report import write_index, write_report
+
+
+@pytest.fixture(scope="module")
+def result(tiny_model, small_slide, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "growth_plate"
+    classify(
+        small_slide, tiny_model, out, ClassifySettings(batch_size=8, workers=0), progress=False
+    )
+    return out
+
+
+def test_the_report_is_one_self_contained_page(result):
+    page = write_report(result).read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""src=['"](?!data:)""", page)  # every image embedded
+    assert page.count("<img") >= 3  # the map, the histogram, the least sure tiles
+    for name in ("Hyaline cartilage", "Hypertrophic zone", "area (mm²)"):
+        assert name in page
+    assert "Agreement with the ground truth" in page  # the label mask lies beside the slide
+
+
+def test_an_index_links_the_reports(result, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(result, other)
+    reports = [write_report(result), write_report(other)]
+    index = write_index(reports, result.parent / "index.html").read_text()
+    assert index.count("<a href=") == 2 and "growth_plate/report.html" in index
+
+
+def test_report_of_a_folder_that_is_not_a_result_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a finished classify output" in err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (.ci/run installs it)"
+)
+def test_the_report_renders_in_headless_chromium(result, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    report = write_report(result)
+    screenshot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    shot = subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={screenshot}", "--window-size=1200,2400",
+         report.as_uri()], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert screenshot.exists(), shot.stderr[-2000:]
+    assert "Uncaught" not in shot.stderr and "ERR_FILE_NOT_FOUND" not in shot.stderr
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,
+        timeout=120,
+    ).stdout  # fmt: skip
+    assert dom.count("<tr>") >= 7  # the composition table's rows are in the page
+    pixels = np.asarray(Image.open(screenshot).convert("RGB")).reshape(-1, 3)
+    colourful = (pixels.max(1).astype(int) - pixels.min(1)) > 60
+    assert colourful.mean() > 0.05  # the map drew: a large share of saturated pixels
