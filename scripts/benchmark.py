@@ -1,7 +1,11 @@
 """Benchmarks that print figures.
 
     python scripts/benchmark.py {synth,colour-baseline,variety,slide,stain,stain-spread,tissue,
-                                 agreement,classify}
+                                 agreement,classify,all}
+
+`all` trains the default model, runs every other benchmark with it, and writes one Markdown
+table of every figure beside its baseline from the same run (`--out`, default
+outputs/benchmarks.md).
 
 
 Each prints what it measured and the settings it used; none asserts anything.
@@ -428,6 +432,61 @@ def bench_classify(args: argparse.Namespace) -> None:
     shutil.rmtree(root)
 
 
+ALL = [
+    ("synthetic tiles to PNG, 2 workers (baseline: 1)", ["synth"], ["synth", "--workers", "1"]),
+    ("colour statistics alone across unseen labs (a CNN's baseline)", ["colour-baseline"], None),
+    ("within-class variety", ["variety", "--per-class", "300"], None),
+    ("16384 x 16384 slide: time and memory", ["slide"], None),
+    ("Macenko speed against torchstain", ["stain"], None),
+    ("stain spread across 8 labs, after / before", ["stain-spread"], None),
+    ("tissue mask against the generator's", ["tissue"], None),
+    ("tile labels against the ground truth", ["agreement", "--model", "{model}"], None),
+    ("classify end to end against the bare forward pass", ["classify", "--model", "{model}"], None),
+]  # fmt: skip
+
+
+def bench_all(args: argparse.Namespace) -> None:
+    """Train the default model, run every benchmark, write one Markdown table."""
+    root = Path(tempfile.mkdtemp())
+    rows = []
+
+    def run(command: list[str]) -> tuple[str, float]:
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            return f"failed: {result.stderr.strip().splitlines()[-1:]}", 0.0
+        return result.stdout.strip(), time.perf_counter() - start
+
+    train = [sys.executable, "scripts/train.py", "--config", "configs/default.yaml",
+             "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir",
+             str(root), "--trainer.logger.init_args.version", "bench",
+             "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    _, seconds = run(train)
+    model = root / "lightning_logs" / "bench" / "model.pt"
+    evaluate = [sys.executable, "-m", "ossiclass", "evaluate", "--model", str(model), "--data",
+                "data/synthetic-test", "--out", str(root / "evaluate"), "--quiet"]  # fmt: skip
+    printed, _ = run(evaluate)
+    rows.append(("`python scripts/train.py --config configs/default.yaml`, then `ossiclass "
+                 "evaluate` on 1200 tiles from 8 unseen labs (baseline: the colour statistics "
+                 "row)", f"{seconds:.0f} s wall; {printed.splitlines()[-1]}"))  # fmt: skip
+    for what, command, baseline in ALL:
+        command = [part.format(model=model) for part in command]
+        printed, _ = run([sys.executable, __file__, *command])
+        if baseline:
+            printed += "\nbaseline: " + run([sys.executable, __file__, *baseline])[0]
+        shown = " ".join(["python scripts/benchmark.py", *command]).replace(str(model), "MODEL")
+        rows.append((f"{what} (`{shown}`)", printed))
+    lines = ["| benchmark | figures, with their baseline from the same run |", "|---|---|"]
+    for what, printed in rows:
+        cell = "<br>".join(line.strip().replace("|", "/") for line in printed.splitlines())
+        lines.append(f"| {what} | {cell} |")
+    table = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(table)
+    print(table)
+    shutil.rmtree(root)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -484,6 +543,9 @@ def main() -> None:
     classify.add_argument("--workers", type=int, default=2)
     classify.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     classify.set_defaults(run=bench_classify)
+    everything = commands.add_parser("all")
+    everything.add_argument("--out", default="outputs/benchmarks.md")
+    everything.set_defaults(run=bench_all)
     args = parser.parse_args()
     args.run(args)
 
