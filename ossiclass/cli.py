@@ -20,6 +20,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def _synth_tiles(args: argparse.Namespace) -> int:
     from ossiclass.synth.tiles import TileSettings, write_tile_dataset
 
@@ -319,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", required=True, help="model bundle (model.pt from training)")
     model.add_argument(
         "--mpp",
-        type=float,
+        type=_positive_float,
         help="the input's µm per pixel (default: from TIFF metadata, else 0.5, a 20x scan)",
     )
     model.add_argument(
