@@ -163,6 +163,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     from ossiclass.classify import ClassifySettings, classify
+    from ossiclass.errors import BadInputError
 
     settings = ClassifySettings(
         stride_px=args.stride,
@@ -174,6 +175,8 @@ def _classify(args: argparse.Namespace) -> int:
         devices=args.devices,
         precision=args.precision,
     )
+    if args.devices > 1 and len(args.inputs) > 1:
+        raise BadInputError("--devices splits one input's tiles: give one input per run")
     failed, reports = 0, []
     for source, out in _outputs(args.inputs, Path(args.out)):
         try:

@@ -203,3 +203,10 @@ def test_several_inputs_go_on_past_a_bad_one(tiny_model, small_slide, tmp_path, 
     summary = (out / "growth_plate" / "summary.json").read_text()
     assert main([*command, "--workers", "0", "--resume"]) == 2  # the finished one is kept
     assert (out / "growth_plate" / "summary.json").read_text() == summary
+
+
+def test_several_inputs_are_not_split_over_devices(tiny_model, small_slide, tmp_path, capsys):
+    inputs = [str(small_slide), str(small_slide)]
+    command = ["classify", *inputs, "--model", str(tiny_model), "--out", str(tmp_path / "o")]
+    assert main([*command, "--devices", "2"]) == 2
+    assert "give one input per run" in capsys.readouterr().err
