@@ -248,7 +248,7 @@ def _sha256(path: Path) -> str:
 
 
 def _open_source(path: Path, predictor: Predictor, settings: ClassifySettings):
-    """(source, slide-level stains or None, tissue mask share) for a slide or a tile folder."""
+    """(source, slide-level stains or None) for a slide or a folder of tiles."""
     if path.is_dir():
         paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:

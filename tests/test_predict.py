@@ -92,3 +92,10 @@ def test_a_file_that_is_not_a_model_is_one_line(tmp_path, tile, capsys, content)
     assert main(["predict", str(good), "--model", str(model)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not an ossiclass model bundle" in err
+
+
+def test_the_public_api_predicts(tiny_model, tile):
+    import ossiclass
+
+    result = ossiclass.predict_image(tile, ossiclass.load_model(tiny_model, precision="fp32"))
+    assert result.label in ossiclass.CLASSES
