@@ -168,15 +168,15 @@ class Chunks(Dataset):
 class ChunkClassifier(pl.LightningModule):
     """The prediction step: per-item probabilities of a chunk (tiles of one item averaged)."""
 
-    def __init__(self, network: InferenceNetwork, temperature: float):
+    def __init__(self, network: InferenceNetwork):
         super().__init__()
-        self.network, self.temperature = network, temperature
+        self.network = network
 
     def predict_step(self, batch, batch_idx: int) -> dict:
         chunk, tiles, owners, failed = batch
         if len(tiles) == 0:
             return {"chunk": chunk, "items": [], "probabilities": torch.empty(0), "failed": failed}
-        probabilities = torch.softmax(self.network(tiles) / self.temperature, dim=1)
+        probabilities = self.network.probabilities(tiles)
         items, inverse = torch.unique_consecutive(owners, return_inverse=True)
         sums = torch.zeros(len(items), probabilities.shape[1], device=probabilities.device)
         sums.index_add_(0, inverse, probabilities)
@@ -366,7 +366,7 @@ def classify(
             pin_memory=settings.accelerator != "cpu",
             persistent_workers=False,
         )
-        module = ChunkClassifier(predictor.network, predictor.settings.temperature)
+        module = ChunkClassifier(predictor.network)
         trainer.predict(module, loader, return_predictions=False)
         trainer.strategy.barrier()
     if not trainer.is_global_zero:

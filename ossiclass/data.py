@@ -146,7 +146,8 @@ def _to_input(image: np.ndarray, size_px: int) -> torch.Tensor:
 class SyntheticStream:
     """Synthetic tiles painted while training, instead of a data set on disk.
 
-    seed : the stream's seed; with the run's `seed_everything`, a run is repeatable.
+    seed : picks the K labs (see `domains`) and the fixed validation set. The training tiles
+        come from the seeds PyTorch gives each worker, so `seed_everything` repeats them.
     domains : 0 draws a fresh stain domain ("lab") for every tile; K spreads the tiles over
         the K labs that `ossiclass synth tiles --seed SEED --domains K` uses.
     tiles_per_epoch : how many tiles make an epoch (the stream itself never ends).
@@ -177,7 +178,8 @@ class SyntheticStream:
 
 
 class SyntheticTiles(IterableDataset):
-    """Batches `((B, 3, S, S) uint8, (B,) int64)` of freshly painted tiles, classes balanced.
+    """Batches `((B, 3, S, S) uint8, (B,) int64)` of freshly painted tiles, each class equally
+    likely.
 
     Each DataLoader worker paints its own share of an epoch from the seed PyTorch gives it, so
     `seed_everything` makes the stream repeatable and every epoch sees new tiles.

@@ -42,8 +42,9 @@ class InferenceNetwork(nn.Module):
     training and laid out channels-last; `bf16` runs the network under bf16 autocast.
     """
 
-    def __init__(self, network: nn.Module, bf16: bool = False):
+    def __init__(self, network: nn.Module, bf16: bool = False, temperature: float = 1.0):
         super().__init__()
+        self.temperature = temperature
         from torch.fx.experimental.optimization import fuse
 
         try:
@@ -59,6 +60,10 @@ class InferenceNetwork(nn.Module):
         x = ((tiles.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.network(x).float()
+
+    def probabilities(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(N, 6) class probabilities, calibrated with the softmax temperature."""
+        return torch.softmax(self(tiles) / self.temperature, dim=1)
 
 
 def stain_normalize(normalizer, tiles: np.ndarray, stains=None) -> np.ndarray:
@@ -94,7 +99,8 @@ class Predictor:
         self.path = Path(model)
         self.device = torch.device(device)
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_available(self.device))
-        self.network = InferenceNetwork(network, self.bf16).to(self.device)
+        self.network = InferenceNetwork(network, self.bf16, self.settings.temperature)
+        self.network = self.network.to(self.device)
         self.normalizer = (
             normalizer_from_dict(self.settings.normalizer) if self.settings.normalizer else None
         )
@@ -118,9 +124,7 @@ class Predictor:
         the bundle's temperature; with `tta`, averaged over the 8 flips and quarter turns."""
         tiles = tiles.to(self.device, non_blocking=True)
         views = dihedral_views(tiles) if tta else [tiles]
-        probabilities = [
-            torch.softmax(self.network(view) / self.settings.temperature, dim=1) for view in views
-        ]
+        probabilities = [self.network.probabilities(view) for view in views]
         return torch.stack(probabilities).mean(0).cpu()
 
 
