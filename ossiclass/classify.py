@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ossiclass import __version__
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.errors import BadInputError, OssiclassError
-from ossiclass.files import partial_path, write_text_atomic
+from ossiclass.files import save_png, write_text_atomic
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.predict import (
     InferenceNetwork,
@@ -63,7 +63,9 @@ class ClassifySettings:
     min_tissue : least share of a tile the tissue mask must cover for it to be classified.
     mpp : the input's µm/px, overriding what the file records (plain images record nothing).
     batch_size : tiles per chunk: the unit of batching, writing and resuming.
-    workers : DataLoader processes that read and normalise tiles.
+    workers : DataLoader processes that read and normalise tiles. None: 2, except for a slide
+        on the CPU, where reading costs less than the share of the cores the workers would take
+        from the forward pass (measured: `scripts/benchmark.py classify --workers N`).
     accelerator, devices : as for Lightning's Trainer; devices > 1 splits the chunks (DDP).
     precision : "auto", "fp32" or "bf16" (see `Predictor`).
     """
@@ -72,15 +74,21 @@ class ClassifySettings:
     min_tissue: float = 0.5
     mpp: float | None = None
     batch_size: int = 64
-    workers: int = 2
+    workers: int | None = None
     accelerator: str = "cpu"
     devices: int = 1
     precision: str = "auto"
 
+    def loader_workers(self, source) -> int:
+        """DataLoader workers for `source` (see `workers`)."""
+        if self.workers is not None:
+            return self.workers
+        return 0 if self.accelerator == "cpu" and isinstance(source, SlideSource) else 2
+
     def validate(self) -> None:
         if not 0.0 <= self.min_tissue <= 1.0:
             raise BadInputError(f"--min-tissue must lie in [0, 1], got {self.min_tissue}")
-        if self.batch_size < 1 or self.workers < 0 or self.devices < 1:
+        if self.batch_size < 1 or (self.workers or 0) < 0 or self.devices < 1:
             raise BadInputError("--batch-size and --devices must be positive, --workers >= 0")
         if self.mpp is not None and not 0.05 <= self.mpp <= 50:
             raise BadInputError(f"--mpp must be between 0.05 and 50 µm/px, got {self.mpp}")
@@ -362,7 +370,7 @@ def classify(
         loader = DataLoader(
             chunks,
             batch_size=None,
-            num_workers=settings.workers,
+            num_workers=settings.loader_workers(source),
             pin_memory=settings.accelerator != "cpu",
             persistent_workers=False,
         )
@@ -492,6 +500,4 @@ def _write_map(path: Path, source: SlideSource, rows: list[dict]) -> None:
     boxes = [tuple(row[k] for k in BOX_COLUMNS) for row in rows]
     labels = [CLASSES.index(row["label"]) for row in rows]
     image = tissue_map(thumbnail, downsample, boxes, labels, title=source.path.name)
-    partial = partial_path(path)
-    image.save(partial, format="PNG")
-    partial.replace(path)
+    save_png(np.asarray(image.convert("RGB")), path)

@@ -376,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, default=64, help="tiles per batch (default 64)"
     )
     classify.add_argument(
-        "--workers", type=int, default=2, help="processes reading tiles (default 2)"
+        "--workers",
+        type=int,
+        help="processes reading tiles (default: 0 for a slide on the CPU, else 2)",
     )
     classify.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
     classify.add_argument(

@@ -58,6 +58,8 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     Integer data wider than 8 bits is scaled by its type's range (65535 -> 255); float data in
     [0, 1] is scaled by 255, other float data is clipped to [0, 255]. Alpha composites on white.
     """
+    if array.dtype == np.uint8 and array.ndim == 3 and array.shape[-1] == 3:
+        return np.ascontiguousarray(array)
     planar = array.ndim == 3 and array.shape[0] in (1, 2, 3, 4) and min(array.shape[1:]) > 4
     if planar:
         array = np.moveaxis(array, 0, -1)

@@ -1,6 +1,6 @@
 """Slide readers: a region of a large image at any pyramid level, without loading it whole.
 
-`open_slide` reads tiled (pyramidal) TIFF through tifffile and zarr, plain images (PNG, JPEG,
+`open_slide` reads tiled (pyramidal) TIFF tile by tile through tifffile, plain images (PNG, JPEG,
 untiled TIFF) through `imageio.read_image`, and scanners' formats (SVS, NDPI, SCN, BIF) through
 tiffslide, the optional `ossiclass[wsi]` extra. Locations are level-0 pixels (x, y), as in
 OpenSlide; sizes are pixels at the level read.
@@ -9,6 +9,7 @@ OpenSlide; sizes are pixels at the level read.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,86 @@ class Slide:
         array = self._levels[level]
         whole = self._decode(array, 0, array.shape[0], 0, array.shape[1])
         return whole, self.level_downsamples[level]
+
+
+class TiledLevel:
+    """One level of a tiled TIFF as an (H, W, S) array sliced by `[y0:y1, x0:x1]`, decoded tile
+    by tile with tifffile's own decoder. The last `cached` TIFF tiles stay decoded: model tiles
+    that neighbour on the slide share TIFF tiles, so each is decoded about once."""
+
+    def __init__(self, page: tifffile.TiffPage, cached: int = 128):
+        self._page, self._cached = page, cached
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._jpeg = {}
+        if page.compression in (6, 7, 34892, 33007):  # JPEG: shared tables live in the page
+            self._jpeg = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader}
+        self.shape = (page.imagelength, page.imagewidth, page.samplesperpixel)
+        self.dtype = page.dtype
+
+    def _tile(self, row: int, column: int) -> np.ndarray:
+        """(h, w, S): TIFF tile (row, column); zeros where the file stores none."""
+        page = self._page
+        index = row * -(-page.imagewidth // page.tilewidth) + column
+        tile = self._cache.pop(index, None)
+        if tile is None:
+            data = None
+            if page.databytecounts[index]:
+                handle = page.parent.filehandle
+                handle.seek(page.dataoffsets[index])
+                data = handle.read(page.databytecounts[index])
+            decoded, _, shape = page.decode(data, index, **self._jpeg)
+            tile = np.zeros(shape[1:], self.dtype) if decoded is None else decoded[0]
+            if len(self._cache) >= self._cached:
+                self._cache.popitem(last=False)
+        self._cache[index] = tile
+        return tile
+
+    def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
+        (y0, y1), (x0, x1) = ((s.start, s.stop) for s in window)
+        out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
+        height, width = self._page.tilelength, self._page.tilewidth
+        for row in range(y0 // height, (y1 - 1) // height + 1):
+            for column in range(x0 // width, (x1 - 1) // width + 1):
+                top, left = row * height, column * width
+                a, b = max(y0, top), min(y1, top + height)
+                c, d = max(x0, left), min(x1, left + width)
+                tile = self._tile(row, column)
+                out[a - y0 : b - y0, c - x0 : d - x0] = tile[a - top : b - top, c - left : d - left]
+        return out
+
+
+class ChannelsLast:
+    """A channels-first (S, H, W) array sliced as (H, W, S) by `[y0:y1, x0:x1]`."""
+
+    def __init__(self, array):
+        self._array = array
+        self.shape = (*array.shape[1:], array.shape[0])
+        self.dtype = array.dtype
+
+    def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
+        return np.moveaxis(np.asarray(self._array[(slice(None), *window)]), 0, -1)
+
+
+def _tiff_levels(tif: tifffile.TiffFile, path: Path) -> list:
+    """The pyramid of a tiled TIFF's first series, largest level first: `TiledLevel`s where each
+    level is one interleaved RGB(A) page, else zarr arrays (planar or multi-page levels)."""
+    series = tif.series[0]
+    if series.axes not in ("YXS", "YX", "SYX"):
+        raise ImageReadError(f"{path}: a TIFF of axes {series.axes}, not a grey or RGB image")
+    pages = [level.pages[0] if len(level.pages) == 1 else None for level in series.levels]
+    if all(
+        isinstance(page, tifffile.TiffPage) and page.is_tiled and page.planarconfig == 1
+        and page.shaped[-1] in (3, 4) and page.imagedepth == 1
+        for page in pages
+    ):  # fmt: skip
+        return [TiledLevel(page) for page in pages]
+    group = zarr.open(series.aszarr(), mode="r")
+    levels = (
+        [group[str(i)] for i in range(len(series.levels))]
+        if isinstance(group, zarr.Group)
+        else [group]
+    )
+    return [ChannelsLast(level) for level in levels] if series.axes == "SYX" else levels
 
 
 def _tiff_mpp(page: tifffile.TiffPage) -> float | None:
@@ -145,13 +226,7 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
             tif = tifffile.TiffFile(path)
             page = tif.pages[0]
             if page.is_tiled:
-                group = zarr.open(tif.series[0].aszarr(), mode="r")
-                levels = (
-                    [group[str(i)] for i in range(len(tif.series[0].levels))]
-                    if isinstance(group, zarr.Group)
-                    else [group]
-                )
-                return Slide(path, levels, mpp or _tiff_mpp(page), handle=tif)
+                return Slide(path, _tiff_levels(tif, path), mpp or _tiff_mpp(page), handle=tif)
             tif.close()
         except (tifffile.TiffFileError, IndexError, KeyError, ValueError, OSError) as error:
             raise ImageReadError(f"{path}: corrupt or not a TIFF file ({error})") from None

@@ -78,3 +78,38 @@ def test_a_scanner_format_without_the_extra_is_one_clear_error(tmp_path, monkeyp
     path.write_bytes(b"II*\x00")
     with pytest.raises(ImageReadError, match=r"pip install 'ossiclass\[wsi\]'"):
         open_slide(path)
+
+
+@pytest.mark.parametrize("compression", ["zlib", "jpeg"])
+def test_tiled_levels_read_what_tifffile_reads(tmp_path, compression):
+    """Windows that cross TIFF tiles and the image's edge, read tile by tile (with the decoded
+    tile cache), equal tifffile's own reading of the level, for deflate and JPEG tiles."""
+    image = np.asarray(Image.fromarray(np.random.default_rng(2).integers(0, 256, (30, 40, 3),
+                       dtype=np.uint8)).resize((700, 530)))  # fmt: skip
+    path = tmp_path / f"{compression}.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(64, 128), compression=compression, photometric="rgb", subifds=1)
+        tif.write(image[::2, ::2], tile=(64, 64), compression=compression, photometric="rgb",
+                  subfiletype=1)  # fmt: skip
+    expected = [page.asarray() for page in tifffile.TiffFile(path).series[0].levels]
+    rng = np.random.default_rng(3)
+    with open_slide(path, mpp=0.5) as slide:
+        assert type(slide._levels[0]).__name__ == "TiledLevel"
+        for level, truth in enumerate(expected):
+            height, width = truth.shape[:2]
+            for _ in range(40):
+                y0, x0 = rng.integers(0, height), rng.integers(0, width)
+                y1, x1 = rng.integers(y0 + 1, height + 1), rng.integers(x0 + 1, width + 1)
+                np.testing.assert_array_equal(slide._levels[level][y0:y1, x0:x1],
+                                              truth[y0:y1, x0:x1])  # fmt: skip
+
+
+def test_planar_tiffs_are_read_through_zarr(tmp_path):
+    image = np.random.default_rng(4).integers(0, 256, (3, 300, 260), dtype=np.uint8)
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(path, image, tile=(128, 128), photometric="rgb", planarconfig="separate")
+    with open_slide(path, mpp=0.5) as slide:
+        assert type(slide._levels[0]).__name__ != "TiledLevel"
+        np.testing.assert_array_equal(
+            slide.read_region(10, 20, 200, 150), np.moveaxis(image, 0, -1)[20:170, 10:210]
+        )
