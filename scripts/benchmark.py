@@ -381,17 +381,24 @@ def bench_agreement(args: argparse.Namespace) -> None:
 
 def bench_classify(args: argparse.Namespace) -> None:
     """End-to-end tiles/s of `classify` on a slide against the bare forward pass of the same
-    model on as many tensors, in the same run; TIAToolbox's PatchPredictor when installed."""
+    model on as many tensors, in the same run; peak memory; TIAToolbox's PatchPredictor on the
+    same tiles where a Python with TIAToolbox is given (`--tiatoolbox-python`)."""
     import csv
 
     import torch
 
-    from ossiclass.classify import ClassifySettings, classify
+    from ossiclass.classify import ClassifySettings, SlideSource, classify
     from ossiclass.predict import Predictor
+    from ossiclass.preprocess.tiling import TileBox, read_tile
+    from ossiclass.slides import open_slide
 
     root = Path(tempfile.mkdtemp())
-    slide = Path(args.slide) if args.slide else _make_slide(root, "growth_plate", args.size, 5, 2)
-    labels = {}
+    slide = Path(args.slide) if args.slide else root / "growth_plate.tif"
+    if not args.slide:  # made in another process: its memory is not counted below
+        subprocess.run([sys.executable, "-m", "ossiclass", "synth", "slide", str(slide), "--width",
+                        str(args.size), "--height", str(args.size), "--seed", "5", "--workers",
+                        "2", "--quiet"], check=True)  # fmt: skip
+    labels, rates = {}, {}
     for precision in args.precisions:
         settings = ClassifySettings(
             batch_size=args.batch_size, workers=args.workers, precision=precision
@@ -401,7 +408,8 @@ def bench_classify(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         tiles = summary["tiles"]["classified"]
         with open(root / precision / "tiles.csv", newline="") as handle:
-            labels[precision] = [row["label"] for row in csv.DictReader(handle)]
+            rows = list(csv.DictReader(handle))
+        labels[precision] = [row["label"] for row in rows]
 
         predictor = Predictor(args.model, precision=precision)
         batch = torch.randint(0, 256, (args.batch_size, 3, predictor.input_px, predictor.input_px),
@@ -413,22 +421,42 @@ def bench_classify(args: argparse.Namespace) -> None:
                 predictor.network(batch)
             forward = time.perf_counter() - forward_start
         bare = -(-tiles // args.batch_size) * args.batch_size / forward
+        rates[precision] = tiles / seconds
+        workers = settings.loader_workers(SlideSource(slide, 0.5, []))
         print(
-            f"classify {precision}: {tiles} tiles of {slide.name} in {seconds:.1f} s end to end "
-            f"(tissue detection, stain estimate, reading, normalising, writing): "
-            f"{tiles / seconds:.0f} tiles/s; bare forward pass {bare:.0f} tiles/s; "
-            f"ratio {tiles / seconds / bare:.2f}"
+            f"classify {precision}, {workers} reading workers: {tiles} tiles of {slide.name} in "
+            f"{seconds:.1f} s end to end (tissue detection, stain estimate, reading, "
+            f"normalising, classifying, writing): {tiles / seconds:.0f} tiles/s; bare forward "
+            f"pass {bare:.0f} tiles/s; ratio {tiles / seconds / bare:.2f}"
         )
     if len(labels) == 2:
         same = np.mean([a == b for a, b in zip(*labels.values(), strict=True)])
         print(f"bf16 labels agree with fp32 on {same:.4f} of the tiles")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak RSS: {own:.0f} MB (this process), {workers:.0f} MB (largest worker)")
-    try:
-        import tiatoolbox  # noqa: F401
-    except ImportError:
-        print("TIAToolbox is not installed: no PatchPredictor comparison")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: {own:.0f} MB (classify and the forward pass, this process), "
+          f"{children:.0f} MB (largest child process: slide generator, reading worker, or the "
+          "one `import torch` starts)")  # fmt: skip
+    if args.tiatoolbox_python:
+        count = min(len(rows), args.tiatoolbox_tiles)
+        with open_slide(slide) as handle:
+            boxes = [TileBox(*(int(row[k]) for k in ("minx", "miny", "width", "height")), 1.0)
+                     for row in rows[:count]]  # fmt: skip
+            stack = np.stack([read_tile(handle, box, predictor.input_px) for box in boxes])
+        np.save(root / "tiles.npy", stack)
+        script = Path(__file__).with_name("tiatoolbox_patch_predictor.py")
+        printed = subprocess.run(
+            [args.tiatoolbox_python, str(script), "--tiles", str(root / "tiles.npy"),
+             "--batch-size", str(args.batch_size)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        theirs = float(printed.split(":")[-1].split()[0])
+        print(f"{printed} (the first {count} of the same tiles, in memory; same resnet18)")
+        for precision, rate in rates.items():
+            print(f"ossiclass classify {precision}, end to end from the slide: "
+                  f"{rate / theirs:.2f}x TIAToolbox's tiles/s")  # fmt: skip
+    else:
+        print("TIAToolbox: no --tiatoolbox-python given, no PatchPredictor comparison")
     shutil.rmtree(root)
 
 
@@ -440,47 +468,92 @@ ALL = [
     ("Macenko speed against torchstain", ["stain"], None),
     ("stain spread across 8 labs, after / before", ["stain-spread"], None),
     ("tissue mask against the generator's", ["tissue"], None),
-    ("tile labels against the ground truth", ["agreement", "--model", "{model}"], None),
-    ("classify end to end against the bare forward pass", ["classify", "--model", "{model}"], None),
+    ("tile labels against the ground truth, seeds 101-103",
+     ["agreement", "--model", "{model}", "--keep", "{slides}"], None),
+    ("tile labels against the ground truth, seeds 104-106",
+     ["agreement", "--model", "{model}", "--seed", "104", "--keep", "{slides}"], None),
+    ("classify end to end against the bare forward pass, 40000 x 40000 slide",
+     ["classify", "--model", "{model}", "--size", "40000"], None),
 ]  # fmt: skip
+
+ABLATION = [
+    ("none", "none", ["--data.stain_domains", "0"]),
+    ("Macenko per tile", "none", ["--data.normalizer", "macenko", "--data.stain_domains", "0"]),
+    ("none", "random lab stains on half the tiles (default)", []),
+    ("Macenko per tile", "random lab stains on half the tiles", ["--data.normalizer", "macenko"]),
+]  # fmt: skip
+"""Training ablation: (stain normalisation, stain augmentation, overrides of the default)."""
+
+
+def _run(command: list[str]) -> tuple[str, float]:
+    """(stdout, seconds) of a command; a failure is reported in place of the figures."""
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        return f"failed: {result.stderr.strip().splitlines()[-1:]}", 0.0
+    return result.stdout.strip(), time.perf_counter() - start
+
+
+def _train_and_test(root: Path, name: str, overrides: list[str], calibration: Path):
+    """Train the default config with `overrides`, then evaluate (and calibrate) it on the
+    unseen-lab test tiles and classify the seed 101-103 slides. Returns (model, seconds of
+    training, evaluate's last line, agreement per layout)."""
+    seconds = _run([sys.executable, "scripts/train.py", "--config", "configs/default.yaml",
+                    "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir",
+                    str(root), "--trainer.logger.init_args.version", name,
+                    "--trainer.enable_progress_bar", "false", *overrides])[1]  # fmt: skip
+    model = root / "lightning_logs" / name / "model.pt"
+    evaluated, _ = _run([sys.executable, "-m", "ossiclass", "evaluate", "--model", str(model),
+                         "--data", "data/synthetic-test", "--calibrate", str(calibration),
+                         "--out", str(root / f"evaluate-{name}"), "--quiet"])  # fmt: skip
+    agreement, _ = _run([sys.executable, __file__, "agreement", "--model", str(model), "--keep",
+                         str(root / "slides")])  # fmt: skip
+    pure = [line.split(":")[1].split()[0] for line in agreement.splitlines() if "(seed" in line]
+    return model, seconds, evaluated.splitlines()[-1], pure
 
 
 def bench_all(args: argparse.Namespace) -> None:
-    """Train the default model, run every benchmark, write one Markdown table."""
+    """Train the default model and the ablation's variants, run every benchmark with the
+    default model, and write the Markdown tables."""
     root = Path(tempfile.mkdtemp())
-    rows = []
-
-    def run(command: list[str]) -> tuple[str, float]:
-        start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            return f"failed: {result.stderr.strip().splitlines()[-1:]}", 0.0
-        return result.stdout.strip(), time.perf_counter() - start
-
-    train = [sys.executable, "scripts/train.py", "--config", "configs/default.yaml",
-             "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir",
-             str(root), "--trainer.logger.init_args.version", "bench",
-             "--trainer.enable_progress_bar", "false"]  # fmt: skip
-    _, seconds = run(train)
-    model = root / "lightning_logs" / "bench" / "model.pt"
-    evaluate = [sys.executable, "-m", "ossiclass", "evaluate", "--model", str(model), "--data",
-                "data/synthetic-test", "--out", str(root / "evaluate"), "--quiet"]  # fmt: skip
-    printed, _ = run(evaluate)
-    rows.append(("`python scripts/train.py --config configs/default.yaml`, then `ossiclass "
-                 "evaluate` on 1200 tiles from 8 unseen labs (baseline: the colour statistics "
-                 "row)", f"{seconds:.0f} s wall; {printed.splitlines()[-1]}"))  # fmt: skip
+    calibration = root / "calibration"  # 8 labs seen neither in training nor in the test set
+    _run([sys.executable, "-m", "ossiclass", "synth", "tiles", str(calibration), "--per-class",
+          "50", "--seed", "2", "--domains", "8", "--workers", "2", "--quiet"])  # fmt: skip
+    ablation = [
+        "| stain normalisation | stain augmentation | training | test tiles from 8 "
+        "unseen labs | slides: growth plate / fracture / intramembranous (seeds "
+        "101-103, tiles >= 75% one class) | overrides |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, (normalisation, augmentation, overrides) in enumerate(ABLATION):
+        name = f"variant{index}"
+        trained = _train_and_test(root, name, overrides, calibration)
+        ablation.append(
+            f"| {normalisation} | {augmentation} | {trained[1]:.0f} s | {trained[2]} "
+            f"| {' / '.join(trained[3])} | `{' '.join(overrides) or '(none)'}` |"
+        )
+        if not overrides:
+            model, seconds, evaluated, _ = trained
+    rows = [("`python scripts/train.py --config configs/default.yaml`, then `ossiclass "
+             "evaluate --calibrate` on 1200 tiles from 8 unseen labs (baseline: the colour "
+             "statistics row)", f"{seconds:.0f} s wall; {evaluated}")]  # fmt: skip
     for what, command, baseline in ALL:
-        command = [part.format(model=model) for part in command]
-        printed, _ = run([sys.executable, __file__, *command])
+        command = [part.format(model=model, slides=root / "slides") for part in command]
+        if command[0] == "classify" and args.tiatoolbox_python:
+            command += ["--tiatoolbox-python", args.tiatoolbox_python]
+        printed, _ = _run([sys.executable, __file__, *command])
         if baseline:
-            printed += "\nbaseline: " + run([sys.executable, __file__, *baseline])[0]
-        shown = " ".join(["python scripts/benchmark.py", *command]).replace(str(model), "MODEL")
+            printed += "\nbaseline: " + _run([sys.executable, __file__, *baseline])[0]
+        shown = " ".join(["python scripts/benchmark.py", *command])
+        shown = shown.replace(str(model), "MODEL").replace(str(root / "slides"), "DIR")
         rows.append((f"{what} (`{shown}`)", printed))
     lines = ["| benchmark | figures, with their baseline from the same run |", "|---|---|"]
     for what, printed in rows:
         cell = "<br>".join(line.strip().replace("|", "/") for line in printed.splitlines())
         lines.append(f"| {what} | {cell} |")
-    table = "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n\nTraining ablation: `python scripts/train.py --config "
+    table += "configs/default.yaml` with the overrides shown, one run each.\n\n"
+    table += "\n".join(ablation) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table)
     print(table)
@@ -538,13 +611,16 @@ def main() -> None:
     classify = commands.add_parser("classify")
     classify.add_argument("--model", required=True)
     classify.add_argument("--slide", help="a slide to classify (default: a synthetic one)")
-    classify.add_argument("--size", type=int, default=8192)
+    classify.add_argument("--size", type=int, default=16384)
     classify.add_argument("--batch-size", type=int, default=64)
-    classify.add_argument("--workers", type=int, default=2)
+    classify.add_argument("--workers", type=int, help="reading workers (default: classify's)")
     classify.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    classify.add_argument("--tiatoolbox-python", help="a Python with TIAToolbox installed")
+    classify.add_argument("--tiatoolbox-tiles", type=int, default=4096)
     classify.set_defaults(run=bench_classify)
     everything = commands.add_parser("all")
     everything.add_argument("--out", default="outputs/benchmarks.md")
+    everything.add_argument("--tiatoolbox-python", help="a Python with TIAToolbox installed")
     everything.set_defaults(run=bench_all)
     args = parser.parse_args()
     args.run(args)
