@@ -527,6 +527,7 @@ def bench_all(args: argparse.Namespace) -> None:
     ]
     for index, (normalisation, augmentation, overrides) in enumerate(ABLATION):
         name = f"variant{index}"
+        print(f"training: {' '.join(overrides) or 'the default'}", file=sys.stderr, flush=True)
         trained = _train_and_test(root, name, overrides, calibration)
         ablation.append(
             f"| {normalisation} | {augmentation} | {trained[1]:.0f} s | {trained[2]} "
@@ -541,11 +542,13 @@ def bench_all(args: argparse.Namespace) -> None:
         command = [part.format(model=model, slides=root / "slides") for part in command]
         if command[0] == "classify" and args.tiatoolbox_python:
             command += ["--tiatoolbox-python", args.tiatoolbox_python]
+        print(f"{what}", file=sys.stderr, flush=True)
         printed, _ = _run([sys.executable, __file__, *command])
         if baseline:
             printed += "\nbaseline: " + _run([sys.executable, __file__, *baseline])[0]
         shown = " ".join(["python scripts/benchmark.py", *command])
         shown = shown.replace(str(model), "MODEL").replace(str(root / "slides"), "DIR")
+        shown = shown.replace(str(args.tiatoolbox_python), "PYTHON")
         rows.append((f"{what} (`{shown}`)", printed))
     lines = ["| benchmark | figures, with their baseline from the same run |", "|---|---|"]
     for what, printed in rows:
