@@ -8,10 +8,11 @@ per-tile `preproc` (ToTensor + Normalize, HWC float out) in TIAToolbox's DataLoa
 Only `PatchPredictor.run(..., patch_mode=True)` is timed, after a warm-up run on a few tiles.
 
 TIAToolbox 2.1.3 pins torch<2.13, so it runs in a side environment that reuses torch, torchvision,
-numpy etc. from /work/main/.venv through a .pth file (nothing is installed into .venv):
+numpy etc. from the project's .venv through a .pth file (nothing is installed into .venv). From
+the repository root:
 
     python3.11 -m venv /tmp/tia-venv
-    echo /work/main/.venv/lib/python3.11/site-packages \
+    echo "$PWD/.venv/lib/python3.11/site-packages" \
         > /tmp/tia-venv/lib/python3.11/site-packages/main-venv.pth
     /tmp/tia-venv/bin/pip install --no-deps tiatoolbox==2.1.3 timm==1.0.27 \
         huggingface_hub==1.23.0 httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.16.0 \
@@ -25,6 +26,9 @@ numpy etc. from /work/main/.venv through a .pth file (nothing is installed into 
         rich==15.0.0 shellingham==1.5.4 markdown-it-py==4.3.0 mdurl==0.1.2 annotated-doc==0.0.7
 
     /tmp/tia-venv/bin/python scripts/tiatoolbox_patch_predictor.py --tiles tiles.npy
+    python scripts/benchmark.py classify --model M --tiatoolbox-python /tmp/tia-venv/bin/python
+
+(llvmlite must be 0.47 for numba 0.65; pip's newer choice fails on import.)
 """
 
 from __future__ import annotations
