@@ -14,6 +14,7 @@ Each prints what it measured and the settings it used; none asserts anything.
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import shutil
 import subprocess
@@ -586,6 +587,7 @@ def bench_all(args: argparse.Namespace) -> None:
     table = "\n".join(lines) + "\n\nTraining ablation: `python scripts/train.py --config "
     table += "configs/default.yaml` with the overrides shown, one run each.\n\n"
     table += "\n".join(ablation) + "\n"
+    table = re.sub(r"/tmp/tmp\w+", "TMP", table)  # temporary folders, gone after the run
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(table)
     print(table)
