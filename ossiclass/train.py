@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -77,9 +78,19 @@ def add_tensorboard(trainer: pl.Trainer) -> None:
     trainer.loggers = [*trainer.loggers, board]
 
 
+class FlushLogsOnCheckpoint(Callback):
+    """Writes the loggers' buffered rows as each checkpoint is made: a run killed just after a
+    checkpoint resumes past steps whose rows are already on disk."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint):
+        for logger in trainer.loggers:
+            logger.save()
+
+
 class _TrainingCLI(LightningCLI):
     def before_fit(self) -> None:
         add_tensorboard(self.trainer)
+        self.trainer.callbacks.append(FlushLogsOnCheckpoint())
 
 
 def _value(args: list[str], option: str) -> str | None:
