@@ -90,11 +90,12 @@ class TiledLevel:
             self._jpeg = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader}
         self.shape = (page.imagelength, page.imagewidth, page.samplesperpixel)
         self.dtype = page.dtype
+        self._tiles_across = -(-page.imagewidth // page.tilewidth)
 
     def _tile(self, row: int, column: int) -> np.ndarray:
         """(h, w, S): TIFF tile (row, column); zeros where the file stores none."""
         page = self._page
-        index = row * -(-page.imagewidth // page.tilewidth) + column
+        index = row * self._tiles_across + column
         tile = self._cache.pop(index, None)
         if tile is None:
             data = None

@@ -427,7 +427,7 @@ def bench_classify(args: argparse.Namespace) -> None:
     if not args.slide:  # made in another process: its memory is not counted below
         subprocess.run([sys.executable, "-m", "ossiclass", "synth", "slide", str(slide), "--width",
                         str(args.size), "--height", str(args.size), "--seed", "5", "--workers",
-                        "2", "--quiet"], check=True)  # fmt: skip
+                        "2", "--quiet"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     labels, rates = {}, {}
     for precision in args.precisions:
         settings = ClassifySettings(
