@@ -65,12 +65,18 @@ def _degenerate_tiles():
         240 * np.exp(-np.outer(rng.random(64 * 64) * 2, [0.65, 0.70, 0.29])), 0, 255
     )
     one_stain = one_stain.reshape(64, 64, 3).astype(np.uint8)
+    # Hypertrophic zone (purple matrix, empty lacunae, hardly any eosin) from a lab whose glass
+    # scans at 213, below io: the glass's OD along grey once passed for a second stain.
+    lab = sample_domains(0, 8)[2]
+    assert max(lab.background) < 225
+    dim_glass = make_tile("hypertrophic_zone", 3, 0, [lab], 256, 0.5)[0]
     return {
         "blank": blank,
         "black": black,
         "saturated": saturated,
         "speck": speck,
         "one stain": one_stain,
+        "one stain on dim glass": dim_glass,
     }
 
 

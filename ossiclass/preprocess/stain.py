@@ -28,6 +28,11 @@ MIN_TISSUE_PIXELS = 100
 """Fewer stained pixels than this among those sampled give no stain estimate."""
 MIN_STAIN_ANGLE_DEG = 3.0
 """Two stain vectors closer than this are one stain: no H&E basis to normalise."""
+MIN_GREY_ANGLE_DEG = 4.0
+"""A "stain" vector closer than this to neutral grey is no dye but glass darker than `io`
+(a dim scan's background offsets every pixel's OD along grey): no H&E basis. Real H&E keeps
+its hematoxylin 8-15 degrees and its eosin 24-31 degrees from grey (measured on the reference
+tiles in ../shared/reference-he)."""
 GLASS_LIGHTNESS = 90.0
 """CIELAB L* above which a pixel is glass, left out of Reinhard statistics and left as it is."""
 
@@ -83,8 +88,9 @@ def estimate_macenko(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Macenko stain estimate from (P, 3) float32 optical densities.
 
-    Returns ((3, 2) stain matrix, H column first; (2,) 99th-percentile concentrations), or None
-    where the pixels hold too little stain, or only one stain, to estimate a basis.
+    Returns ((3, 2) stain matrix of unit columns, H first; (2,) 99th-percentile concentrations),
+    or None where the pixels hold too little stain, only one stain, or a grey "stain" (see
+    `MIN_GREY_ANGLE_DEG`), to estimate a basis.
     """
     stained = od[(od >= beta).all(axis=1)]  # pixels with some stain on every channel
     if len(stained) < MIN_TISSUE_PIXELS:
@@ -100,8 +106,12 @@ def estimate_macenko(
     v_high = plane @ np.array([np.cos(high), np.sin(high)], dtype=np.float32)
     # Hematoxylin absorbs more red than eosin: the vector with the larger R is H.
     matrix = np.stack([v_low, v_high] if v_low[0] > v_high[0] else [v_high, v_low], axis=1)
-    cosine = v_low @ v_high / (np.linalg.norm(v_low) * np.linalg.norm(v_high))
-    if not np.isfinite(matrix).all() or cosine > np.cos(np.deg2rad(MIN_STAIN_ANGLE_DEG)):
+    grey = (matrix.sum(axis=0) / np.sqrt(3)).max()  # unit vectors: cosine of the greyest
+    if (
+        not np.isfinite(matrix).all()
+        or matrix[:, 0] @ matrix[:, 1] > np.cos(np.deg2rad(MIN_STAIN_ANGLE_DEG))
+        or grey > np.cos(np.deg2rad(MIN_GREY_ANGLE_DEG))
+    ):
         return None
     concentrations = np.linalg.pinv(matrix) @ od.T  # least squares, (2, P)
     max_concentrations = np.array([_percentiles(row, [99])[0] for row in concentrations])
