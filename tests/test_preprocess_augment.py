@@ -3,7 +3,7 @@ import torch
 from torchvision.transforms import v2
 
 from ossiclass.preprocess.augment import HEDJitter, RandomStainDomain
-from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.stains import sample_domain, sample_domains
 from ossiclass.synth.tiles import make_tile
 
 
@@ -37,6 +37,17 @@ def test_random_stain_domain_recolours_but_keeps_structure():
     assert np.corrcoef(grey(out), grey(tile))[0, 1] > 0.7
     blank = torch.full((3, 32, 32), 240, dtype=torch.uint8)
     assert torch.equal(RandomStainDomain(seed=0)(blank), blank)
+
+
+def test_random_stain_domain_puts_the_tile_under_the_labs_glass():
+    tile = _tile().clone()
+    tile[:, :24, :24] = 240  # empty glass, at the unmixer's io
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        rng.random()  # the transform's draw against p
+        glass = torch.tensor(sample_domain(rng).background)
+        out = RandomStainDomain(seed=seed)(tile)
+        assert (out[:, :24, :24].float().mean((1, 2)) - glass).abs().max() < 3
 
 
 def test_augmentations_compose_with_torchvision_v2():

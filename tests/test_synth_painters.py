@@ -45,14 +45,35 @@ def _island_fraction(maps):
     return ((maps[RBC] > 0.5) | (maps[MATRIX_H] > 0.08) | (maps[EOSIN] > 0.65)).mean()
 
 
-def test_callus_is_a_mixture():
-    # Every callus field holds fibrous tissue and islands of blood, cartilage or woven bone.
-    for seed in range(8):
+def test_callus_is_granulation_tissue_with_islands_in_most_fields():
+    # Every callus field holds fibrous tissue; most also islands of blood, cartilage or woven
+    # bone, and about a quarter (soft callus) are granulation tissue alone.
+    fractions = []
+    for seed in range(32):
         maps = paint("callus", np.random.default_rng(seed), (256, 256), 0.5, artefacts=False)
         assert maps[NUCLEI].max() > 0.5
-        assert _island_fraction(maps) > 0.05
+        fractions.append(_island_fraction(maps))
+    assert 0.1 < np.mean(np.array(fractions) < 0.01) < 0.4
     fibrous = _fibrous_tissue(np.random.default_rng(0), (128, 128), 1.0)
     assert _island_fraction(fibrous) < 0.02
+
+
+def _clear_share(maps):
+    """Share of a field with almost no matrix: the clear space of loose tissue."""
+    return (maps[EOSIN] < 0.03).mean()
+
+
+def test_mesenchyme_is_loose_where_granulation_tissue_is_dense():
+    # TISSUES.md: mesenchyme has plenty of clear space; fibrous callus is packed with collagen.
+    loose = [
+        _clear_share(paint("mesenchyme", np.random.default_rng(seed), (256, 256), 0.5, None, False))
+        for seed in range(8)
+    ]
+    dense = [
+        _clear_share(_fibrous_tissue(np.random.default_rng(seed), (128, 128), 1.0))
+        for seed in range(8)
+    ]
+    assert np.mean(loose) > 0.1 and np.mean(dense) < 0.02
 
 
 def test_tiles_of_one_class_differ():

@@ -55,8 +55,8 @@ class HEDJitter(torch.nn.Module):
 
 class RandomStainDomain(torch.nn.Module):
     """Re-render a tile as if stained and scanned by a random synthetic lab: unmix with the
-    tile's own Macenko estimate, remix with a sampled domain's H and E vectors and strengths.
-    Tiles whose stains cannot be estimated pass through unchanged."""
+    tile's own Macenko estimate, remix with a sampled domain's H and E vectors and strengths,
+    under its glass colour. Tiles whose stains cannot be estimated pass through unchanged."""
 
     def __init__(self, p: float = 1.0, seed: int | None = None):
         super().__init__()
@@ -76,4 +76,7 @@ class RandomStainDomain(torch.nn.Module):
         strengths = np.asarray(domain.strengths[:2], dtype=np.float32)
         mixing = (vectors * strengths) @ np.linalg.pinv(stains.matrix())
         out = self.unmixer.apply(hwc, mixing.astype(np.float32))
+        # The lab's glass: white, or tinted as in photographs through a microscope.
+        glass = np.asarray(domain.background, dtype=np.float32) / np.float32(self.unmixer.io)
+        out = np.clip(out * glass + 0.5, 0, 255).astype(np.uint8)
         return _like(torch.from_numpy(out).movedim(-1, -3).float() / 255.0, image)

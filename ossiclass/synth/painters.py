@@ -48,11 +48,13 @@ def _frame(shape: tuple[int, int], angle: float) -> tuple[np.ndarray, np.ndarray
 
 
 def paint_mesenchyme(rng, shape, mpp, orientation=None) -> np.ndarray:
-    """Loose pale matrix, wispy fibres, stellate cells with thin processes, capillaries."""
+    """Loose pale matrix with clear spaces, wispy fibres, stellate cells with thin processes,
+    capillaries."""
     maps = _blank(shape)
     cloud = smooth_noise(rng, shape, 25 / mpp)
-    maps[EOSIN] = rng.uniform(0.04, 0.2) * np.clip(1 + 0.5 * cloud, 0.2, None)
-    maps[MATRIX_H] = rng.uniform(0.01, 0.12) * np.clip(1 + 0.4 * cloud, 0.0, None)
+    loose = np.clip(1 + 0.8 * cloud, 0.0, None)  # thin matrix with clear spaces between
+    maps[EOSIN] = rng.uniform(0.03, 0.15) * loose
+    maps[MATRIX_H] = rng.uniform(0.01, 0.1) * loose
     fibres = ridges(smooth_noise(rng, shape, rng.uniform(6, 14) / mpp), rng.uniform(0.06, 0.15))
     maps[EOSIN] += rng.uniform(0.06, 0.25) * fibres
     condensation = rng.uniform(0.2, 1.0)
@@ -315,7 +317,7 @@ def _fibrous_tissue(rng, shape, mpp) -> np.ndarray:
     bundles = bands(wavy, rng.uniform(5, 12) / mpp, duty=rng.uniform(0.5, 0.8), edge=0.6)
     # Bundles fray, merge and fade: their contrast wanders across the field.
     bundles *= np.clip(0.6 + 0.6 * smooth_noise(rng, shape, 20 / mpp), 0.0, 1.0)
-    maps[EOSIN] = rng.uniform(0.1, 0.25) + rng.uniform(0.1, 0.35) * bundles
+    maps[EOSIN] = rng.uniform(0.14, 0.28) + rng.uniform(0.12, 0.35) * bundles
     count = int(cells.field_count(shape, mpp, rng.uniform(20, 60)))
     centres = scatter(rng, shape, count, margin_px=8 / mpp)
     radii = np.stack([rng.uniform(5, 8, count), rng.uniform(1.0, 1.8, count)], 1)
@@ -341,11 +343,12 @@ def _haemorrhage(rng, shape, mpp) -> np.ndarray:
 
 def paint_callus(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Fracture repair: fibrous granulation tissue with haemorrhage, cartilage and woven bone
-    islands, several side by side in one field. The islands' share varies from field to field
-    as it does across a slide's callus: a field may be fibrous tissue alone."""
+    islands, often several side by side in one field. The islands' share varies from field to
+    field as it does across a slide's callus: a quarter of fields (soft callus) are granulation
+    tissue alone, dense collagen with no clear space, unlike mesenchyme."""
     maps = _fibrous_tissue(rng, shape, mpp)
     elements = [_haemorrhage, paint_hyaline_cartilage, paint_woven_bone]
-    chosen = rng.choice(len(elements), size=int(rng.integers(1, 4)), replace=False)
+    chosen = rng.choice(len(elements), size=int(rng.integers(0, 4)), replace=False)
     for index in chosen:
         island = soft_threshold(
             smooth_noise(rng, shape, rng.uniform(25, 60) / mpp),
