@@ -1,12 +1,13 @@
 """Batch classification of slides and tile folders: streaming, resumable, and spread over
 processes by Lightning's `Trainer.predict`.
 
-A slide is read at the pyramid level nearest the model's µm/px, its tissue found on a thumbnail,
-its stains estimated once from tissue tiles sampled across it, and its tissue tiles classified
-in fixed chunks of `batch_size`. DataLoader workers read and normalise chunks while the network
-runs. Each finished chunk is written at once, atomically, under `OUT/parts/`: a run that is
-killed and started again with `resume=True` classifies only the missing chunks, in the same
-batches, and ends with the same outputs. Under DDP the processes split the chunks.
+A slide is read at the pyramid level nearest the model's µm/px, its tissue and the colour of its
+glass found on a thumbnail, its tiles white-balanced against that glass, its stains estimated
+once from tissue tiles sampled across it, and its tissue tiles classified in fixed chunks of
+`batch_size`. DataLoader workers read and normalise chunks while the network runs. Each
+finished chunk is written at once, atomically, under `OUT/parts/`: a run that is killed and
+started again with `resume=True` classifies only the missing chunks, in the same batches, and
+ends with the same outputs. Under DDP the processes split the chunks.
 
 Outputs (see DESIGN.md): `tiles.csv`, `tiles.geojson` and `map.png` (slides), `summary.json`,
 `run.json`.
@@ -45,6 +46,7 @@ from ossiclass.predict import (
     stain_normalize,
     to_model_scale,
 )
+from ossiclass.preprocess.stain import white_balance, white_balance_gains
 from ossiclass.preprocess.tiling import TileBox, read_tile, slide_tissue_mask, tile_grid
 from ossiclass.slides import open_slide
 
@@ -68,6 +70,9 @@ class ClassifySettings:
         from the forward pass (measured: `scripts/benchmark.py classify --workers N`).
     accelerator, devices : as for Lightning's Trainer; devices > 1 splits the chunks (DDP).
     precision : "auto", "fp32" or "bf16" (see `Predictor`).
+    white_balance : scale a slide's channels so that its glass reads neutral (`IO` in each)
+        before anything else: a lab's tinted or dim glass otherwise reads as stain. Slides
+        only: a tile alone shows too little glass to go by.
     """
 
     stride_px: int | None = None
@@ -78,6 +83,7 @@ class ClassifySettings:
     accelerator: str = "cpu"
     devices: int = 1
     precision: str = "auto"
+    white_balance: bool = True
 
     def loader_workers(self, source) -> int:
         """DataLoader workers for `source` (see `workers`)."""
@@ -95,10 +101,11 @@ class ClassifySettings:
 
 
 class SlideSource:
-    """The tissue tiles of a slide: one item per box, in level-0 pixels."""
+    """The tissue tiles of a slide: one item per box, in level-0 pixels, to be white-balanced
+    against `glass` ((3,) RGB) unless it is None."""
 
-    def __init__(self, path: Path, mpp: float, boxes: list[TileBox]):
-        self.path, self.mpp, self.boxes = path, mpp, boxes
+    def __init__(self, path: Path, mpp: float, boxes: list[TileBox], glass: np.ndarray | None):
+        self.path, self.mpp, self.boxes, self.glass = path, mpp, boxes, glass
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -107,7 +114,7 @@ class SlideSource:
         return open_slide(self.path, self.mpp)
 
     def read(self, handle, index: int, predictor: Predictor) -> np.ndarray:
-        """(1, S, S, 3) uint8: the tile of box `index` at the model's µm/px."""
+        """(1, S, S, 3) uint8: the tile of box `index` at the model's µm/px, as scanned."""
         return read_tile(handle, self.boxes[index], predictor.input_px)[None]
 
     def key(self, index: int) -> dict:
@@ -118,6 +125,8 @@ class SlideSource:
 class FolderSource:
     """A folder of tile images: one item per file; a file larger than the model's field is cut
     into tiles whose probabilities are averaged."""
+
+    glass = None  # a tile alone shows too little glass to white-balance against
 
     def __init__(self, root: Path, paths: list[Path], mpp: float):
         self.root, self.paths, self.mpp = root, paths, mpp
@@ -138,11 +147,16 @@ class FolderSource:
 
 class Chunks(Dataset):
     """Chunk `c` of a source: (c, (T, 3, S, S) uint8 normalised tiles, (T,) item of each tile,
-    [(item, reason)] for items that could not be read). Runs in DataLoader workers."""
+    [(item, reason)] for items that could not be read). Runs in DataLoader workers.
 
-    def __init__(self, source, chunks: list[int], batch_size: int, predictor: Predictor, stains):
+    `glass`: white-balance the tiles against it before stain normalisation (None: as read).
+    """
+
+    def __init__(
+        self, source, chunks: list[int], batch_size: int, predictor: Predictor, stains, glass
+    ):
         self.source, self.chunks, self.batch_size = source, chunks, batch_size
-        self.predictor, self.stains = predictor, stains
+        self.predictor, self.stains, self.glass = predictor, stains, glass
         self._handle = None  # each worker opens the slide on first use
 
     def __len__(self) -> int:
@@ -165,7 +179,10 @@ class Chunks(Dataset):
         size = self.predictor.input_px
         if not tiles:
             return chunk, torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0), failed
-        normalised = stain_normalize(self.predictor.normalizer, np.concatenate(tiles), self.stains)
+        tiles = np.concatenate(tiles)
+        if self.glass is not None:
+            tiles = white_balance(tiles, self.glass)
+        normalised = stain_normalize(self.predictor.normalizer, tiles, self.stains)
         batch = torch.from_numpy(normalised).permute(0, 3, 1, 2).contiguous()
         return chunk, batch, torch.tensor(owners), failed
 
@@ -174,17 +191,19 @@ class Chunks(Dataset):
 
 
 class ChunkClassifier(pl.LightningModule):
-    """The prediction step: per-item probabilities of a chunk (tiles of one item averaged)."""
+    """The prediction step: per-item probabilities of a chunk (tiles of one item averaged).
+    `gains` (3,): the white balance, folded into the network's input standardisation."""
 
-    def __init__(self, network: InferenceNetwork):
+    def __init__(self, network: InferenceNetwork, gains: np.ndarray | None = None):
         super().__init__()
         self.network = network
+        self.register_buffer("gains", None if gains is None else torch.from_numpy(gains))
 
     def predict_step(self, batch, batch_idx: int) -> dict:
         chunk, tiles, owners, failed = batch
         if len(tiles) == 0:
             return {"chunk": chunk, "items": [], "probabilities": torch.empty(0), "failed": failed}
-        probabilities = self.network.probabilities(tiles)
+        probabilities = self.network.probabilities(tiles, self.gains)
         items, inverse = torch.unique_consecutive(owners, return_inverse=True)
         sums = torch.zeros(len(items), probabilities.shape[1], device=probabilities.device)
         sums.index_add_(0, inverse, probabilities)
@@ -265,24 +284,27 @@ def _open_source(path: Path, predictor: Predictor, settings: ClassifySettings):
     with open_slide(path, settings.mpp) as slide:
         if slide.mpp is None:
             raise BadInputError(f"{path}: the file records no µm per pixel; give it with --mpp")
-        mask, _ = slide_tissue_mask(slide, slide.mpp)
+        tissue = slide_tissue_mask(slide, slide.mpp)
         boxes = list(
             tile_grid(slide.dimensions, slide.mpp, predictor.input_px, predictor.mpp,
-                      settings.stride_px, mask, settings.min_tissue)
+                      settings.stride_px, tissue.mask, settings.min_tissue)
         )  # fmt: skip
         if not boxes:
             raise BadInputError(f"{path}: no tile holds {settings.min_tissue:.0%} tissue")
-        stains = _slide_stains(slide, boxes, predictor)
-        return SlideSource(path, slide.mpp, boxes), stains
+        glass = tissue.glass if settings.white_balance else None
+        source = SlideSource(path, slide.mpp, boxes, glass)
+        return source, _slide_stains(slide, source, predictor)
 
 
-def _slide_stains(slide, boxes: list[TileBox], predictor: Predictor):
+def _slide_stains(slide, source: SlideSource, predictor: Predictor):
     """The slide's stains, estimated once from tissue tiles spread evenly over it (None where
     the model uses no normaliser or the tiles show too little H&E: then each tile its own)."""
     if predictor.normalizer is None:
         return None
-    picks = np.linspace(0, len(boxes) - 1, min(STAIN_SAMPLE_TILES, len(boxes))).round()
-    tiles = [read_tile(slide, boxes[int(i)], predictor.input_px) for i in np.unique(picks)]
+    picks = np.linspace(0, len(source) - 1, min(STAIN_SAMPLE_TILES, len(source))).round()
+    tiles = np.concatenate([source.read(slide, int(i), predictor) for i in np.unique(picks)])
+    if source.glass is not None:
+        tiles = white_balance(tiles, source.glass)
     return predictor.normalizer.estimate(tiles)
 
 
@@ -366,7 +388,12 @@ def classify(
     writer = ChunkWriter(parts, source, len(todo) * settings.batch_size, progress)
     trainer.callbacks.append(writer)
     if todo:
-        chunks = Chunks(source, todo, settings.batch_size, predictor, stains)
+        # White balance: in the workers ahead of a stain normaliser, else free in the network.
+        glass = source.glass
+        in_workers = glass is not None and predictor.normalizer is not None
+        chunks = Chunks(
+            source, todo, settings.batch_size, predictor, stains, glass if in_workers else None
+        )
         loader = DataLoader(
             chunks,
             batch_size=None,
@@ -374,7 +401,8 @@ def classify(
             pin_memory=settings.accelerator != "cpu",
             persistent_workers=False,
         )
-        module = ChunkClassifier(predictor.network)
+        gains = None if glass is None or in_workers else white_balance_gains(glass)
+        module = ChunkClassifier(predictor.network, gains)
         trainer.predict(module, loader, return_predictions=False)
         trainer.strategy.barrier()
     if not trainer.is_global_zero:
@@ -450,6 +478,9 @@ def _summary(source, rows, skipped, predictor: Predictor, settings, stains) -> d
         "tiles": {"classified": len(rows), "skipped": len(skipped)},
         "classes": classes,
         "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
+        "white_balanced_to_glass_rgb": (
+            None if source.glass is None else np.round(source.glass, 1).tolist()
+        ),
         "stains": (
             "estimated once for the slide"
             if stains is not None

@@ -174,6 +174,7 @@ def _classify(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         devices=args.devices,
         precision=args.precision,
+        white_balance=not args.no_white_balance,
     )
     if args.devices > 1 and len(args.inputs) > 1:
         raise BadInputError("--devices splits one input's tiles: give one input per run")
@@ -379,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         help="processes reading tiles (default: 0 for a slide on the CPU, else 2)",
+    )
+    classify.add_argument(
+        "--no-white-balance",
+        action="store_true",
+        help="leave a slide's colours as scanned (default: scaled so that its glass reads neutral)",
     )
     classify.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
     classify.add_argument(

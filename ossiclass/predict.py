@@ -56,14 +56,19 @@ class InferenceNetwork(nn.Module):
         self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(HE_STD).view(1, 3, 1, 1) * 255)
 
-    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        x = ((tiles.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+    def forward(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of (N, 3, S, S) uint8 tiles; `gains` (3,) scales each channel first (a white
+        balance, see `white_balance_gains`), folded into the standardisation at no cost."""
+        mean, std = self.mean, self.std
+        if gains is not None:
+            mean, std = mean / gains.view(1, 3, 1, 1), std / gains.view(1, 3, 1, 1)
+        x = ((tiles.float() - mean) / std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.network(x).float()
 
-    def probabilities(self, tiles: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 6) class probabilities, calibrated with the softmax temperature."""
-        return torch.softmax(self(tiles) / self.temperature, dim=1)
+        return torch.softmax(self(tiles, gains) / self.temperature, dim=1)
 
 
 def stain_normalize(normalizer, tiles: np.ndarray, stains=None) -> np.ndarray:

@@ -346,14 +346,15 @@ def bench_tissue(args: argparse.Namespace) -> None:
 
     from ossiclass.preprocess.tiling import slide_tissue_mask
     from ossiclass.slides import open_slide
-    from ossiclass.synth.slides import LAYOUTS, SlideSettings, write_slide
+    from ossiclass.synth.slides import LAYOUTS, SlideSettings, slide_domain, write_slide
 
     root = Path(tempfile.mkdtemp())
     for layout in LAYOUTS:
         settings = SlideSettings(layout, args.size, args.size, 0.5, args.seed)
         path = write_slide(root / f"{layout}.tif", settings, workers=args.workers, progress=False)
         slide = open_slide(path)
-        mask, mpp = slide_tissue_mask(slide, slide.mpp)
+        tissue = slide_tissue_mask(slide, slide.mpp)
+        mask, mpp = tissue.mask, tissue.mpp
         Image.MAX_IMAGE_PIXELS = None
         truth = Image.open(path.with_suffix(".tissue.png")).resize(
             mask.shape[::-1], Image.Resampling.BOX
@@ -362,7 +363,9 @@ def bench_tissue(args: argparse.Namespace) -> None:
         iou = (mask & truth).sum() / (mask | truth).sum()
         print(
             f"tissue mask {layout} {args.size} x {args.size} (seed {args.seed}), "
-            f"at {mpp:.1f} µm/px: IoU {iou:.3f} with the generator's mask"
+            f"at {mpp:.1f} µm/px: IoU {iou:.3f} with the generator's mask; glass colour "
+            f"{np.round(tissue.glass).astype(int).tolist()}, generator's "
+            f"{np.round(slide_domain(settings).background).astype(int).tolist()}"
         )
     shutil.rmtree(root)
 
@@ -452,12 +455,12 @@ def bench_classify(args: argparse.Namespace) -> None:
             forward = time.perf_counter() - forward_start
         bare = -(-tiles // args.batch_size) * args.batch_size / forward
         rates[precision] = tiles / seconds
-        workers = settings.loader_workers(SlideSource(slide, 0.5, []))
+        workers = settings.loader_workers(SlideSource(slide, 0.5, [], None))
         print(
             f"classify {precision}, {workers} reading workers: {tiles} tiles of {slide.name} in "
-            f"{seconds:.1f} s end to end (tissue detection, stain estimate, reading, "
-            f"normalising, classifying, writing): {tiles / seconds:.0f} tiles/s; bare forward "
-            f"pass {bare:.0f} tiles/s; ratio {tiles / seconds / bare:.2f}"
+            f"{seconds:.1f} s end to end (tissue detection, stain estimate, reading, white "
+            f"balance, normalising, classifying, writing): {tiles / seconds:.0f} tiles/s; bare "
+            f"forward pass {bare:.0f} tiles/s; ratio {tiles / seconds / bare:.2f}"
         )
     if len(labels) == 2:
         same = np.mean([a == b for a, b in zip(*labels.values(), strict=True)])

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from ossiclass.classify import ClassifySettings, classify
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.evaluate import slide_agreement
+from ossiclass.synth.slides import SlideSettings, slide_domain
 
 REPO = Path(__file__).parents[1]
 FAST = ClassifySettings(batch_size=8, workers=0)
@@ -54,6 +56,20 @@ def test_a_slide_gets_every_output(classified):
     assert json.loads((out / "run.json").read_text())["model_sha256"]
     with Image.open(out / "map.png") as image:
         assert image.width > image.height  # the thumbnail and the legend beside it
+
+
+def test_a_slide_is_white_balanced_against_its_own_glass(
+    classified, tiny_model, small_slide, tmp_path
+):
+    out, summary = classified
+    glass = slide_domain(SlideSettings("growth_plate", 1024, 1024, 0.5, 7)).background
+    np.testing.assert_allclose(summary["white_balanced_to_glass_rgb"], glass, atol=2.0)
+    settings = replace(FAST, white_balance=False)
+    as_scanned = classify(small_slide, tiny_model, tmp_path / "out", settings, progress=False)
+    assert as_scanned["white_balanced_to_glass_rgb"] is None
+    balanced, unbalanced = _rows(out / "tiles.csv"), _rows(tmp_path / "out" / "tiles.csv")
+    assert [r["minx"] for r in balanced] == [r["minx"] for r in unbalanced]
+    assert [r["prob_mesenchyme"] for r in balanced] != [r["prob_mesenchyme"] for r in unbalanced]
 
 
 def test_geojson_is_what_qupath_imports(classified):

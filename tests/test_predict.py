@@ -9,6 +9,7 @@ from ossiclass.bundle import load_bundle
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.predict import InferenceNetwork, Predictor, predict_image
+from ossiclass.preprocess.stain import white_balance, white_balance_gains
 from ossiclass.synth.stains import sample_domains
 from ossiclass.synth.tiles import make_tile
 
@@ -25,6 +26,18 @@ def test_folded_network_gives_the_same_logits(tiny_model):
     folded = InferenceNetwork(network, bf16=False)
     reference = network((tiles.float() - folded.mean) / folded.std)
     assert torch.allclose(folded(tiles), reference, atol=1e-4)
+
+
+def test_white_balance_folded_into_the_network_equals_balancing_the_pixels(tiny_model, tile):
+    network, _ = load_bundle(tiny_model)
+    folded = InferenceNetwork(network, bf16=False)
+    glass = np.array([238.8, 219.1, 227.4])
+    tiles = torch.from_numpy(tile[None, :32, :32]).permute(0, 3, 1, 2)
+    balanced = torch.from_numpy(white_balance(tile[None, :32, :32], glass)).permute(0, 3, 1, 2)
+    gains = torch.from_numpy(white_balance_gains(glass))
+    # Balanced pixels are rounded to whole grey levels; the folded gains are not.
+    assert torch.allclose(folded(tiles, gains), folded(balanced), atol=0.1)
+    assert not torch.allclose(folded(tiles), folded(balanced), atol=0.1)
 
 
 def test_a_tile_gets_a_label_and_probabilities(tiny_model, tile):

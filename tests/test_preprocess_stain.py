@@ -1,6 +1,8 @@
-"""Macenko against torchstain on real H&E; degenerate tiles; slide-level and batched paths."""
+"""Macenko against torchstain on real H&E; degenerate tiles; slide-level and batched paths;
+white balance."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +12,11 @@ from skimage.data import immunohistochemistry
 
 from ossiclass.imageio import read_image
 from ossiclass.preprocess.stain import (
+    IO,
     MacenkoNormalizer,
     ReinhardNormalizer,
     normalizer_from_dict,
+    white_balance,
 )
 from ossiclass.synth.stains import sample_domains
 from ossiclass.synth.tiles import make_tile
@@ -155,3 +159,16 @@ def test_reinhard_degenerate_and_round_trip():
 def test_bad_arrays_are_refused(normalizer):
     with pytest.raises(ValueError, match="uint8"):
         normalizer.normalize(np.zeros((8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize("glass", [(238.8, 219.1, 227.4), (215.0, 221.0, 240.0)])
+def test_white_balance_takes_a_tile_under_tinted_glass_to_neutral_glass(glass):
+    domain = sample_domains(3, 1)[0]
+    tinted, neutral = (
+        make_tile("mesenchyme", 0, 0, [replace(domain, background=background)], 256, 0.5)[0]
+        for background in (glass, (IO, IO, IO))
+    )
+    assert np.abs(tinted.astype(float) - neutral).mean() > 5
+    balanced = white_balance(tinted, np.asarray(glass))
+    assert np.abs(balanced.astype(float) - neutral).mean() < 0.5
+    np.testing.assert_array_equal(white_balance(neutral, np.full(3, IO)), neutral)

@@ -4,9 +4,15 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from ossiclass.preprocess.tiling import slide_tissue_mask
-from ossiclass.preprocess.tissue import sharpness, tissue_fraction, tissue_mask, usable
+from ossiclass.preprocess.tissue import (
+    glass_colour,
+    sharpness,
+    tissue_fraction,
+    tissue_mask,
+    usable,
+)
 from ossiclass.slides import open_slide
-from ossiclass.synth.slides import SlideSettings, write_slide
+from ossiclass.synth.slides import SlideSettings, slide_domain, write_slide
 from ossiclass.synth.stains import sample_domains
 from ossiclass.synth.tiles import make_tile
 
@@ -17,14 +23,28 @@ def test_tissue_mask_matches_the_generator(tmp_path, layout):
         tmp_path / "s.tif", SlideSettings(layout, 3072, 2048, 0.5, 21), progress=False
     )
     slide = open_slide(path)
-    mask, mpp = slide_tissue_mask(slide, slide.mpp)
-    assert mpp == pytest.approx(8.0, rel=0.05)
+    tissue = slide_tissue_mask(slide, slide.mpp)
+    mask = tissue.mask
+    assert tissue.mpp == pytest.approx(8.0, rel=0.05)
     truth = Image.open(path.with_suffix(".tissue.png")).resize(
         mask.shape[::-1], Image.Resampling.BOX
     )
     truth = np.asarray(truth) > 127
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou >= 0.95, iou
+    glass = slide_domain(SlideSettings(layout, 3072, 2048, 0.5, 21)).background
+    np.testing.assert_allclose(tissue.glass, glass, atol=2.0)
+
+
+def test_glass_colour_leaves_out_scanner_padding_and_needs_glass():
+    thumbnail = np.full((100, 100, 3), 120, np.uint8)  # tissue
+    thumbnail[:, 60:80] = (238, 219, 227)  # tinted glass
+    thumbnail[:, 80:] = 255  # the scanner's padding beyond the scanned area
+    mask = tissue_mask(thumbnail, mpp=8.0)
+    np.testing.assert_array_equal(glass_colour(thumbnail, mask), (238, 219, 227))
+    covered = np.ones((100, 100), bool)
+    covered[:50, 0] = False  # glass on half a percent of the thumbnail: too little to go by
+    assert glass_colour(thumbnail, covered) is None
 
 
 def test_blank_and_uniform_thumbnails_give_no_tissue():

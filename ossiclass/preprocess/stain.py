@@ -120,6 +120,24 @@ def estimate_macenko(
     return matrix, max_concentrations.astype(np.float32)
 
 
+def white_balance_gains(glass: np.ndarray, white: float = IO) -> np.ndarray:
+    """Per-channel gains (3,) float32 that make glass of colour `glass` (3,) read `white` in all
+    three: a scanner's white calibration after the fact (von Kries). A tinted or dim glass
+    otherwise reads as stain."""
+    return (white / np.maximum(np.asarray(glass, dtype=np.float32), 1.0)).astype(np.float32)
+
+
+def white_balance(images: np.ndarray, glass: np.ndarray, white: float = IO) -> np.ndarray:
+    """(..., 3) uint8 images with each channel scaled by `white_balance_gains`, rounded."""
+    gains = white_balance_gains(glass, white)
+    tables = np.clip(np.arange(256, dtype=np.float32) * gains[:, None] + 0.5, 0, 255)
+    tables = tables.astype(np.uint8)
+    out = np.empty_like(images)
+    for c in range(3):
+        np.take(tables[c], images[..., c], out=out[..., c])
+    return out
+
+
 class MacenkoNormalizer:
     """Maps H&E images onto a reference stain basis (Macenko et al. 2009).
 

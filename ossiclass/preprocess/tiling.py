@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ossiclass.errors import BadInputError
-from ossiclass.preprocess.tissue import tissue_mask
+from ossiclass.preprocess.tissue import glass_colour, tissue_mask
 from ossiclass.slides import Slide
 
 THUMBNAIL_MPP = 8.0
@@ -78,8 +78,20 @@ def read_tile(slide: Slide, box: TileBox, tile_px: int) -> np.ndarray:
     return np.asarray(Image.fromarray(region).resize((tile_px, tile_px), Image.Resampling.BOX))
 
 
-def slide_tissue_mask(slide: Slide, mpp: float) -> tuple[np.ndarray, float]:
-    """Tissue mask of a whole slide at about THUMBNAIL_MPP: ((h, w) bool, its µm per pixel)."""
+@dataclass(frozen=True)
+class SlideTissue:
+    """What a slide's thumbnail shows: where the tissue lies and the colour of its glass."""
+
+    mask: np.ndarray
+    """(h, w) bool, True on tissue."""
+    mpp: float
+    """µm per mask pixel (about THUMBNAIL_MPP)."""
+    glass: np.ndarray | None
+    """(3,) float32 RGB of the bare glass (see `glass_colour`), None where too little shows."""
+
+
+def slide_tissue_mask(slide: Slide, mpp: float) -> SlideTissue:
+    """Tissue mask and glass colour of a whole slide, from a thumbnail at about THUMBNAIL_MPP."""
     longest = max(slide.dimensions)
     thumbnail, downsample = slide.thumbnail(max(int(longest * mpp / THUMBNAIL_MPP), 64))
     factor = max(round(THUMBNAIL_MPP / (mpp * downsample)), 1)
@@ -87,7 +99,8 @@ def slide_tissue_mask(slide: Slide, mpp: float) -> tuple[np.ndarray, float]:
         small = (max(thumbnail.shape[1] // factor, 1), max(thumbnail.shape[0] // factor, 1))
         thumbnail = np.asarray(Image.fromarray(thumbnail).resize(small, Image.Resampling.BOX))
     thumbnail_mpp = mpp * slide.dimensions[0] / thumbnail.shape[1]
-    return tissue_mask(thumbnail, thumbnail_mpp), thumbnail_mpp
+    mask = tissue_mask(thumbnail, thumbnail_mpp)
+    return SlideTissue(mask, thumbnail_mpp, glass_colour(thumbnail, mask))
 
 
 def iter_tiles(
@@ -100,7 +113,7 @@ def iter_tiles(
     """(box, (tile_px, tile_px, 3) uint8 tile) for each tissue tile of a slide, read lazily."""
     if slide.mpp is None:
         raise BadInputError(f"{slide.path}: µm per pixel unknown; give it (--mpp)")
-    mask, _ = slide_tissue_mask(slide, slide.mpp)
+    mask = slide_tissue_mask(slide, slide.mpp).mask
     for box in tile_grid(
         slide.dimensions, slide.mpp, tile_px, target_mpp, stride_px, mask, min_tissue
     ):
