@@ -46,7 +46,7 @@ from ossiclass.predict import (
     stain_normalize,
     to_model_scale,
 )
-from ossiclass.preprocess.stain import white_balance, white_balance_gains
+from ossiclass.preprocess.stain import IO, white_balance, white_balance_gains
 from ossiclass.preprocess.tiling import TileBox, read_tile, slide_tissue_mask, tile_grid
 from ossiclass.slides import open_slide
 
@@ -101,8 +101,8 @@ class ClassifySettings:
 
 
 class SlideSource:
-    """The tissue tiles of a slide: one item per box, in level-0 pixels, to be white-balanced
-    against `glass` ((3,) RGB) unless it is None."""
+    """The tissue tiles of a slide: one item per box, in level-0 pixels; `glass`: the (3,) RGB
+    of its bare glass, None where none was found."""
 
     def __init__(self, path: Path, mpp: float, boxes: list[TileBox], glass: np.ndarray | None):
         self.path, self.mpp, self.boxes, self.glass = path, mpp, boxes, glass
@@ -291,20 +291,37 @@ def _open_source(path: Path, predictor: Predictor, settings: ClassifySettings):
         )  # fmt: skip
         if not boxes:
             raise BadInputError(f"{path}: no tile holds {settings.min_tissue:.0%} tissue")
-        glass = tissue.glass if settings.white_balance else None
-        source = SlideSource(path, slide.mpp, boxes, glass)
-        return source, _slide_stains(slide, source, predictor)
+        source = SlideSource(path, slide.mpp, boxes, tissue.glass)
+        return source, _slide_stains(slide, source, predictor, _balance_glass(source, settings))
 
 
-def _slide_stains(slide, source: SlideSource, predictor: Predictor):
-    """The slide's stains, estimated once from tissue tiles spread evenly over it (None where
-    the model uses no normaliser or the tiles show too little H&E: then each tile its own)."""
+def _balance_glass(source, settings: ClassifySettings) -> np.ndarray | None:
+    """The glass colour to white-balance `source` against; None: its colours as they are."""
+    return source.glass if settings.white_balance else None
+
+
+def _white_balance_note(source, settings: ClassifySettings) -> str:
+    """What white balance a run applied, for the summary and the command line."""
+    if not isinstance(source, SlideSource):
+        return "none: a tile alone shows too little glass to go by"
+    if source.glass is None:
+        return "none: no bare glass around the tissue; colours as scanned"
+    if not settings.white_balance:
+        return "off: colours as scanned"
+    glass = "/".join(f"{value:.0f}" for value in source.glass)
+    return f"glass (RGB {glass}) scaled to {IO:.0f} in each channel"
+
+
+def _slide_stains(slide, source: SlideSource, predictor: Predictor, glass: np.ndarray | None):
+    """The slide's stains, estimated once from tissue tiles spread evenly over it (white-balanced
+    against `glass` unless None); None where the model uses no normaliser or the tiles show too
+    little H&E: then each tile its own."""
     if predictor.normalizer is None:
         return None
     picks = np.linspace(0, len(source) - 1, min(STAIN_SAMPLE_TILES, len(source))).round()
     tiles = np.concatenate([source.read(slide, int(i), predictor) for i in np.unique(picks)])
-    if source.glass is not None:
-        tiles = white_balance(tiles, source.glass)
+    if glass is not None:
+        tiles = white_balance(tiles, glass)
     return predictor.normalizer.estimate(tiles)
 
 
@@ -363,6 +380,7 @@ def classify(
         "input": str(input_path.resolve()),
         "model_sha256": _sha256(model),
         "items": len(source),
+        "glass_rgb": None if source.glass is None else np.round(source.glass, 1).tolist(),
         "settings": {**asdict(settings), "workers": None, "devices": None},
     }
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
@@ -389,7 +407,7 @@ def classify(
     trainer.callbacks.append(writer)
     if todo:
         # White balance: in the workers ahead of a stain normaliser, else free in the network.
-        glass = source.glass
+        glass = _balance_glass(source, settings)
         in_workers = glass is not None and predictor.normalizer is not None
         chunks = Chunks(
             source, todo, settings.batch_size, predictor, stains, glass if in_workers else None
@@ -478,9 +496,8 @@ def _summary(source, rows, skipped, predictor: Predictor, settings, stains) -> d
         "tiles": {"classified": len(rows), "skipped": len(skipped)},
         "classes": classes,
         "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
-        "white_balanced_to_glass_rgb": (
-            None if source.glass is None else np.round(source.glass, 1).tolist()
-        ),
+        "glass_rgb": None if source.glass is None else np.round(source.glass, 1).tolist(),
+        "white_balance": _white_balance_note(source, settings),
         "stains": (
             "estimated once for the slide"
             if stains is not None

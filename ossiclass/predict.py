@@ -58,7 +58,8 @@ class InferenceNetwork(nn.Module):
 
     def forward(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of (N, 3, S, S) uint8 tiles; `gains` (3,) scales each channel first (a white
-        balance, see `white_balance_gains`), folded into the standardisation at no cost."""
+        balance, see `white_balance_gains`), folded into the standardisation at no cost. Unlike
+        `white_balance` on pixels it neither rounds nor clips at 255."""
         mean, std = self.mean, self.std
         if gains is not None:
             mean, std = mean / gains.view(1, 3, 1, 1), std / gains.view(1, 3, 1, 1)

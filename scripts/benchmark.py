@@ -361,11 +361,11 @@ def bench_tissue(args: argparse.Namespace) -> None:
         )
         truth = np.asarray(truth) > 127
         iou = (mask & truth).sum() / (mask | truth).sum()
+        found = "none found" if tissue.glass is None else np.round(tissue.glass).astype(int)
         print(
             f"tissue mask {layout} {args.size} x {args.size} (seed {args.seed}), "
             f"at {mpp:.1f} µm/px: IoU {iou:.3f} with the generator's mask; glass colour "
-            f"{np.round(tissue.glass).astype(int).tolist()}, generator's "
-            f"{np.round(slide_domain(settings).background).astype(int).tolist()}"
+            f"{found}, generator's {np.round(slide_domain(settings).background).astype(int)}"
         )
     shutil.rmtree(root)
 
@@ -387,8 +387,9 @@ def bench_agreement(args: argparse.Namespace) -> None:
     from ossiclass.synth.slides import LAYOUTS
 
     root = Path(args.keep or tempfile.mkdtemp())
-    settings = ClassifySettings(workers=args.workers)
-    print(f"model {args.model}; slides {args.size} x {args.size} at 0.5 µm/px")
+    settings = ClassifySettings(workers=args.workers, white_balance=not args.no_white_balance)
+    balance = "as scanned" if args.no_white_balance else "white-balanced against their glass"
+    print(f"model {args.model}; slides {args.size} x {args.size} at 0.5 µm/px, {balance}")
     for offset, layout in enumerate(LAYOUTS):
         seed = args.seed + offset
         path = root / f"{layout}-{seed}.tif"
@@ -645,6 +646,7 @@ def main() -> None:
     agreement.add_argument("--seed", type=int, default=101)
     agreement.add_argument("--workers", type=int, default=2)
     agreement.add_argument("--keep", metavar="DIR", help="keep the slides and outputs here")
+    agreement.add_argument("--no-white-balance", action="store_true", help="classify as scanned")
     agreement.set_defaults(run=bench_agreement)
     classify = commands.add_parser("classify")
     classify.add_argument("--model", required=True)

@@ -11,11 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
+from ossiclass.bundle import load_bundle, save_bundle
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.classify import ClassifySettings, classify
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.evaluate import slide_agreement
+from ossiclass.predict import Predictor
+from ossiclass.preprocess.stain import white_balance_gains
+from ossiclass.preprocess.tiling import TileBox, read_tile
+from ossiclass.slides import open_slide
 from ossiclass.synth.slides import SlideSettings, slide_domain
 
 REPO = Path(__file__).parents[1]
@@ -63,13 +68,38 @@ def test_a_slide_is_white_balanced_against_its_own_glass(
 ):
     out, summary = classified
     glass = slide_domain(SlideSettings("growth_plate", 1024, 1024, 0.5, 7)).background
-    np.testing.assert_allclose(summary["white_balanced_to_glass_rgb"], glass, atol=2.0)
+    np.testing.assert_allclose(summary["glass_rgb"], glass, atol=2.0)
+    assert summary["white_balance"].startswith("glass (RGB")
     settings = replace(FAST, white_balance=False)
     as_scanned = classify(small_slide, tiny_model, tmp_path / "out", settings, progress=False)
-    assert as_scanned["white_balanced_to_glass_rgb"] is None
+    assert as_scanned["white_balance"].startswith("off")
     balanced, unbalanced = _rows(out / "tiles.csv"), _rows(tmp_path / "out" / "tiles.csv")
     assert [r["minx"] for r in balanced] == [r["minx"] for r in unbalanced]
     assert [r["prob_mesenchyme"] for r in balanced] != [r["prob_mesenchyme"] for r in unbalanced]
+
+
+def test_without_a_normaliser_the_balance_is_folded_into_the_network(
+    tiny_model, small_slide, tmp_path
+):
+    network, settings = load_bundle(tiny_model)
+    plain = save_bundle(tmp_path / "plain.pt", network, replace(settings, normalizer=None))
+    fp32 = replace(FAST, precision="fp32")
+    summary = classify(small_slide, plain, tmp_path / "out", fp32, progress=False)
+    rows = _rows(tmp_path / "out" / "tiles.csv")[:8]
+    predictor = Predictor(plain, precision="fp32")
+    keys = ("minx", "miny", "width", "height")
+    with open_slide(small_slide) as slide:
+        tiles = [read_tile(slide, TileBox(*(int(r[k]) for k in keys), 1.0), 32) for r in rows]
+    tiles = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2)
+    gains = torch.from_numpy(white_balance_gains(np.asarray(summary["glass_rgb"])))
+    with torch.inference_mode():
+        once, none, twice = (
+            predictor.network.probabilities(tiles, g) for g in (gains, None, gains**2)
+        )
+    found = [[float(r[f"prob_{name}"]) for name in CLASSES] for r in rows]
+    np.testing.assert_allclose(found, once.numpy(), atol=1e-3)
+    assert not np.allclose(found, none.numpy(), atol=0.01)
+    assert not np.allclose(found, twice.numpy(), atol=0.01)
 
 
 def test_geojson_is_what_qupath_imports(classified):

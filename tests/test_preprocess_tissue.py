@@ -36,15 +36,19 @@ def test_tissue_mask_matches_the_generator(tmp_path, layout):
     np.testing.assert_allclose(tissue.glass, glass, atol=2.0)
 
 
-def test_glass_colour_leaves_out_scanner_padding_and_needs_glass():
+def test_glass_colour_is_the_bare_glass_and_needs_enough_of_it():
     thumbnail = np.full((100, 100, 3), 120, np.uint8)  # tissue
-    thumbnail[:, 60:80] = (238, 219, 227)  # tinted glass
-    thumbnail[:, 80:] = 255  # the scanner's padding beyond the scanned area
+    thumbnail[:, 60:] = (238, 219, 227)  # tinted glass
+    thumbnail[:50, 99] = 255  # a sliver of the scanner's padding
+    thumbnail[10:12, 70:72] = 90  # dust
     mask = tissue_mask(thumbnail, mpp=8.0)
     np.testing.assert_array_equal(glass_colour(thumbnail, mask), (238, 219, 227))
     covered = np.ones((100, 100), bool)
     covered[:50, 0] = False  # glass on half a percent of the thumbnail: too little to go by
     assert glass_colour(thumbnail, covered) is None
+    dark = thumbnail.copy()
+    dark[:, 60:] = (40, 40, 40)  # a dark background around the tissue is no glass
+    assert glass_colour(dark, np.arange(100)[None, :].repeat(100, 0) < 60) is None
 
 
 def test_blank_and_uniform_thumbnails_give_no_tissue():

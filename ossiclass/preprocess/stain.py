@@ -134,7 +134,7 @@ def white_balance(images: np.ndarray, glass: np.ndarray, white: float = IO) -> n
     tables = tables.astype(np.uint8)
     out = np.empty_like(images)
     for c in range(3):
-        np.take(tables[c], images[..., c], out=out[..., c])
+        np.take(tables[c], images[..., c], out=out[..., c], mode="clip")  # clip: no check
     return out
 
 

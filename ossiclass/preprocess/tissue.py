@@ -18,6 +18,8 @@ MAX_THRESHOLD = 0.15
 """Above this summed optical density a pixel is tissue, whatever Otsu says (pale tissue)."""
 MIN_GLASS_SHARE = 0.01
 """A thumbnail with less bare glass than this share shows no glass colour worth trusting."""
+MIN_GLASS_LEVEL = 160
+"""Glass darker than this in any channel (of 255) is no glass but a dark background or ink."""
 
 
 def optical_density(rgb: np.ndarray, white: np.ndarray | float = 255.0) -> np.ndarray:
@@ -28,36 +30,28 @@ def optical_density(rgb: np.ndarray, white: np.ndarray | float = 255.0) -> np.nd
     return density.sum(axis=-1).clip(min=0.0)
 
 
-def _scanned(pixels: np.ndarray) -> np.ndarray:
-    """(P, 3) uint8 pixels less pure white and pure black: a scanner pads the area it did not
-    scan with them, and they are no glass."""
-    return pixels[(pixels < 255).any(axis=1) & (pixels > 0).any(axis=1)]
-
-
 def glass_white(thumbnail: np.ndarray) -> np.ndarray:
-    """The white of bare glass: each channel's 99th percentile over the scanned pixels. (3,)
-    float32 (255 where nothing was scanned).
+    """The colour of bare glass: each channel's 99th percentile. (3,) float32.
 
     Scanners and cameras rarely show glass as 255: it is tinted and dimmer. Holes in tissue
     (fat, lacunae) are as bright as glass, so even a slide covered in tissue shows it.
     """
-    pixels = _scanned(thumbnail.reshape(-1, 3))
-    if len(pixels) == 0:
-        return np.full(3, 255.0, dtype=np.float32)
-    return np.percentile(pixels, 99, axis=0).astype(np.float32)
+    return np.percentile(thumbnail.reshape(-1, 3), 99, axis=0).astype(np.float32)
 
 
 def glass_colour(thumbnail: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """The median colour of the bare glass around the tissue: (3,) float32, or None where under
-    `MIN_GLASS_SHARE` of the thumbnail is glass.
+    """The median colour of the bare glass around the tissue: (3,) float32, or None where
+    under `MIN_GLASS_SHARE` of the thumbnail is glass or what lies around the tissue is too
+    dark for glass (under `MIN_GLASS_LEVEL` in a channel: a dark background, pen).
 
-    `mask` is the thumbnail's `tissue_mask`; a scanner's padding (pure white or black) is left
-    out.
+    `mask` is the thumbnail's `tissue_mask`. The median ignores dust and a scanner's padding
+    while they cover less than the glass does.
     """
-    pixels = _scanned(thumbnail[~mask])
+    pixels = thumbnail[~mask]
     if len(pixels) < max(MIN_GLASS_SHARE * mask.size, 1):
         return None
-    return np.median(pixels, axis=0).astype(np.float32)
+    glass = np.median(pixels, axis=0).astype(np.float32)
+    return glass if glass.min() >= MIN_GLASS_LEVEL else None
 
 
 def tissue_mask(
