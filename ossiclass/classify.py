@@ -300,6 +300,11 @@ def _balance_glass(source, settings: ClassifySettings) -> np.ndarray | None:
     return source.glass if settings.white_balance else None
 
 
+def _glass_rgb(source) -> list[float] | None:
+    """The glass colour found, as plain data for job.json and summary.json."""
+    return None if source.glass is None else np.round(source.glass, 1).tolist()
+
+
 def _white_balance_note(source, settings: ClassifySettings) -> str:
     """What white balance a run applied, for the summary and the command line."""
     if not isinstance(source, SlideSource):
@@ -380,7 +385,7 @@ def classify(
         "input": str(input_path.resolve()),
         "model_sha256": _sha256(model),
         "items": len(source),
-        "glass_rgb": None if source.glass is None else np.round(source.glass, 1).tolist(),
+        "glass_rgb": _glass_rgb(source),
         "settings": {**asdict(settings), "workers": None, "devices": None},
     }
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
@@ -496,7 +501,7 @@ def _summary(source, rows, skipped, predictor: Predictor, settings, stains) -> d
         "tiles": {"classified": len(rows), "skipped": len(skipped)},
         "classes": classes,
         "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
-        "glass_rgb": None if source.glass is None else np.round(source.glass, 1).tolist(),
+        "glass_rgb": _glass_rgb(source),
         "white_balance": _white_balance_note(source, settings),
         "stains": (
             "estimated once for the slide"
