@@ -196,7 +196,8 @@ def _classify(args: argparse.Namespace) -> int:
             continue
         tiles = summary["tiles"]
         print(f"{source}: {tiles['classified']} tiles, {tiles['skipped']} skipped; in {out}:")
-        print(f"  white balance: {summary['white_balance']}")
+        if "white_balance" in summary:  # a run finished by an older version has none
+            print(f"  white balance: {summary['white_balance']}")
         for name, row in summary["classes"].items():
             area = f"{row['area_mm2']:>9.3f} mm2" if "area_mm2" in row else ""
             print(f"  {name:<20}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
