@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-from ossiclass.preprocess.stain import TEXTBOOK_STAINS, MacenkoNormalizer
+from ossiclass.preprocess.stain import TEXTBOOK_STAINS, MacenkoNormalizer, scale_channels
 from ossiclass.synth.stains import sample_domain
 
 _LOG_ADJUST = float(np.log(1e-6))  # scikit-image's rgb2hed scale
@@ -78,5 +78,5 @@ class RandomStainDomain(torch.nn.Module):
         out = self.unmixer.apply(hwc, mixing.astype(np.float32))
         # The lab's glass: white, or tinted as in photographs through a microscope.
         glass = np.asarray(domain.background, dtype=np.float32) / np.float32(self.unmixer.io)
-        out = np.clip(out * glass + 0.5, 0, 255).astype(np.uint8)
+        out = scale_channels(out, glass)
         return _like(torch.from_numpy(out).movedim(-1, -3).float() / 255.0, image)

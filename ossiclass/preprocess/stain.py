@@ -129,7 +129,13 @@ def white_balance_gains(glass: np.ndarray, white: float = IO) -> np.ndarray:
 
 def white_balance(images: np.ndarray, glass: np.ndarray, white: float = IO) -> np.ndarray:
     """(..., 3) uint8 images with each channel scaled by `white_balance_gains`, rounded."""
-    gains = white_balance_gains(glass, white)
+    return scale_channels(images, white_balance_gains(glass, white))
+
+
+def scale_channels(images: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 images with channel c multiplied by `gains[c]`, rounded and clipped, by
+    one lookup per value."""
+    gains = np.asarray(gains, dtype=np.float32)
     tables = np.clip(np.arange(256, dtype=np.float32) * gains[:, None] + 0.5, 0, 255)
     tables = tables.astype(np.uint8)
     out = np.empty_like(images)
