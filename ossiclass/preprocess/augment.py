@@ -45,9 +45,9 @@ class HEDJitter(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         rgb = _to_unit(image).clamp(min=1e-6)
         hed = torch.einsum("...chw,cd->...dhw", torch.log(rgb) / _LOG_ADJUST, self.to_hed)
-        shape = (*hed.shape[:-2], 1, 1)
-        scale = 1 + (torch.rand(shape, generator=self.generator) * 2 - 1) * self.sigma
-        shift = (torch.rand(shape, generator=self.generator) * 2 - 1) * self.bias
+        shape = (*hed.shape[:-2], 1, 1)  # drawn on the CPU generator: the same on any device
+        scale = 1 + (torch.rand(shape, generator=self.generator) * 2 - 1).to(hed) * self.sigma
+        shift = (torch.rand(shape, generator=self.generator) * 2 - 1).to(hed) * self.bias
         hed = hed * scale + shift
         rgb = torch.exp(torch.einsum("...dhw,dc->...chw", hed, self.to_rgb) * _LOG_ADJUST)
         return _like(rgb, image)
