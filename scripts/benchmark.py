@@ -435,7 +435,10 @@ def bench_classify(args: argparse.Namespace) -> None:
     labels, rates = {}, {}
     for precision in args.precisions:
         settings = ClassifySettings(
-            batch_size=args.batch_size, workers=args.workers, precision=precision
+            batch_size=args.batch_size,
+            workers=args.workers,
+            accelerator=args.accelerator,
+            precision=precision,
         )
         start = time.perf_counter()
         summary = classify(slide, args.model, root / precision, settings, progress=False)
@@ -445,14 +448,16 @@ def bench_classify(args: argparse.Namespace) -> None:
             rows = list(csv.DictReader(handle))
         labels[precision] = [row["label"] for row in rows]
 
-        predictor = Predictor(args.model, precision=precision)
+        device = "cuda" if args.accelerator == "gpu" else "cpu"
+        predictor = Predictor(args.model, device, precision)
         batch = torch.randint(0, 256, (args.batch_size, 3, predictor.input_px, predictor.input_px),
-                              dtype=torch.uint8)  # fmt: skip
+                              dtype=torch.uint8, device=device)  # fmt: skip
         with torch.inference_mode():
             predictor.network(batch)  # warm-up
             forward_start = time.perf_counter()
             for _ in range(-(-tiles // args.batch_size)):
-                predictor.network(batch)
+                logits = predictor.network(batch)
+            logits.cpu()  # waits for the GPU, where there is one
             forward = time.perf_counter() - forward_start
         bare = -(-tiles // args.batch_size) * args.batch_size / forward
         rates[precision] = tiles / seconds
@@ -653,6 +658,7 @@ def main() -> None:
     classify.add_argument("--slide", help="a slide to classify (default: a synthetic one)")
     classify.add_argument("--size", type=int, default=16384)
     classify.add_argument("--batch-size", type=int, default=64)
+    classify.add_argument("--accelerator", default="cpu", help="cpu (default) or gpu")
     classify.add_argument("--workers", type=int, help="reading workers (default: classify's)")
     classify.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     classify.add_argument("--tiatoolbox-python", help="a Python with TIAToolbox installed")
