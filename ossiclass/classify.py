@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -65,9 +66,10 @@ class ClassifySettings:
     min_tissue : least share of a tile the tissue mask must cover for it to be classified.
     mpp : the input's µm/px, overriding what the file records (plain images record nothing).
     batch_size : tiles per chunk: the unit of batching, writing and resuming.
-    workers : DataLoader processes that read and normalise tiles. None: 2, except for a slide
-        on the CPU, where reading costs less than the share of the cores the workers would take
-        from the forward pass (measured: `scripts/benchmark.py classify --workers N`).
+    workers : DataLoader processes that read and normalise tiles, per device. None: on the
+        CPU 2, except for a slide, where reading costs less than the share of the cores the
+        workers would take from the forward pass; on GPUs up to 8, as many as the cores allow:
+        there the GPU waits on reading (measured: `scripts/benchmark.py classify --workers N`).
     accelerator, devices : as for Lightning's Trainer; devices > 1 splits the chunks (DDP).
     precision : "auto", "fp32" or "bf16" (see `Predictor`).
     white_balance : scale a slide's channels so that its glass reads neutral (`IO` in each)
@@ -89,7 +91,11 @@ class ClassifySettings:
         """DataLoader workers for `source` (see `workers`)."""
         if self.workers is not None:
             return self.workers
-        return 0 if self.accelerator == "cpu" and isinstance(source, SlideSource) else 2
+        if self.accelerator == "cpu" or (
+            self.accelerator == "auto" and not torch.cuda.is_available()
+        ):
+            return 0 if isinstance(source, SlideSource) else 2
+        return max(1, min(8, (os.cpu_count() or 1) // self.devices))
 
     def validate(self) -> None:
         if not 0.0 <= self.min_tissue <= 1.0:

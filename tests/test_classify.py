@@ -13,7 +13,7 @@ from PIL import Image
 
 from ossiclass.bundle import load_bundle, save_bundle
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
-from ossiclass.classify import ClassifySettings, classify
+from ossiclass.classify import ClassifySettings, FolderSource, SlideSource, classify
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.evaluate import slide_agreement
@@ -235,6 +235,19 @@ def test_slide_agreement_counts_pure_and_boundary_tiles(tmp_path):
 def test_bad_settings_are_refused():
     with pytest.raises(BadInputError, match="min-tissue"):
         ClassifySettings(min_tissue=2).validate()
+
+
+def test_reading_workers_by_default(monkeypatch):
+    slide = SlideSource(Path("slide.tif"), 0.5, [], None)
+    folder = FolderSource(Path("tiles"), [], 0.5)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert ClassifySettings().loader_workers(slide) == 0  # the forward pass has every core
+    assert ClassifySettings().loader_workers(folder) == 2
+    assert ClassifySettings(accelerator="gpu").loader_workers(slide) == 8  # the GPU waits
+    assert ClassifySettings(accelerator="gpu", devices=4).loader_workers(slide) == 4
+    assert ClassifySettings(accelerator="gpu", workers=3).loader_workers(slide) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ClassifySettings(accelerator="auto").loader_workers(slide) == 0
 
 
 def test_several_inputs_go_on_past_a_bad_one(tiny_model, small_slide, tmp_path, capsys):
