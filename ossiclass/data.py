@@ -21,6 +21,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 from threadpoolctl import threadpool_limits
@@ -29,6 +30,7 @@ from torch.utils.data import (
     IterableDataset,
     TensorDataset,
     WeightedRandomSampler,
+    default_collate,
     get_worker_info,
 )
 from tqdm import tqdm
@@ -259,6 +261,40 @@ def random_scale(
     return zoomed.round().clamp(0, 255).to(batch.dtype)
 
 
+def whole_batch(batch):
+    """The collate step of a dataset that yields whole batches: nothing to do."""
+    return batch
+
+
+class TrainingAugmentation:
+    """Flips and quarter turns, zoom (`scale_jitter`) and random lab stains (`stain_domains`)
+    of a training batch `((B, 3, S, S) uint8, (B,) labels)` on the CPU.
+
+    It is the training DataLoader's collate step, after `collate`: it runs in the workers where
+    there are some, so a GPU does not wait for it, and in the main process where there are none.
+    """
+
+    def __init__(self, scale_jitter: float, stain_domains: float, seed: int, collate):
+        self.scale_jitter, self.collate = scale_jitter, collate
+        self.restain = RandomStainDomain(stain_domains, seed=seed) if stain_domains > 0 else None
+
+    def __call__(self, items) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.collate(items)
+        images = random_dihedral(images)
+        if self.scale_jitter > 0:
+            images = random_scale(images, self.scale_jitter)
+        if self.restain is not None:
+            images = torch.stack([self.restain(image) for image in images])
+        return images, labels
+
+    def seed_worker(self, worker_id: int) -> None:
+        """A DataLoader worker's `worker_init_fn`: Lightning's seeding of the worker, and a
+        stain stream of its own (each worker's copy of the generator would draw the same labs)."""
+        pl_worker_init_function(worker_id)
+        if self.restain is not None:
+            self.restain.rng = np.random.default_rng(torch.initial_seed())
+
+
 class TileDataModule(pl.LightningDataModule):
     """Training, validation and test tiles for the tissue classifier.
 
@@ -307,7 +343,6 @@ class TileDataModule(pl.LightningDataModule):
         self.save_hyperparameters()  # (a dataclass is saved as a plain dict)
         self.stream = synthetic
         self.jitter = HEDJitter(hed_jitter, hed_jitter / 2, seed=seed) if hed_jitter > 0 else None
-        self.restain = RandomStainDomain(stain_domains, seed=seed) if stain_domains > 0 else None
         self.datasets: dict[str, TensorDataset | SyntheticTiles] = {}
         self.input_mpp: float | None = None  # µm per pixel of the model's input, after setup
         self.normalizer_state: dict | None = None  # the fitted normaliser, after setup
@@ -379,28 +414,35 @@ class TileDataModule(pl.LightningDataModule):
 
         return normalize
 
-    def _loader(self, split: str, shuffle: bool = False, sampler=None) -> DataLoader:
+    def _loader(self, split: str, **settings) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
             num_workers=self.hparams.num_workers,
             drop_last=split == "train",
+            **settings,
         )
 
     def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
         stream = self.datasets["train"]
-        if isinstance(stream, SyntheticTiles):  # yields whole batches
-            workers = self.hparams.num_workers
-            return DataLoader(stream, batch_size=None, num_workers=workers)
-        labels = self.datasets["train"].tensors[1]
-        sampler = None
-        if self.hparams.balanced:
+        batched = isinstance(stream, SyntheticTiles)  # it yields whole batches
+        augment = TrainingAugmentation(
+            hp.scale_jitter, hp.stain_domains, hp.seed, whole_batch if batched else default_collate
+        )
+        settings = {"collate_fn": augment, "worker_init_fn": augment.seed_worker}
+        if batched:
+            return DataLoader(stream, batch_size=None, num_workers=hp.num_workers, **settings)
+        labels = stream.tensors[1]
+        if hp.balanced:
             weights = (1.0 / torch.bincount(labels, minlength=len(CLASSES)).clamp(min=1))[labels]
-            generator = torch.Generator().manual_seed(self.hparams.seed)
-            sampler = WeightedRandomSampler(weights.double(), len(labels), generator=generator)
-        return self._loader("train", shuffle=True, sampler=sampler)
+            generator = torch.Generator().manual_seed(hp.seed)
+            settings["sampler"] = WeightedRandomSampler(
+                weights.double(), len(labels), generator=generator
+            )
+        else:
+            settings["shuffle"] = True
+        return self._loader("train", **settings)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -411,13 +453,8 @@ class TileDataModule(pl.LightningDataModule):
         return self._loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """HED jitter on the device, after `TrainingAugmentation` (a batched tensor op)."""
         images, labels = batch
-        if self.trainer is not None and self.trainer.training:
-            images = random_dihedral(images)
-            if self.hparams.scale_jitter > 0:
-                images = random_scale(images, self.hparams.scale_jitter)
-            if self.restain is not None:
-                images = torch.stack([self.restain(image.cpu()) for image in images]).to(images)
-            if self.jitter is not None:
-                images = self.jitter.to(images.device)(images)
+        if self.jitter is not None and self.trainer is not None and self.trainer.training:
+            images = self.jitter.to(images.device)(images)
         return images, labels

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import make_tile_set
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from ossiclass.classes import CLASSES
 from ossiclass.data import (
@@ -106,6 +106,21 @@ def larger_tiles(tmp_path_factory):
     # Per-tile Macenko needs enough stained pixels: 128 px tiles, not 48.
     root = tmp_path_factory.mktemp("larger") / "set"
     return str(make_tile_set(root, per_class=4, size_px=128, seed=2))
+
+
+def test_training_augmentation_runs_in_the_workers_with_a_stream_each(larger_tiles):
+    module = TileDataModule(
+        larger_tiles, input_px=64, batch_size=4, num_workers=2, stain_domains=1.0, balanced=False
+    )
+    module.setup("fit")
+    train = module.datasets["train"].tensors[0]
+    darkest = train.float().mean(dim=(1, 2, 3)).argmin()  # stained enough to unmix
+    tile = train[darkest : darkest + 1]
+    module.datasets["train"] = TensorDataset(tile.repeat(8, 1, 1, 1), torch.zeros(8).long())
+    colours = [images.float().mean(dim=(2, 3)) for images, _ in module.train_dataloader()]
+    assert len(colours) == 2  # one batch from each worker
+    assert (colours[0] - tile.float().mean(dim=(2, 3))).abs().max() > 5  # re-stained
+    assert (colours[0] - colours[1]).abs().max() > 5  # each worker draws labs of its own
 
 
 @pytest.mark.parametrize("method", ["macenko", "reinhard"])
