@@ -32,10 +32,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ossiclass import __version__
+from ossiclass.bundle import ModelSettings
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import save_png, write_text_atomic
@@ -70,6 +72,7 @@ class ClassifySettings:
         CPU 2, except for a slide, where reading costs less than the share of the cores the
         workers would take from the forward pass; on GPUs up to 8, as many as the cores allow:
         there the GPU waits on reading (measured: `scripts/benchmark.py classify --workers N`).
+        Never more than there are chunks to read.
     accelerator, devices : as for Lightning's Trainer; devices > 1 splits the chunks (DDP).
     precision : "auto", "fp32" or "bf16" (see `Predictor`).
     white_balance : scale a slide's channels so that its glass reads neutral (`IO` in each)
@@ -87,15 +90,15 @@ class ClassifySettings:
     precision: str = "auto"
     white_balance: bool = True
 
-    def loader_workers(self, source) -> int:
-        """DataLoader workers for `source` (see `workers`)."""
+    def loader_workers(self, source, device: str, chunks: int) -> int:
+        """DataLoader workers for `chunks` chunks of `source` on a `device` type such as
+        "cpu" or "cuda" (see `workers`)."""
         if self.workers is not None:
             return self.workers
-        if self.accelerator == "cpu" or (
-            self.accelerator == "auto" and not torch.cuda.is_available()
-        ):
-            return 0 if isinstance(source, SlideSource) else 2
-        return max(1, min(8, (os.cpu_count() or 1) // self.devices))
+        if device == "cpu":
+            return 0 if isinstance(source, SlideSource) else min(2, chunks)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(8, (cores or 1) // self.devices, chunks))
 
     def validate(self) -> None:
         if not 0.0 <= self.min_tissue <= 1.0:
@@ -119,9 +122,9 @@ class SlideSource:
     def open(self):
         return open_slide(self.path, self.mpp)
 
-    def read(self, handle, index: int, predictor: Predictor) -> np.ndarray:
+    def read(self, handle, index: int, model: ModelSettings) -> np.ndarray:
         """(1, S, S, 3) uint8: the tile of box `index` at the model's µm/px, as scanned."""
-        return read_tile(handle, self.boxes[index], predictor.input_px)[None]
+        return read_tile(handle, self.boxes[index], model.input_px)[None]
 
     def key(self, index: int) -> dict:
         box = self.boxes[index]
@@ -143,9 +146,9 @@ class FolderSource:
     def open(self):
         return None
 
-    def read(self, handle, index: int, predictor: Predictor) -> np.ndarray:
-        image = to_model_scale(read_image(self.paths[index]), self.mpp, predictor.settings)
-        return image_tiles(image, predictor.input_px)[0]
+    def read(self, handle, index: int, model: ModelSettings) -> np.ndarray:
+        image = to_model_scale(read_image(self.paths[index]), self.mpp, model)
+        return image_tiles(image, model.input_px)[0]
 
     def key(self, index: int) -> dict:
         return {"path": self.paths[index].relative_to(self.root).as_posix()}
@@ -155,14 +158,18 @@ class Chunks(Dataset):
     """Chunk `c` of a source: (c, (T, 3, S, S) uint8 normalised tiles, (T,) item of each tile,
     [(item, reason)] for items that could not be read). Runs in DataLoader workers.
 
-    `glass`: white-balance the tiles against it before stain normalisation (None: as read).
+    `model`: the model's input size and scale; `normalizer`, `stains`: its stain normaliser
+    and the slide's estimate (see `stain_normalize`); `glass`: white-balance the tiles against
+    it before stain normalisation (None: as read). The network stays in the main process.
     """
 
     def __init__(
-        self, source, chunks: list[int], batch_size: int, predictor: Predictor, stains, glass
-    ):
+        self, source, chunks: list[int], batch_size: int, model: ModelSettings, normalizer,
+        stains, glass,
+    ):  # fmt: skip
         self.source, self.chunks, self.batch_size = source, chunks, batch_size
-        self.predictor, self.stains, self.glass = predictor, stains, glass
+        self.model, self.normalizer = model, normalizer
+        self.stains, self.glass = stains, glass
         self._handle = None  # each worker opens the slide on first use
 
     def __len__(self) -> int:
@@ -176,19 +183,19 @@ class Chunks(Dataset):
         tiles, owners, failed = [], [], []
         for item in range(start, min(start + self.batch_size, len(self.source))):
             try:
-                read = self.source.read(self._handle, item, self.predictor)
+                read = self.source.read(self._handle, item, self.model)
             except (OssiclassError, OSError, ValueError, RuntimeError) as error:
                 failed.append((item, str(error).splitlines()[0][:300] or type(error).__name__))
                 continue
             tiles.append(read)
             owners += [item] * len(read)
-        size = self.predictor.input_px
+        size = self.model.input_px
         if not tiles:
             return chunk, torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0), failed
         tiles = np.concatenate(tiles)
         if self.glass is not None:
             tiles = white_balance(tiles, self.glass)
-        normalised = stain_normalize(self.predictor.normalizer, tiles, self.stains)
+        normalised = stain_normalize(self.normalizer, tiles, self.stains)
         batch = torch.from_numpy(normalised).permute(0, 3, 1, 2).contiguous()
         return chunk, batch, torch.tensor(owners), failed
 
@@ -330,7 +337,9 @@ def _slide_stains(slide, source: SlideSource, predictor: Predictor, glass: np.nd
     if predictor.normalizer is None:
         return None
     picks = np.linspace(0, len(source) - 1, min(STAIN_SAMPLE_TILES, len(source))).round()
-    tiles = np.concatenate([source.read(slide, int(i), predictor) for i in np.unique(picks)])
+    tiles = np.concatenate(
+        [source.read(slide, int(i), predictor.settings) for i in np.unique(picks)]
+    )
     if glass is not None:
         tiles = white_balance(tiles, glass)
     return predictor.normalizer.estimate(tiles)
@@ -383,7 +392,27 @@ def classify(
     input_path, out, model = Path(input_path), Path(out), Path(model)
     if resume and (out / "summary.json").exists() and not (out / "parts").exists():
         return json.loads((out / "summary.json").read_text())
-    predictor = Predictor(model, precision=settings.precision)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
+    # Chunks are whole batches, so Lightning cannot (and need not) track sample indices.
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")  # Lightning
+    try:
+        trainer = pl.Trainer(
+            accelerator=settings.accelerator,
+            devices=settings.devices,
+            strategy="ddp" if settings.devices > 1 else "auto",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        reason = str(error).splitlines()[0]
+        raise BadInputError(
+            f"--accelerator {settings.accelerator} --devices {settings.devices}: {reason}"
+        ) from None
+    device = trainer.strategy.root_device  # decides bf16 ("auto"), workers, pinned memory
+    predictor = Predictor(model, device, settings.precision)
     if not input_path.exists():
         raise BadInputError(f"{input_path}: no such file or folder")
     source, stains = _open_source(input_path, predictor, settings)
@@ -394,19 +423,6 @@ def classify(
         "glass_rgb": _glass_rgb(source),
         "settings": {**asdict(settings), "workers": None, "devices": None},
     }
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
-    # Chunks are whole batches, so Lightning cannot (and need not) track sample indices.
-    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")  # Lightning
-    trainer = pl.Trainer(
-        accelerator=settings.accelerator,
-        devices=settings.devices,
-        strategy="ddp" if settings.devices > 1 else "auto",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
     if trainer.global_rank == 0:
         parts, done = _prepare_out(out, job, resume)
     else:  # started by the first process, which has checked and prepared OUT
@@ -421,13 +437,14 @@ def classify(
         glass = _balance_glass(source, settings)
         in_workers = glass is not None and predictor.normalizer is not None
         chunks = Chunks(
-            source, todo, settings.batch_size, predictor, stains, glass if in_workers else None
-        )
+            source, todo, settings.batch_size, predictor.settings, predictor.normalizer, stains,
+            glass if in_workers else None,
+        )  # fmt: skip
         loader = DataLoader(
             chunks,
             batch_size=None,
-            num_workers=settings.loader_workers(source),
-            pin_memory=settings.accelerator != "cpu",
+            num_workers=settings.loader_workers(source, device.type, len(todo)),
+            pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
         gains = None if glass is None or in_workers else white_balance_gains(glass)

@@ -381,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--workers",
         type=int,
-        help="processes reading tiles (default: 0 for a slide on the CPU, else 2)",
+        help="processes reading tiles, per device (default: on the CPU 0 for a slide, else 2; "
+        "on GPUs up to 8)",
     )
     classify.add_argument(
         "--no-white-balance",

@@ -98,7 +98,9 @@ class Predictor:
     precision : "fp32", "bf16", or "auto" (bf16 where the hardware runs it fast).
     """
 
-    def __init__(self, model: str | Path, device: str = "cpu", precision: str = "auto"):
+    def __init__(
+        self, model: str | Path, device: str | torch.device = "cpu", precision: str = "auto"
+    ):
         if precision not in PRECISIONS:
             raise BadInputError(f"unknown precision {precision!r}; expected {PRECISIONS}")
         network, self.settings = load_bundle(model)

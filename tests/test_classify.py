@@ -194,6 +194,7 @@ def test_a_tile_folder_skips_bad_tiles_and_classifies_the_rest(tiny_model, tile_
         ("empty folder", "no images"),
         ("unwritable out", "cannot write to"),
         ("missing input", "no such file or folder"),
+        ("unknown accelerator", "--accelerator banana --devices 1: You selected an invalid"),
     ],
 )
 def test_user_errors_are_one_line(problem, message, tiny_model, small_slide, tmp_path, capsys):
@@ -215,9 +216,20 @@ def test_user_errors_are_one_line(problem, message, tiny_model, small_slide, tmp
         out = tmp_path / "file" / "out"
     else:
         source = tmp_path / "nothing.tif"
-    assert main(_classify_command(source, model, out)) == 2
+    extra = ["--accelerator", "banana"] if problem == "unknown accelerator" else []
+    assert main(_classify_command(source, model, out, *extra)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_where_there_is_none_is_one_line(
+    tiny_model, small_slide, tmp_path, capsys
+):
+    command = _classify_command(small_slide, tiny_model, tmp_path / "out", "--accelerator", "gpu")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--accelerator gpu --devices 1: No supported gpu" in err
 
 
 def test_slide_agreement_counts_pure_and_boundary_tiles(tmp_path):
@@ -240,14 +252,15 @@ def test_bad_settings_are_refused():
 def test_reading_workers_by_default(monkeypatch):
     slide = SlideSource(Path("slide.tif"), 0.5, [], None)
     folder = FolderSource(Path("tiles"), [], 0.5)
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert ClassifySettings().loader_workers(slide) == 0  # the forward pass has every core
-    assert ClassifySettings().loader_workers(folder) == 2
-    assert ClassifySettings(accelerator="gpu").loader_workers(slide) == 8  # the GPU waits
-    assert ClassifySettings(accelerator="gpu", devices=4).loader_workers(slide) == 4
-    assert ClassifySettings(accelerator="gpu", workers=3).loader_workers(slide) == 3
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert ClassifySettings(accelerator="auto").loader_workers(slide) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert ClassifySettings().loader_workers(slide, "cpu", 100) == 0  # the network has the cores
+    assert ClassifySettings().loader_workers(folder, "cpu", 100) == 2
+    assert ClassifySettings().loader_workers(slide, "cuda", 100) == 8  # the GPU waits on reading
+    assert ClassifySettings(devices=4).loader_workers(slide, "cuda", 100) == 4  # 16 cores / 4
+    assert ClassifySettings().loader_workers(slide, "cuda", 3) == 3  # no more than the chunks
+    assert ClassifySettings(workers=5).loader_workers(slide, "cuda", 3) == 5  # as asked
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert ClassifySettings(devices=4).loader_workers(slide, "cuda", 100) == 1
 
 
 def test_several_inputs_go_on_past_a_bad_one(tiny_model, small_slide, tmp_path, capsys):
