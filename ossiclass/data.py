@@ -427,8 +427,12 @@ class TileDataModule(pl.LightningDataModule):
         hp = self.hparams
         stream = self.datasets["train"]
         batched = isinstance(stream, SyntheticTiles)  # it yields whole batches
+        # Each process of a multi-process run draws augmentations of its own.
+        seed = hp.seed + (self.trainer.global_rank if self.trainer is not None else 0)
+        if self.jitter is not None:
+            self.jitter.generator.manual_seed(seed)
         augment = TrainingAugmentation(
-            hp.scale_jitter, hp.stain_domains, hp.seed, whole_batch if batched else default_collate
+            hp.scale_jitter, hp.stain_domains, seed, whole_batch if batched else default_collate
         )
         settings = {"collate_fn": augment, "worker_init_fn": augment.seed_worker}
         if batched:

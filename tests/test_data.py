@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -121,6 +122,21 @@ def test_training_augmentation_runs_in_the_workers_with_a_stream_each(larger_til
     assert len(colours) == 2  # one batch from each worker
     assert (colours[0] - tile.float().mean(dim=(2, 3))).abs().max() > 5  # re-stained
     assert (colours[0] - colours[1]).abs().max() > 5  # each worker draws labs of its own
+
+
+def test_each_process_draws_its_own_augmentation(larger_tiles):
+    def first_batch(rank: int) -> torch.Tensor:
+        module = TileDataModule(
+            larger_tiles, input_px=64, batch_size=8, stain_domains=1.0, hed_jitter=0.05
+        )
+        module.trainer = SimpleNamespace(global_rank=rank, training=True)
+        module.setup("fit")
+        torch.manual_seed(0)  # flips and zoom draw from torch's own generator
+        images, labels = next(iter(module.train_dataloader()))
+        return module.on_after_batch_transfer((images, labels), 0)[0]
+
+    assert torch.equal(first_batch(0), first_batch(0))  # repeatable
+    assert not torch.equal(first_batch(0), first_batch(1))
 
 
 @pytest.mark.parametrize("method", ["macenko", "reinhard"])
