@@ -342,7 +342,7 @@ class TileDataModule(pl.LightningDataModule):
             raise BadInputError("give the training tiles as data.train or data.synthetic")
         self.save_hyperparameters()  # (a dataclass is saved as a plain dict)
         self.stream = synthetic
-        self.jitter = HEDJitter(hed_jitter, hed_jitter / 2, seed=seed) if hed_jitter > 0 else None
+        self.jitter: HEDJitter | None = None  # made with the training loader, seeded by rank
         self.datasets: dict[str, TensorDataset | SyntheticTiles] = {}
         self.input_mpp: float | None = None  # µm per pixel of the model's input, after setup
         self.normalizer_state: dict | None = None  # the fitted normaliser, after setup
@@ -429,8 +429,8 @@ class TileDataModule(pl.LightningDataModule):
         batched = isinstance(stream, SyntheticTiles)  # it yields whole batches
         # Each process of a multi-process run draws augmentations of its own.
         seed = hp.seed + (self.trainer.global_rank if self.trainer is not None else 0)
-        if self.jitter is not None:
-            self.jitter.generator.manual_seed(seed)
+        if hp.hed_jitter > 0:
+            self.jitter = HEDJitter(hp.hed_jitter, hp.hed_jitter / 2, seed=seed)
         augment = TrainingAugmentation(
             hp.scale_jitter, hp.stain_domains, seed, whole_batch if batched else default_collate
         )
