@@ -392,25 +392,7 @@ def classify(
     input_path, out, model = Path(input_path), Path(out), Path(model)
     if resume and (out / "summary.json").exists() and not (out / "parts").exists():
         return json.loads((out / "summary.json").read_text())
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
-    # Chunks are whole batches, so Lightning cannot (and need not) track sample indices.
-    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")  # Lightning
-    try:
-        trainer = pl.Trainer(
-            accelerator=settings.accelerator,
-            devices=settings.devices,
-            strategy="ddp" if settings.devices > 1 else "auto",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-    except (MisconfigurationException, ValueError, RuntimeError) as error:
-        reason = str(error).splitlines()[0]
-        raise BadInputError(
-            f"--accelerator {settings.accelerator} --devices {settings.devices}: {reason}"
-        ) from None
+    trainer = _trainer(settings)
     device = trainer.strategy.root_device  # decides bf16 ("auto"), workers, pinned memory
     predictor = Predictor(model, device, settings.precision)
     if not input_path.exists():
@@ -454,6 +436,30 @@ def classify(
     if not trainer.is_global_zero:
         return None
     return _finish(out, parts, source, predictor, settings, stains, job, started, writer.done)
+
+
+def _trainer(settings: ClassifySettings) -> pl.Trainer:
+    """A quiet Trainer for prediction on the accelerator and devices asked for; one that
+    cannot be had (no GPU here, an unknown name) is a `BadInputError`."""
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
+    # Chunks are whole batches, so Lightning cannot (and need not) track sample indices.
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")  # Lightning
+    try:
+        return pl.Trainer(
+            accelerator=settings.accelerator,
+            devices=settings.devices,
+            strategy="ddp" if settings.devices > 1 else "auto",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        reason = str(error).splitlines()[0]
+        raise BadInputError(
+            f"--accelerator {settings.accelerator} --devices {settings.devices}: {reason}"
+        ) from None
 
 
 def _finish(out, parts, source, predictor, settings, stains, job, started, classified_now):
