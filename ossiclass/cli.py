@@ -79,7 +79,7 @@ def _normalize(args: argparse.Namespace) -> int:
             raise OssiclassError(f"{reference}: not a saved stain reference ({error})") from None
     else:
         try:
-            normalizer = NORMALIZERS[args.method].fit(read_image(reference))
+            normalizer = NORMALIZERS[args.method].fit(read_image(reference), mpp=args.mpp)
         except ValueError as error:
             raise OssiclassError(f"{reference}: {error}") from None
     out = Path(args.out)
@@ -413,9 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument("images", nargs="+", metavar="IMAGE", help="images to normalise")
     normalize.add_argument(
         "--method",
-        choices=["macenko", "reinhard"],
+        choices=["macenko", "reinhard", "histogram"],
         default="macenko",
         help="method (default macenko)",
+    )
+    normalize.add_argument(
+        "--mpp",
+        type=_positive_float,
+        default=0.5,
+        help="µm per pixel of the images (default 0.5): tells holes in tissue from glass",
     )
     normalize.add_argument(
         "--reference", required=True, help="reference image, or a .json saved with --save-reference"

@@ -313,8 +313,8 @@ class TileDataModule(pl.LightningDataModule):
     scale_jitter : largest relative zoom in training (0.1: 0.9x to 1.1x; 0 for none).
     label_map : JSON label map for public data sets with other labels.
     mpp : µm per pixel of the tiles as stored (0.5 for the synthetic default, a 20x scan).
-    normalizer : stain normalisation applied to every tile once loaded: "macenko", "reinhard"
-        or None. Its reference is fitted on `reference` (an image) or, by default, on 24
+    normalizer : stain normalisation applied to every tile once loaded: "macenko", "reinhard",
+        "histogram" or None. Its reference is fitted on `reference` (an image) or, by default, on 24
         training tiles spread over the classes; it travels in the model bundle.
     """
 
@@ -387,7 +387,8 @@ class TileDataModule(pl.LightningDataModule):
         method = NORMALIZERS.get(self.hparams.normalizer)
         if method is None:
             raise BadInputError(
-                f"unknown normalizer {self.hparams.normalizer!r}; expected macenko or reinhard"
+                f"unknown normalizer {self.hparams.normalizer!r}; "
+                f"expected one of {sorted(NORMALIZERS)}"
             )
         if self.hparams.reference:
             sample = read_image(self.hparams.reference)
@@ -396,7 +397,7 @@ class TileDataModule(pl.LightningDataModule):
             picks = [rng.choice(np.flatnonzero(labels == c), 4) for c in np.unique(labels)]
             sample = [t.permute(1, 2, 0).numpy() for t in tiles[np.concatenate(picks)]]
         try:
-            fitted = method.fit(sample)
+            fitted = method.fit(sample, mpp=self.input_mpp)
         except ValueError as error:
             raise BadInputError(
                 f"cannot fit the {self.hparams.normalizer} reference: {error}"

@@ -303,7 +303,7 @@ def bench_stain_spread(args: argparse.Namespace) -> None:
     """
     from skimage.color import rgb2hed
 
-    from ossiclass.preprocess.stain import MacenkoNormalizer, ReinhardNormalizer
+    from ossiclass.preprocess.stain import NORMALIZERS
 
     domains = sample_domains(args.seed, 8)
 
@@ -323,8 +323,8 @@ def bench_stain_spread(args: argparse.Namespace) -> None:
         ]
         before = spread(tiles)
         cells = [f"before H {before[0]:.4f} E {before[1]:.4f}"]
-        for method in (MacenkoNormalizer, ReinhardNormalizer):
-            fitted = method.fit(reference[0])
+        for method in NORMALIZERS.values():
+            fitted = method.fit(reference[0], mpp=0.5)
             for mode in ("per tile", "per domain"):
                 # Per domain: one estimate from all of a lab's tiles, as for a slide.
                 after = spread(

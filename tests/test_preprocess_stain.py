@@ -13,8 +13,11 @@ from skimage.data import immunohistochemistry
 from ossiclass.imageio import read_image
 from ossiclass.preprocess.stain import (
     IO,
+    MAX_HOLE_UM2,
+    HistogramNormalizer,
     MacenkoNormalizer,
     ReinhardNormalizer,
+    glass_mask,
     normalizer_from_dict,
     white_balance,
 )
@@ -132,7 +135,7 @@ def _hed_spread(tiles_by_domain):
     return means.mean(axis=1).std(axis=0).sum()  # spread of the domains' mean H and E
 
 
-@pytest.mark.parametrize("method", [MacenkoNormalizer, ReinhardNormalizer])
+@pytest.mark.parametrize("method", [MacenkoNormalizer, ReinhardNormalizer, HistogramNormalizer])
 def test_normalisation_shrinks_the_spread_between_labs(method):
     domains = sample_domains(11, 8)
     tiles = [
@@ -144,16 +147,59 @@ def test_normalisation_shrinks_the_spread_between_labs(method):
     assert _hed_spread(after) <= _hed_spread(tiles) / 2
 
 
-def test_reinhard_degenerate_and_round_trip():
-    reinhard = ReinhardNormalizer.fit(
-        make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0]
-    )
-    blank = np.full((32, 32, 3), 250, np.uint8)
-    out, ok = reinhard.normalize(blank)
-    assert not ok[0] and (out == blank).all()
-    again = normalizer_from_dict(json.loads(json.dumps(reinhard.to_dict())))
+@pytest.mark.parametrize("method", [ReinhardNormalizer, HistogramNormalizer])
+def test_lab_normalisers_degenerate_and_round_trip(method):
+    fitted = method.fit(make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0], mpp=0.5)
+    for degenerate in (np.full((32, 32, 3), 250, np.uint8), np.full((32, 32, 3), 120, np.uint8)):
+        out, ok = fitted.normalize(degenerate)  # glass alone; one flat colour
+        assert not ok[0] and (out == degenerate).all()
+    again = normalizer_from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert again.mpp == 0.5 and isinstance(again, method)
     tile = make_tile("callus", 0, 0, sample_domains(0, 1), 64, 0.5)[0]
-    np.testing.assert_array_equal(again.normalize(tile)[0], reinhard.normalize(tile)[0])
+    np.testing.assert_array_equal(again.normalize(tile)[0], fitted.normalize(tile)[0])
+
+
+def _lab_square(lightness: float, size: int = 100) -> np.ndarray:
+    lab = np.zeros((size, size, 3))
+    lab[..., 0] = lightness
+    return lab
+
+
+def test_glass_mask_counts_holes_in_tissue_as_tissue():
+    mpp = 1.0
+    hole_side = int(np.sqrt(MAX_HOLE_UM2)) - 2  # a square lacuna just under the largest hole
+    lab = _lab_square(60.0)
+    lab[10 : 10 + hole_side, 10 : 10 + hole_side, 0] = 95.0
+    lab[60:, 60:, 0] = 95.0  # 40 x 40 µm: larger than any hole, so glass
+    glass = glass_mask(lab, mpp)
+    assert not glass[10 : 10 + hole_side, 10 : 10 + hole_side].any()
+    assert glass[60:, 60:].all() and glass.sum() == 40 * 40
+    assert glass_mask(lab, mpp * 2)[10 : 10 + hole_side, 10 : 10 + hole_side].all()  # 4x larger
+
+
+def test_glass_mask_finds_the_glass_of_a_dim_scan():
+    lab = _lab_square(50.0)
+    lab[50:, :, 0] = 85.0  # glass under L* 90: a dim scan's
+    assert glass_mask(lab, 1.0)[50:].all() and not glass_mask(lab, 1.0)[:50].any()
+    assert glass_mask(_lab_square(85.0), 1.0).all()  # blank glass: nothing to normalise
+
+
+def test_lab_normalisers_normalise_holes_and_leave_glass():
+    pink, reference_pink = (200, 120, 170), (170, 90, 150)
+    image = np.empty((64, 64, 3), np.uint8)
+    image[:] = pink
+    image[:40, :40] = (235, 235, 235)  # 40 x 40 px at 1 µm/px: larger than a hole, glass
+    image[44:50, 44:50] = (235, 235, 235)  # 6 x 6 px: a lacuna
+    image[52:62, 5:30] = (150, 60, 120)  # some darker tissue, so the tissue varies
+    reference = np.empty_like(image)
+    reference[:] = reference_pink
+    reference[52:62, 5:30] = (120, 40, 100)
+    for method in (ReinhardNormalizer, HistogramNormalizer):
+        out, ok = method.fit(reference, mpp=1.0).normalize(image)
+        assert ok[0]
+        np.testing.assert_array_equal(out[:40, :40], image[:40, :40])
+        assert (out[44:50, 44:50] != image[44:50, 44:50]).any()
+        assert np.abs(out[20, 55].astype(int) - reference_pink).max() <= 3
 
 
 def test_bad_arrays_are_refused(normalizer):

@@ -1,4 +1,5 @@
-"""Stain normalisation: Macenko (stain vectors) and Reinhard (CIELAB statistics).
+"""Stain normalisation: Macenko (stain vectors), and Reinhard and histogram matching (CIELAB
+statistics of the tissue).
 
 Images are numpy `(H, W, 3)` or `(N, H, W, 3)` uint8. A batch is normalised in one call, its
 tiles spread over threads; a slide-level Macenko mapping is also a torch module
@@ -15,12 +16,14 @@ IEEE CG&A 2001.
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from skimage.color import lab2rgb, rgb2lab
+from skimage.morphology import remove_small_objects
 
 IO = 240.0
 """Transmitted light intensity: the glass white the optical density is measured against."""
@@ -34,7 +37,15 @@ MIN_GREY_ANGLE_DEG = 4.0
 its hematoxylin 8-15 degrees and its eosin 24-31 degrees from grey (measured on the reference
 tiles in ../shared/reference-he)."""
 GLASS_LIGHTNESS = 90.0
-"""CIELAB L* above which a pixel is glass, left out of Reinhard statistics and left as it is."""
+"""CIELAB L* from which a pixel may be glass, left out of the LAB statistics and left as it is
+(see `glass_mask`)."""
+DIM_GLASS_MARGIN = 4.0
+"""On a dim scan, pixels within this many L* of the image's brightest 1% may be glass."""
+MIN_GLASS_LIGHTNESS = 80.0
+"""CIELAB L* under which nothing is glass, however dim the scan: grey 198 of 255."""
+MAX_HOLE_UM2 = 1250.0
+"""Bright areas up to this size (µm²) are holes in tissue, not glass: a lacuna up to 40 µm
+across, the largest in the hypertrophic zone (see TISSUES.md)."""
 
 
 @dataclass(frozen=True)
@@ -168,8 +179,12 @@ class MacenkoNormalizer:
         self._od = _od_table(io)
 
     @classmethod
-    def fit(cls, images: np.ndarray | list[np.ndarray], **settings) -> MacenkoNormalizer:
-        """Fit the reference basis on one image or on the pooled pixels of several."""
+    def fit(
+        cls, images: np.ndarray | list[np.ndarray], mpp: float | None = None, **settings
+    ) -> MacenkoNormalizer:
+        """Fit the reference basis on one image or on the pooled pixels of several. `mpp` is
+        ignored (optical density tells glass at any scale); it is there so that every
+        normaliser fits alike."""
         normalizer = cls(TEXTBOOK_STAINS, **settings)
         stains = normalizer.estimate(images)
         if stains is None:
@@ -293,6 +308,96 @@ class StainTransform(torch.nn.Module):
         return (self.io * torch.exp(-od_out)).clamp(0, 255).round().to(torch.uint8)
 
 
+def glass_mask(lab: np.ndarray, mpp: float) -> np.ndarray:
+    """(H, W) bool: the glass of an (H, W, 3) CIELAB image at `mpp` µm per pixel.
+
+    Glass is bright, at L* `GLASS_LIGHTNESS` or more (on a dim scan, within `DIM_GLASS_MARGIN`
+    of the image's brightest 1%, but never under `MIN_GLASS_LIGHTNESS`), and larger than
+    `MAX_HOLE_UM2`. Smaller bright areas are
+    holes in tissue, such as lacunae: a weak stain leaves them as pale as glass and a strong
+    one does not, so only counted as tissue are they normalised alike in every lab.
+    """
+    lightness = lab[..., 0]
+    brightest = float(np.percentile(lightness, 99))
+    cut = np.clip(brightest - DIM_GLASS_MARGIN, MIN_GLASS_LIGHTNESS, GLASS_LIGHTNESS)
+    return remove_small_objects(lightness >= cut, max_size=int(MAX_HOLE_UM2 / mpp**2))
+
+
+def _image_list(images: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+    """The (H, W, 3) images of an image, an (N, H, W, 3) batch or a list, checked as
+    `pixels_of` checks them."""
+    if isinstance(images, list | tuple):
+        return [image for item in images for image in _image_list(item)]
+    pixels_of(images)  # raises ValueError for anything but uint8 RGB
+    return list(images) if images.ndim == 4 else [images]
+
+
+def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB of a CIELAB image; colours outside sRGB are clipped, silently."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Conversion from CIE-LAB", UserWarning)
+        rgb = lab2rgb(lab)
+    return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _enough_tissue(tissue: np.ndarray) -> bool:
+    """Whether (P, 3) CIELAB tissue pixels are enough, and varied enough, to match."""
+    return len(tissue) >= MIN_TISSUE_PIXELS and bool((tissue.std(axis=0) >= 1e-3).all())
+
+
+class _LabNormalizer:
+    """The CIELAB normalisers' common part: statistics of the tissue pixels (`glass_mask`) of
+    an image mapped onto a reference's; glass is left as it is. A subclass says which
+    statistics (`_statistics`) and how they map (`_map`)."""
+
+    method: str
+    statistics: type
+
+    def __init__(self, reference, mpp: float = 0.5):
+        self.reference, self.mpp = reference, mpp
+
+    @classmethod
+    def fit(cls, images: np.ndarray | list[np.ndarray], mpp: float = 0.5):
+        """Fit the reference on one image or on the pooled tissue of several, at `mpp` µm/px:
+        the scale of the tiles it will normalise."""
+        normalizer = cls(None, mpp)
+        normalizer.reference = normalizer.estimate(images)
+        if normalizer.reference is None:
+            raise ValueError("the reference images show too little tissue to fit LAB statistics")
+        return normalizer
+
+    def estimate(self, images: np.ndarray | list[np.ndarray]):
+        """Statistics of the pooled tissue pixels of `images` (a lab's or a slide's tiles);
+        None where there is too little tissue."""
+        tissue = []
+        for image in _image_list(images):
+            lab = rgb2lab(image)
+            tissue.append(lab[~glass_mask(lab, self.mpp)])
+        return self._statistics(np.concatenate(tissue))
+
+    def normalize(self, images: np.ndarray, stats=None) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise (H, W, 3) or (N, H, W, 3) uint8 images, each with its own statistics or
+        with `stats` from `estimate`; returns (images, ok (N,) bool)."""
+        batch = images[None] if images.ndim == 3 else images
+        out, ok = batch.copy(), np.zeros(len(batch), dtype=bool)
+        for index, image in enumerate(batch):
+            lab = rgb2lab(image)
+            glass = glass_mask(lab, self.mpp)
+            source = stats or self._statistics(lab[~glass])
+            if source is None:
+                continue
+            out[index] = np.where(glass[..., None], image, _lab_to_rgb(self._map(lab, source)))
+            ok[index] = True
+        return out.reshape(images.shape), ok
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "reference": asdict(self.reference), "mpp": self.mpp}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return cls(cls.statistics(**data["reference"]), data.get("mpp", 0.5))
+
+
 @dataclass(frozen=True)
 class LabStatistics:
     """Mean and standard deviation of L*, a*, b* over an image's tissue pixels."""
@@ -301,67 +406,65 @@ class LabStatistics:
     std: tuple[float, float, float]
 
 
-class ReinhardNormalizer:
-    """Matches the mean and spread of each CIELAB channel to a reference (Reinhard et al. 2001),
-    over tissue pixels only, so that glass does not dilute the statistics."""
+class ReinhardNormalizer(_LabNormalizer):
+    """Matches the mean and spread of each CIELAB channel of the tissue to a reference's
+    (Reinhard et al. 2001)."""
 
     method = "reinhard"
-
-    def __init__(self, reference: LabStatistics):
-        self.reference = reference
-
-    @classmethod
-    def fit(cls, images: np.ndarray | list[np.ndarray]) -> ReinhardNormalizer:
-        stats = cls.estimate(images)
-        if stats is None:
-            raise ValueError("the reference images show too little tissue to fit LAB statistics")
-        return cls(stats)
+    statistics = LabStatistics
 
     @staticmethod
-    def estimate(images: np.ndarray | list[np.ndarray]) -> LabStatistics | None:
-        """LAB statistics of the tissue pixels of `images`; None where there is too little."""
-        lab = rgb2lab(pixels_of(images)[:, None, :])[:, 0]
-        tissue = lab[lab[:, 0] < GLASS_LIGHTNESS]
-        if len(tissue) < MIN_TISSUE_PIXELS or (tissue.std(axis=0) < 1e-3).any():
+    def _statistics(tissue: np.ndarray) -> LabStatistics | None:
+        if not _enough_tissue(tissue):
             return None
         return LabStatistics(tuple(map(float, tissue.mean(0))), tuple(map(float, tissue.std(0))))
 
-    def normalize(
-        self, images: np.ndarray, stats: LabStatistics | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Normalise (H, W, 3) or (N, H, W, 3) uint8 images; returns (images, ok (N,) bool)."""
-        batch = images[None] if images.ndim == 3 else images
-        out, ok = batch.copy(), np.zeros(len(batch), dtype=bool)
-        for index, image in enumerate(batch):
-            source = stats or self.estimate(image)
-            if source is None:
-                continue
-            lab = rgb2lab(image)
-            glass = lab[..., 0] >= GLASS_LIGHTNESS
-            scaled = (lab - source.mean) / np.asarray(
-                source.std
-            ) * self.reference.std + self.reference.mean
-            rgb = np.clip(lab2rgb(scaled) * 255 + 0.5, 0, 255).astype(np.uint8)
-            out[index] = np.where(glass[..., None], image, rgb)
-            ok[index] = True
-        return out.reshape(images.shape), ok
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "reference": asdict(self.reference)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ReinhardNormalizer:
-        reference = data["reference"]
-        return cls(LabStatistics(tuple(reference["mean"]), tuple(reference["std"])))
+    def _map(self, lab: np.ndarray, source: LabStatistics) -> np.ndarray:
+        reference = self.reference
+        return (lab - source.mean) / np.asarray(source.std) * reference.std + reference.mean
 
 
-NORMALIZERS = {"macenko": MacenkoNormalizer, "reinhard": ReinhardNormalizer}
+@dataclass(frozen=True)
+class LabQuantiles:
+    """The 0th to 100th percentiles of L*, a* and b* over an image's tissue pixels: (3, 101)."""
+
+    levels: tuple[tuple[float, ...], ...]
 
 
-def normalizer_from_dict(data: dict) -> MacenkoNormalizer | ReinhardNormalizer:
+class HistogramNormalizer(_LabNormalizer):
+    """Matches the whole distribution of each CIELAB channel of the tissue to a reference's
+    (histogram specification at every percentile): where Reinhard matches a mean and a spread,
+    this also matches the skew that pale lacunae or dense bone give a tile."""
+
+    method = "histogram"
+    statistics = LabQuantiles
+
+    @staticmethod
+    def _statistics(tissue: np.ndarray) -> LabQuantiles | None:
+        if not _enough_tissue(tissue):
+            return None
+        levels = np.percentile(tissue, np.arange(101), axis=0).T
+        return LabQuantiles(tuple(tuple(map(float, channel)) for channel in levels))
+
+    def _map(self, lab: np.ndarray, source: LabQuantiles) -> np.ndarray:
+        pairs = zip(source.levels, self.reference.levels, strict=True)
+        return np.stack(
+            [np.interp(lab[..., c], ours, theirs) for c, (ours, theirs) in enumerate(pairs)], -1
+        )
+
+
+NORMALIZERS = {
+    "macenko": MacenkoNormalizer,
+    "reinhard": ReinhardNormalizer,
+    "histogram": HistogramNormalizer,
+}
+
+
+def normalizer_from_dict(data: dict) -> MacenkoNormalizer | _LabNormalizer:
     """Rebuild a fitted normaliser from its `to_dict()` (as stored in a model bundle)."""
     if data.get("method") not in NORMALIZERS:
         raise ValueError(
-            f"unknown stain normaliser {data.get('method')!r}; expected macenko or reinhard"
+            f"unknown stain normaliser {data.get('method')!r}; "
+            f"expected one of {sorted(NORMALIZERS)}"
         )
     return NORMALIZERS[data["method"]].from_dict(data)
