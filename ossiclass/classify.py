@@ -3,7 +3,8 @@ processes by Lightning's `Trainer.predict`.
 
 A slide is read at the pyramid level nearest the model's µm/px, its tissue and the colour of its
 glass found on a thumbnail, its tiles white-balanced against that glass, its stains estimated
-once from tissue tiles sampled across it, and its tissue tiles classified in fixed chunks of
+once from tissue tiles sampled across it (for a normaliser that works `per_slide`), and its
+tissue tiles classified in fixed chunks of
 `batch_size`. DataLoader workers read and normalise chunks while the network runs. Each
 finished chunk is written at once, atomically, under `OUT/parts/`: a run that is killed and
 started again with `resume=True` classifies only the missing chunks, in the same batches, and
@@ -332,9 +333,10 @@ def _white_balance_note(source, settings: ClassifySettings) -> str:
 
 def _slide_stains(slide, source: SlideSource, predictor: Predictor, glass: np.ndarray | None):
     """The slide's stains, estimated once from tissue tiles spread evenly over it (white-balanced
-    against `glass` unless None); None where the model uses no normaliser or the tiles show too
-    little H&E: then each tile its own."""
-    if predictor.normalizer is None:
+    against `glass` unless None); None where the model uses no normaliser, one that goes by each
+    tile's own statistics (`per_slide`), or the tiles show too little H&E: then each tile its
+    own."""
+    if predictor.normalizer is None or not predictor.normalizer.per_slide:
         return None
     picks = np.linspace(0, len(source) - 1, min(STAIN_SAMPLE_TILES, len(source))).round()
     tiles = np.concatenate(

@@ -18,10 +18,12 @@ from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.evaluate import slide_agreement
 from ossiclass.predict import Predictor
-from ossiclass.preprocess.stain import white_balance_gains
+from ossiclass.preprocess.stain import NORMALIZERS, white_balance_gains
 from ossiclass.preprocess.tiling import TileBox, read_tile
 from ossiclass.slides import open_slide
 from ossiclass.synth.slides import SlideSettings, slide_domain
+from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.tiles import make_tile
 
 REPO = Path(__file__).parents[1]
 FAST = ClassifySettings(batch_size=8, workers=0)
@@ -100,6 +102,22 @@ def test_without_a_normaliser_the_balance_is_folded_into_the_network(
     np.testing.assert_allclose(found, once.numpy(), atol=1e-3)
     assert not np.allclose(found, none.numpy(), atol=0.01)
     assert not np.allclose(found, twice.numpy(), atol=0.01)
+
+
+@pytest.mark.parametrize("method", ["reinhard", "histogram"])
+def test_lab_normalisers_match_each_tile_by_itself_as_in_training(
+    tiny_model, small_slide, tmp_path, method
+):
+    network, settings = load_bundle(tiny_model)
+    reference = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 64, settings.mpp)[0]
+    normalizer = NORMALIZERS[method].fit(reference, mpp=settings.mpp)
+    bundle = save_bundle(
+        tmp_path / "lab.pt", network, replace(settings, normalizer=normalizer.to_dict())
+    )
+    summary = classify(small_slide, bundle, tmp_path / "out", FAST, progress=False)
+    assert summary["stains"] == "estimated per tile"
+    rows = _rows(tmp_path / "out" / "tiles.csv")
+    assert summary["tiles"] == {"classified": len(rows), "skipped": 0} and rows
 
 
 def test_geojson_is_what_qupath_imports(classified):

@@ -165,6 +165,9 @@ class MacenkoNormalizer:
     """
 
     method = "macenko"
+    per_slide = True
+    """`classify` estimates a slide's stains once: a stain basis maps colours alike in every
+    tile, and leaves what tells one tile from another as it is."""
 
     def __init__(
         self,
@@ -352,6 +355,10 @@ class _LabNormalizer:
 
     method: str
     statistics: type
+    per_slide = False
+    """`classify` matches each tile by its own statistics, as training did: the model learnt
+    tiles whose colour distribution is the reference's, which a slide's pooled statistics do
+    not give a tile."""
 
     def __init__(self, reference, mpp: float = 0.5):
         self.reference, self.mpp = reference, mpp
