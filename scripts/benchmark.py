@@ -530,6 +530,8 @@ ABLATION = [
     ("Macenko per tile", "none", ["--data.normalizer", "macenko", "--data.stain_domains", "0"]),
     ("none", "random lab stains on half the tiles (default)", []),
     ("Macenko per tile", "random lab stains on half the tiles", ["--data.normalizer", "macenko"]),
+    ("histogram matching per tile", "random lab stains on half the tiles",
+     ["--data.normalizer", "histogram"]),
 ]  # fmt: skip
 """Training ablation: (stain normalisation, stain augmentation, overrides of the default)."""
 
