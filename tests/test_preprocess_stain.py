@@ -96,6 +96,20 @@ def test_degenerate_tiles_pass_through_flagged(normalizer, name):
     assert normalizer.estimate(tile) is None
 
 
+@pytest.mark.parametrize("name", list(_degenerate_tiles()))
+def test_degenerate_tiles_and_the_lab_normalisers(name):
+    reference = make_tile("woven_bone", 3, 0, sample_domains(0, 8), 256, 0.5)[0]
+    tile = _degenerate_tiles()[name]
+    for method in (ReinhardNormalizer, HistogramNormalizer):
+        normalizer = method.fit(reference, mpp=0.5)
+        out, ok = normalizer.normalize(tile)
+        if name.startswith("one stain"):  # no basis to unmix, but tissue to match all the same
+            assert ok[0] and (out != tile).any()
+        else:
+            assert not ok[0] and normalizer.estimate(tile) is None
+            np.testing.assert_array_equal(out, tile)
+
+
 def test_degenerate_tiles_do_not_spoil_a_batch(normalizer):
     good = make_tile("lamellar_bone", 1, 0, sample_domains(0, 8), 64, 0.5)[0]
     batch = np.stack([good, _degenerate_tiles()["blank"], good])
@@ -175,6 +189,9 @@ def test_glass_mask_counts_holes_in_tissue_as_tissue():
     assert not glass[10 : 10 + hole_side, 10 : 10 + hole_side].any()
     assert glass[60:, 60:].all() and glass.sum() == 40 * 40
     assert glass_mask(lab, mpp * 2)[10 : 10 + hole_side, 10 : 10 + hole_side].all()  # 4x larger
+    small = _lab_square(60.0, size=40)
+    small[:30, :30, 0] = 95.0  # 900 µm²: a hole's size, but most of this image
+    assert glass_mask(small, mpp)[:30, :30].all()
 
 
 def test_glass_mask_finds_the_glass_of_a_dim_scan():

@@ -316,14 +316,15 @@ def glass_mask(lab: np.ndarray, mpp: float) -> np.ndarray:
 
     Glass is bright, at L* `GLASS_LIGHTNESS` or more (on a dim scan, within `DIM_GLASS_MARGIN`
     of the image's brightest 1%, but never under `MIN_GLASS_LIGHTNESS`), and larger than
-    `MAX_HOLE_UM2`. Smaller bright areas are
+    `MAX_HOLE_UM2` or half the image (what covers most of an image is no hole in it). Smaller bright areas are
     holes in tissue, such as lacunae: a weak stain leaves them as pale as glass and a strong
     one does not, so only counted as tissue are they normalised alike in every lab.
     """
     lightness = lab[..., 0]
     brightest = float(np.percentile(lightness, 99))
     cut = np.clip(brightest - DIM_GLASS_MARGIN, MIN_GLASS_LIGHTNESS, GLASS_LIGHTNESS)
-    return remove_small_objects(lightness >= cut, max_size=int(MAX_HOLE_UM2 / mpp**2))
+    largest_hole = min(MAX_HOLE_UM2 / mpp**2, lightness.size / 2)
+    return remove_small_objects(lightness >= cut, max_size=int(largest_hole))
 
 
 def _image_list(images: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
