@@ -316,9 +316,10 @@ def glass_mask(lab: np.ndarray, mpp: float) -> np.ndarray:
 
     Glass is bright, at L* `GLASS_LIGHTNESS` or more (on a dim scan, within `DIM_GLASS_MARGIN`
     of the image's brightest 1%, but never under `MIN_GLASS_LIGHTNESS`), and larger than
-    `MAX_HOLE_UM2` or half the image (what covers most of an image is no hole in it). Smaller bright areas are
-    holes in tissue, such as lacunae: a weak stain leaves them as pale as glass and a strong
-    one does not, so only counted as tissue are they normalised alike in every lab.
+    `MAX_HOLE_UM2` or half the image (what covers most of an image is no hole in it). Smaller
+    bright areas are holes in tissue, such as lacunae: a weak stain leaves them as pale as
+    glass and a strong one does not, so only counted as tissue are they normalised alike in
+    every lab.
     """
     lightness = lab[..., 0]
     brightest = float(np.percentile(lightness, 99))
