@@ -4,11 +4,11 @@ processes by Lightning's `Trainer.predict`.
 A slide is read at the pyramid level nearest the model's µm/px, its tissue and the colour of its
 glass found on a thumbnail, its tiles white-balanced against that glass, its stains estimated
 once from tissue tiles sampled across it (for a normaliser that works `per_slide`), and its
-tissue tiles classified in fixed chunks of
-`batch_size`. DataLoader workers read and normalise chunks while the network runs. Each
-finished chunk is written at once, atomically, under `OUT/parts/`: a run that is killed and
-started again with `resume=True` classifies only the missing chunks, in the same batches, and
-ends with the same outputs. Under DDP the processes split the chunks.
+tissue tiles classified in fixed chunks of `batch_size`. DataLoader workers read and normalise
+chunks while the network runs. Each finished chunk is written at once, atomically, under
+`OUT/parts/`: a run that is killed and started again with `resume=True` classifies only the
+missing chunks, in the same batches, and ends with the same outputs. Under DDP the processes
+split the chunks.
 
 Outputs (see DESIGN.md): `tiles.csv`, `tiles.geojson` and `map.png` (slides), `summary.json`,
 `run.json`.
