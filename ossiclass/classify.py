@@ -334,8 +334,8 @@ def _white_balance_note(source, settings: ClassifySettings) -> str:
 def _slide_stains(slide, source: SlideSource, predictor: Predictor, glass: np.ndarray | None):
     """The slide's stains, estimated once from tissue tiles spread evenly over it (white-balanced
     against `glass` unless None); None where the model uses no normaliser, one that goes by each
-    tile's own statistics (`per_slide`), or the tiles show too little H&E: then each tile its
-    own."""
+    tile's own statistics (`per_slide` False), or the tiles show too little H&E: then each tile
+    its own."""
     if predictor.normalizer is None or not predictor.normalizer.per_slide:
         return None
     picks = np.linspace(0, len(source) - 1, min(STAIN_SAMPLE_TILES, len(source))).round()

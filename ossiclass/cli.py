@@ -73,13 +73,18 @@ def _normalize(args: argparse.Namespace) -> int:
 
     reference = Path(args.reference)
     if reference.suffix.lower() == ".json":
+        if args.mpp is not None:
+            print(
+                f"ossiclass: note: {reference} carries its own µm/px; --mpp ignored",
+                file=sys.stderr,
+            )
         try:
             normalizer = normalizer_from_dict(json.loads(reference.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise OssiclassError(f"{reference}: not a saved stain reference ({error})") from None
     else:
         try:
-            normalizer = NORMALIZERS[args.method].fit(read_image(reference), mpp=args.mpp)
+            normalizer = NORMALIZERS[args.method].fit(read_image(reference), mpp=args.mpp or 0.5)
         except ValueError as error:
             raise OssiclassError(f"{reference}: {error}") from None
     out = Path(args.out)
@@ -100,7 +105,7 @@ def _normalize(args: argparse.Namespace) -> int:
         normalized, ok = normalizer.normalize(image)
         if not np.all(ok):
             print(
-                f"ossiclass: note: {name}: too little H&E to estimate its stains; copied as it is",
+                f"ossiclass: note: {name}: too little tissue to normalise; copied as it is",
                 file=sys.stderr,
             )
         target = out / (Path(name).stem + ".png")
@@ -420,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument(
         "--mpp",
         type=_positive_float,
-        default=0.5,
-        help="µm per pixel of the images (default 0.5): tells holes in tissue from glass",
+        help="µm per pixel of the images (default 0.5): reinhard and histogram tell holes in "
+        "tissue from glass by their size",
     )
     normalize.add_argument(
         "--reference", required=True, help="reference image, or a .json saved with --save-reference"

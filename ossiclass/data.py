@@ -408,8 +408,8 @@ class TileDataModule(pl.LightningDataModule):
             images, ok = normalize_tiles(fitted, batch)
             if ok.mean() < 0.9:
                 rank_zero_warn(
-                    f"{1 - ok.mean():.0%} of the tiles show too little H&E to estimate their "
-                    "stains and were left as they are (small tiles: raise data.input_px)"
+                    f"{1 - ok.mean():.0%} of the tiles show too little tissue or H&E to "
+                    "normalise and were left as they are (small tiles: raise data.input_px)"
                 )
             return images
 

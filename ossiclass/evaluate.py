@@ -107,7 +107,9 @@ def evaluate_bundle(
     from ossiclass.report import confusion_figure, reliability_figure
 
     network, settings = load_bundle(model)
-    normalizer = normalizer_from_dict(settings.normalizer) if settings.normalizer else None
+    normalizer = (
+        normalizer_from_dict(settings.normalizer, settings.mpp) if settings.normalizer else None
+    )
 
     def logits_and_labels(source):
         table = read_tile_table(source, label_map)

@@ -110,7 +110,9 @@ class Predictor:
         self.network = InferenceNetwork(network, self.bf16, self.settings.temperature)
         self.network = self.network.to(self.device)
         self.normalizer = (
-            normalizer_from_dict(self.settings.normalizer) if self.settings.normalizer else None
+            normalizer_from_dict(self.settings.normalizer, self.settings.mpp)
+            if self.settings.normalizer
+            else None
         )
 
     @property

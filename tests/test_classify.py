@@ -120,6 +120,15 @@ def test_lab_normalisers_match_each_tile_by_itself_as_in_training(
     assert summary["tiles"] == {"classified": len(rows), "skipped": 0} and rows
 
 
+def test_a_lab_reference_saved_without_its_scale_takes_the_model_s(tiny_model, tmp_path):
+    network, settings = load_bundle(tiny_model)
+    reference = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 64, settings.mpp)[0]
+    saved = NORMALIZERS["histogram"].fit(reference, mpp=0.5).to_dict()
+    del saved["mpp"]  # as bundles saved before the CIELAB normalisers recorded it
+    bundle = save_bundle(tmp_path / "old.pt", network, replace(settings, normalizer=saved))
+    assert Predictor(bundle).normalizer.mpp == settings.mpp == 2.0
+
+
 def test_geojson_is_what_qupath_imports(classified):
     out, _ = classified
     collection = json.loads((out / "tiles.geojson").read_text())

@@ -104,11 +104,16 @@ def test_normalize_writes_images_and_a_reusable_reference(tmp_path, capsys, meth
     argv = ["normalize", image, "--reference", reference, "--out", str(tmp_path / "out")]
     assert main([*argv, "--method", method, "--mpp", "1", "--save-reference", str(saved)]) == 0
     assert json.loads(saved.read_text())["method"] == method
+    if method != "macenko":  # the CIELAB methods keep the scale their holes were measured at
+        assert json.loads(saved.read_text())["mpp"] == 1.0
     assert (tmp_path / "out" / "lab2.png").exists() and saved.exists()
     again = ["normalize", image, "--reference", str(saved), "--out", str(tmp_path / "again")]
     assert main(again) == 0
     first = (tmp_path / "out" / "lab2.png").read_bytes()
     assert first == (tmp_path / "again" / "lab2.png").read_bytes()
+    capsys.readouterr()
+    assert main([*again, "--mpp", "2"]) == 0  # the saved reference's scale wins, and says so
+    assert "--mpp ignored" in capsys.readouterr().err
 
 
 def test_normalize_errors(tmp_path, capsys):

@@ -143,11 +143,13 @@ def test_each_process_draws_its_own_augmentation(larger_tiles):
 def test_data_module_normalises_every_split_and_keeps_the_reference(larger_tiles, method):
     plain = TileDataModule(larger_tiles, larger_tiles, input_px=128, val_fraction=0.25)
     normalized = TileDataModule(
-        larger_tiles, larger_tiles, input_px=128, val_fraction=0.25, normalizer=method
+        larger_tiles, larger_tiles, input_px=128, val_fraction=0.25, normalizer=method, mpp=0.25
     )
     plain.setup("fit")
     normalized.setup("fit")
     assert normalized.normalizer_state["method"] == method
+    if method != "macenko":  # fitted at the scale of the tiles it normalises
+        assert normalized.normalizer_state["mpp"] == normalized.input_mpp == 0.25
     for split in ("train", "val", "test"):
         before, after = plain.datasets[split].tensors[0], normalized.datasets[split].tensors[0]
         assert after.shape == before.shape and after.dtype == torch.uint8

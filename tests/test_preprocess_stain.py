@@ -163,14 +163,38 @@ def test_normalisation_shrinks_the_spread_between_labs(method):
 
 @pytest.mark.parametrize("method", [ReinhardNormalizer, HistogramNormalizer])
 def test_lab_normalisers_degenerate_and_round_trip(method):
-    fitted = method.fit(make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0], mpp=0.5)
+    fitted = method.fit(make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0], mpp=1.0)
     for degenerate in (np.full((32, 32, 3), 250, np.uint8), np.full((32, 32, 3), 120, np.uint8)):
         out, ok = fitted.normalize(degenerate)  # glass alone; one flat colour
         assert not ok[0] and (out == degenerate).all()
-    again = normalizer_from_dict(json.loads(json.dumps(fitted.to_dict())))
-    assert again.mpp == 0.5 and isinstance(again, method)
+    saved = json.loads(json.dumps(fitted.to_dict()))
+    again = normalizer_from_dict(saved)
+    assert isinstance(again, method) and again.mpp == 1.0 and again.reference == fitted.reference
     tile = make_tile("callus", 0, 0, sample_domains(0, 1), 64, 0.5)[0]
     np.testing.assert_array_equal(again.normalize(tile)[0], fitted.normalize(tile)[0])
+    older = {key: value for key, value in saved.items() if key != "mpp"}  # saved before mpp
+    assert normalizer_from_dict(older, mpp=2.0).mpp == 2.0
+
+
+def _saved_histogram(**changes) -> dict:
+    tile = make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0]
+    return {**HistogramNormalizer.fit(tile, mpp=0.5).to_dict(), **changes}
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        _saved_histogram(mpp=0),
+        _saved_histogram(mpp=None),
+        _saved_histogram(reference={"levels": [[0.0] * 101] * 2}),
+        _saved_histogram(reference={"levels": [list(range(101, 0, -1))] * 3}),
+        {"method": "reinhard", "reference": {"mean": [50, 0], "std": [1, 1, 1]}, "mpp": 0.5},
+        {"method": "reinhard", "reference": {"mean": [50, 0, 0], "std": [1, 0, 1]}, "mpp": 0.5},
+    ],
+)
+def test_a_broken_saved_reference_is_refused(saved):
+    with pytest.raises(ValueError):
+        normalizer_from_dict(saved)
 
 
 def _lab_square(lightness: float, size: int = 100) -> np.ndarray:
@@ -184,14 +208,13 @@ def test_glass_mask_counts_holes_in_tissue_as_tissue():
     hole_side = int(np.sqrt(MAX_HOLE_UM2)) - 2  # a square lacuna just under the largest hole
     lab = _lab_square(60.0)
     lab[10 : 10 + hole_side, 10 : 10 + hole_side, 0] = 95.0
-    lab[60:, 60:, 0] = 95.0  # 40 x 40 µm: larger than any hole, so glass
+    lab[55:95, 55:95, 0] = 95.0  # 40 x 40 µm inside the tissue: larger than any hole, so glass
+    lab[:, 98:, 0] = 95.0  # a strip along the edge: 200 µm², but no hole in the tissue
     glass = glass_mask(lab, mpp)
     assert not glass[10 : 10 + hole_side, 10 : 10 + hole_side].any()
-    assert glass[60:, 60:].all() and glass.sum() == 40 * 40
+    assert glass[55:95, 55:95].all() and glass[:, 98:].all()
+    assert glass.sum() == 40 * 40 + 2 * 100
     assert glass_mask(lab, mpp * 2)[10 : 10 + hole_side, 10 : 10 + hole_side].all()  # 4x larger
-    small = _lab_square(60.0, size=40)
-    small[:30, :30, 0] = 95.0  # 900 µm²: a hole's size, but most of this image
-    assert glass_mask(small, mpp)[:30, :30].all()
 
 
 def test_glass_mask_finds_the_glass_of_a_dim_scan():

@@ -15,6 +15,7 @@ IEEE CG&A 2001.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from skimage.color import lab2rgb, rgb2lab
-from skimage.morphology import remove_small_objects
+from skimage.measure import label
+from skimage.segmentation import clear_border
 
 IO = 240.0
 """Transmitted light intensity: the glass white the optical density is measured against."""
@@ -314,18 +316,20 @@ class StainTransform(torch.nn.Module):
 def glass_mask(lab: np.ndarray, mpp: float) -> np.ndarray:
     """(H, W) bool: the glass of an (H, W, 3) CIELAB image at `mpp` µm per pixel.
 
-    Glass is bright, at L* `GLASS_LIGHTNESS` or more (on a dim scan, within `DIM_GLASS_MARGIN`
-    of the image's brightest 1%, but never under `MIN_GLASS_LIGHTNESS`), and larger than
-    `MAX_HOLE_UM2` or half the image (what covers most of an image is no hole in it). Smaller
-    bright areas are holes in tissue, such as lacunae: a weak stain leaves them as pale as
-    glass and a strong one does not, so only counted as tissue are they normalised alike in
-    every lab.
+    Glass is bright: L* `GLASS_LIGHTNESS` or more (on a dim scan, within `DIM_GLASS_MARGIN` of
+    the image's brightest 1%, but never under `MIN_GLASS_LIGHTNESS`). Bright areas that tissue
+    encloses and that are no larger than `MAX_HOLE_UM2` are holes in it, such as lacunae: a
+    weak stain leaves them as pale as glass and a strong one does not, so only counted as
+    tissue are they normalised alike in every lab. What reaches the image's edge is glass.
     """
     lightness = lab[..., 0]
     brightest = float(np.percentile(lightness, 99))
     cut = np.clip(brightest - DIM_GLASS_MARGIN, MIN_GLASS_LIGHTNESS, GLASS_LIGHTNESS)
-    largest_hole = min(MAX_HOLE_UM2 / mpp**2, lightness.size / 2)
-    return remove_small_objects(lightness >= cut, max_size=int(largest_hole))
+    bright = label(lightness >= cut, connectivity=1)
+    enclosed = clear_border(bright)
+    area = np.bincount(enclosed.ravel())[enclosed]
+    holes = (enclosed > 0) & (area <= MAX_HOLE_UM2 / mpp**2)
+    return (bright > 0) & ~holes
 
 
 def _image_list(images: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
@@ -356,14 +360,16 @@ class _LabNormalizer:
     statistics (`_statistics`) and how they map (`_map`)."""
 
     method: str
-    statistics: type
+    statistics_type: type
     per_slide = False
     """`classify` matches each tile by its own statistics, as training did: the model learnt
     tiles whose colour distribution is the reference's, which a slide's pooled statistics do
     not give a tile."""
 
     def __init__(self, reference, mpp: float = 0.5):
-        self.reference, self.mpp = reference, mpp
+        if not (isinstance(mpp, int | float) and math.isfinite(mpp) and mpp > 0):
+            raise ValueError(f"mpp: expected a positive number of µm per pixel, got {mpp!r}")
+        self.reference, self.mpp = reference, float(mpp)
 
     @classmethod
     def fit(cls, images: np.ndarray | list[np.ndarray], mpp: float = 0.5):
@@ -404,7 +410,15 @@ class _LabNormalizer:
 
     @classmethod
     def from_dict(cls, data: dict):
-        return cls(cls.statistics(**data["reference"]), data.get("mpp", 0.5))
+        return cls(cls.statistics_type(**data["reference"]), data.get("mpp", 0.5))
+
+
+def _checked(values, shape: tuple[int, ...], name: str) -> tuple:
+    """`values` as nested tuples of floats of `shape`; ValueError unless finite and of it."""
+    array = np.asarray(values, dtype=float)
+    if array.shape != shape or not np.isfinite(array).all():
+        raise ValueError(f"{name}: expected {shape} finite numbers")
+    return tuple(map(float, array)) if len(shape) == 1 else tuple(map(tuple, array.tolist()))
 
 
 @dataclass(frozen=True)
@@ -414,19 +428,25 @@ class LabStatistics:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def __post_init__(self):  # also what from_dict reads from JSON
+        object.__setattr__(self, "mean", _checked(self.mean, (3,), "mean"))
+        object.__setattr__(self, "std", _checked(self.std, (3,), "std"))
+        if min(self.std) <= 0:
+            raise ValueError("std: expected positive spreads")
+
 
 class ReinhardNormalizer(_LabNormalizer):
     """Matches the mean and spread of each CIELAB channel of the tissue to a reference's
     (Reinhard et al. 2001)."""
 
     method = "reinhard"
-    statistics = LabStatistics
+    statistics_type = LabStatistics
 
     @staticmethod
     def _statistics(tissue: np.ndarray) -> LabStatistics | None:
         if not _enough_tissue(tissue):
             return None
-        return LabStatistics(tuple(map(float, tissue.mean(0))), tuple(map(float, tissue.std(0))))
+        return LabStatistics(tissue.mean(0), tissue.std(0))
 
     def _map(self, lab: np.ndarray, source: LabStatistics) -> np.ndarray:
         reference = self.reference
@@ -439,6 +459,11 @@ class LabQuantiles:
 
     levels: tuple[tuple[float, ...], ...]
 
+    def __post_init__(self):  # also what from_dict reads from JSON
+        object.__setattr__(self, "levels", _checked(self.levels, (3, 101), "levels"))
+        if (np.diff(self.levels, axis=1) < 0).any():
+            raise ValueError("levels: expected percentiles that never decrease")
+
 
 class HistogramNormalizer(_LabNormalizer):
     """Matches the whole distribution of each CIELAB channel of the tissue to a reference's
@@ -446,14 +471,13 @@ class HistogramNormalizer(_LabNormalizer):
     this also matches the skew that pale lacunae or dense bone give a tile."""
 
     method = "histogram"
-    statistics = LabQuantiles
+    statistics_type = LabQuantiles
 
     @staticmethod
     def _statistics(tissue: np.ndarray) -> LabQuantiles | None:
         if not _enough_tissue(tissue):
             return None
-        levels = np.percentile(tissue, np.arange(101), axis=0).T
-        return LabQuantiles(tuple(tuple(map(float, channel)) for channel in levels))
+        return LabQuantiles(np.percentile(tissue, np.arange(101), axis=0).T)
 
     def _map(self, lab: np.ndarray, source: LabQuantiles) -> np.ndarray:
         pairs = zip(source.levels, self.reference.levels, strict=True)
@@ -469,11 +493,13 @@ NORMALIZERS = {
 }
 
 
-def normalizer_from_dict(data: dict) -> MacenkoNormalizer | _LabNormalizer:
-    """Rebuild a fitted normaliser from its `to_dict()` (as stored in a model bundle)."""
+def normalizer_from_dict(data: dict, mpp: float = 0.5) -> MacenkoNormalizer | _LabNormalizer:
+    """Rebuild a fitted normaliser from its `to_dict()` (as stored in a model bundle). `mpp`:
+    the µm/px of the tiles it normalises, where `data` predates the CIELAB normalisers
+    recording theirs."""
     if data.get("method") not in NORMALIZERS:
         raise ValueError(
             f"unknown stain normaliser {data.get('method')!r}; "
             f"expected one of {sorted(NORMALIZERS)}"
         )
-    return NORMALIZERS[data["method"]].from_dict(data)
+    return NORMALIZERS[data["method"]].from_dict({"mpp": mpp, **data})
