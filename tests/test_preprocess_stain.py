@@ -243,8 +243,11 @@ def test_lab_normalisers_normalise_holes_and_leave_glass():
 
 
 def test_bad_arrays_are_refused(normalizer):
-    with pytest.raises(ValueError, match="uint8"):
-        normalizer.normalize(np.zeros((8, 8, 3), np.float32))
+    reference = make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 64, 0.5)[0]
+    lab_methods = (ReinhardNormalizer.fit(reference), HistogramNormalizer.fit(reference))
+    for fitted in (normalizer, *lab_methods):
+        with pytest.raises(ValueError, match="uint8"):
+            fitted.normalize(np.zeros((8, 8, 3), np.float32))
 
 
 @pytest.mark.parametrize("glass", [(238.8, 219.1, 227.4), (215.0, 221.0, 240.0)])

@@ -393,6 +393,8 @@ class _LabNormalizer:
     def normalize(self, images: np.ndarray, stats=None) -> tuple[np.ndarray, np.ndarray]:
         """Normalise (H, W, 3) or (N, H, W, 3) uint8 images, each with its own statistics or
         with `stats` from `estimate`; returns (images, ok (N,) bool)."""
+        images = np.asarray(images)
+        pixels_of(images)  # raises ValueError for anything but uint8 RGB
         batch = images[None] if images.ndim == 3 else images
         out, ok = batch.copy(), np.zeros(len(batch), dtype=bool)
         for index, image in enumerate(batch):
