@@ -357,7 +357,7 @@ def _enough_tissue(tissue: np.ndarray) -> bool:
 class _LabNormalizer:
     """The CIELAB normalisers' common part: statistics of the tissue pixels (`glass_mask`) of
     an image mapped onto a reference's; glass is left as it is. A subclass says which
-    statistics (`_statistics`) and how they map (`_map`)."""
+    statistics (`statistics_type`, with its `of`) and how they map (`_map`)."""
 
     method: str
     statistics_type: type
@@ -389,6 +389,10 @@ class _LabNormalizer:
             lab = rgb2lab(image)
             tissue.append(lab[~glass_mask(lab, self.mpp)])
         return self._statistics(np.concatenate(tissue))
+
+    def _statistics(self, tissue: np.ndarray):
+        """Statistics of (P, 3) CIELAB tissue pixels; None where too few or too uniform."""
+        return self.statistics_type.of(tissue) if _enough_tissue(tissue) else None
 
     def normalize(self, images: np.ndarray, stats=None) -> tuple[np.ndarray, np.ndarray]:
         """Normalise (H, W, 3) or (N, H, W, 3) uint8 images, each with its own statistics or
@@ -436,6 +440,10 @@ class LabStatistics:
         if min(self.std) <= 0:
             raise ValueError("std: expected positive spreads")
 
+    @classmethod
+    def of(cls, tissue: np.ndarray) -> LabStatistics:
+        return cls(tissue.mean(0), tissue.std(0))
+
 
 class ReinhardNormalizer(_LabNormalizer):
     """Matches the mean and spread of each CIELAB channel of the tissue to a reference's
@@ -443,12 +451,6 @@ class ReinhardNormalizer(_LabNormalizer):
 
     method = "reinhard"
     statistics_type = LabStatistics
-
-    @staticmethod
-    def _statistics(tissue: np.ndarray) -> LabStatistics | None:
-        if not _enough_tissue(tissue):
-            return None
-        return LabStatistics(tissue.mean(0), tissue.std(0))
 
     def _map(self, lab: np.ndarray, source: LabStatistics) -> np.ndarray:
         reference = self.reference
@@ -466,6 +468,10 @@ class LabQuantiles:
         if (np.diff(self.levels, axis=1) < 0).any():
             raise ValueError("levels: expected percentiles that never decrease")
 
+    @classmethod
+    def of(cls, tissue: np.ndarray) -> LabQuantiles:
+        return cls(np.percentile(tissue, np.arange(101), axis=0).T)
+
 
 class HistogramNormalizer(_LabNormalizer):
     """Matches the whole distribution of each CIELAB channel of the tissue to a reference's
@@ -474,12 +480,6 @@ class HistogramNormalizer(_LabNormalizer):
 
     method = "histogram"
     statistics_type = LabQuantiles
-
-    @staticmethod
-    def _statistics(tissue: np.ndarray) -> LabQuantiles | None:
-        if not _enough_tissue(tissue):
-            return None
-        return LabQuantiles(np.percentile(tissue, np.arange(101), axis=0).T)
 
     def _map(self, lab: np.ndarray, source: LabQuantiles) -> np.ndarray:
         pairs = zip(source.levels, self.reference.levels, strict=True)
