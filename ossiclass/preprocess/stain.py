@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from skimage.color import lab2rgb, rgb2lab
-from skimage.measure import label
-from skimage.segmentation import clear_border
+
+from ossiclass.preprocess.tissue import fill_small_holes
 
 IO = 240.0
 """Transmitted light intensity: the glass white the optical density is measured against."""
@@ -325,11 +325,7 @@ def glass_mask(lab: np.ndarray, mpp: float) -> np.ndarray:
     lightness = lab[..., 0]
     brightest = float(np.percentile(lightness, 99))
     cut = np.clip(brightest - DIM_GLASS_MARGIN, MIN_GLASS_LIGHTNESS, GLASS_LIGHTNESS)
-    bright = label(lightness >= cut, connectivity=1)
-    enclosed = clear_border(bright)
-    area = np.bincount(enclosed.ravel())[enclosed]
-    holes = (enclosed > 0) & (area <= MAX_HOLE_UM2 / mpp**2)
-    return (bright > 0) & ~holes
+    return ~fill_small_holes(lightness < cut, mpp, MAX_HOLE_UM2)
 
 
 def _image_list(images: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:

@@ -84,9 +84,14 @@ def tissue_mask(
     mask = density > threshold
     pixel_um2 = mpp * mpp
     mask = remove_small_objects(mask, max_size=max(int(min_tissue_um2 / pixel_um2), 1))
-    # Fill small holes, but only enclosed ones: glass along the border is not a hole.
+    return fill_small_holes(mask, mpp, max_hole_um2)
+
+
+def fill_small_holes(mask: np.ndarray, mpp: float, max_hole_um2: float) -> np.ndarray:
+    """(H, W) bool `mask` of tissue with its holes filled: those it encloses (glass reaching
+    the border is no hole) of at most `max_hole_um2` at `mpp` µm per pixel."""
     holes = ndi.binary_fill_holes(mask) & ~mask
-    large_holes = remove_small_objects(holes, max_size=max(int(max_hole_um2 / pixel_um2), 1))
+    large_holes = remove_small_objects(holes, max_size=max(int(max_hole_um2 / mpp**2), 1))
     return mask | (holes & ~large_holes)
 
 
