@@ -1,5 +1,5 @@
 """Macenko against torchstain on real H&E; degenerate tiles; slide-level and batched paths;
-white balance."""
+the statistics normalisers' glass and tissue; white balance."""
 
 import json
 from dataclasses import replace
@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from skimage.color import rgb2hed
+from skimage.color import rgb2hed, rgb2lab
 from skimage.data import immunohistochemistry
 
 from ossiclass.imageio import read_image
@@ -17,12 +17,17 @@ from ossiclass.preprocess.stain import (
     HistogramNormalizer,
     MacenkoNormalizer,
     ReinhardNormalizer,
+    StainHistogramNormalizer,
+    glass_colour,
     glass_mask,
     normalizer_from_dict,
+    stained_mask,
     white_balance,
 )
-from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.stains import render, sample_domains
 from ossiclass.synth.tiles import make_tile
+
+STATISTICS_NORMALIZERS = (ReinhardNormalizer, HistogramNormalizer, StainHistogramNormalizer)
 
 torchstain = pytest.importorskip("torchstain", reason="torchstain is a dev dependency")
 
@@ -97,10 +102,10 @@ def test_degenerate_tiles_pass_through_flagged(normalizer, name):
 
 
 @pytest.mark.parametrize("name", list(_degenerate_tiles()))
-def test_degenerate_tiles_and_the_lab_normalisers(name):
+def test_degenerate_tiles_and_the_statistics_normalisers(name):
     reference = make_tile("woven_bone", 3, 0, sample_domains(0, 8), 256, 0.5)[0]
     tile = _degenerate_tiles()[name]
-    for method in (ReinhardNormalizer, HistogramNormalizer):
+    for method in STATISTICS_NORMALIZERS:
         normalizer = method.fit(reference, mpp=0.5)
         out, ok = normalizer.normalize(tile)
         if name.startswith("one stain"):  # no basis to unmix, but tissue to match all the same
@@ -149,7 +154,7 @@ def _hed_spread(tiles_by_domain):
     return means.mean(axis=1).std(axis=0).sum()  # spread of the domains' mean H and E
 
 
-@pytest.mark.parametrize("method", [MacenkoNormalizer, ReinhardNormalizer, HistogramNormalizer])
+@pytest.mark.parametrize("method", [MacenkoNormalizer, *STATISTICS_NORMALIZERS])
 def test_normalisation_shrinks_the_spread_between_labs(method):
     domains = sample_domains(11, 8)
     tiles = [
@@ -161,8 +166,8 @@ def test_normalisation_shrinks_the_spread_between_labs(method):
     assert _hed_spread(after) <= _hed_spread(tiles) / 2
 
 
-@pytest.mark.parametrize("method", [ReinhardNormalizer, HistogramNormalizer])
-def test_lab_normalisers_degenerate_and_round_trip(method):
+@pytest.mark.parametrize("method", STATISTICS_NORMALIZERS)
+def test_statistics_normalisers_degenerate_and_round_trip(method):
     fitted = method.fit(make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0], mpp=1.0)
     for degenerate in (np.full((32, 32, 3), 250, np.uint8), np.full((32, 32, 3), 120, np.uint8)):
         out, ok = fitted.normalize(degenerate)  # glass alone; one flat colour
@@ -170,6 +175,7 @@ def test_lab_normalisers_degenerate_and_round_trip(method):
     saved = json.loads(json.dumps(fitted.to_dict()))
     again = normalizer_from_dict(saved)
     assert isinstance(again, method) and again.mpp == 1.0 and again.reference == fitted.reference
+    assert again.to_dict() == fitted.to_dict()
     tile = make_tile("callus", 0, 0, sample_domains(0, 1), 64, 0.5)[0]
     np.testing.assert_array_equal(again.normalize(tile)[0], fitted.normalize(tile)[0])
     older = {key: value for key, value in saved.items() if key != "mpp"}  # saved before mpp
@@ -190,6 +196,8 @@ def _saved_histogram(**changes) -> dict:
         _saved_histogram(reference={"levels": [list(range(101, 0, -1))] * 3}),
         {"method": "reinhard", "reference": {"mean": [50, 0], "std": [1, 1, 1]}, "mpp": 0.5},
         {"method": "reinhard", "reference": {"mean": [50, 0, 0], "std": [1, 0, 1]}, "mpp": 0.5},
+        {**_saved_histogram(), "method": "stain-histogram", "glass": [240, 240]},
+        {**_saved_histogram(), "method": "stain-histogram", "glass": [240, 0, 240]},
     ],
 )
 def test_a_broken_saved_reference_is_refused(saved):
@@ -244,10 +252,50 @@ def test_lab_normalisers_normalise_holes_and_leave_glass():
 
 def test_bad_arrays_are_refused(normalizer):
     reference = make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 64, 0.5)[0]
-    lab_methods = (ReinhardNormalizer.fit(reference), HistogramNormalizer.fit(reference))
-    for fitted in (normalizer, *lab_methods):
+    for fitted in (normalizer, *(method.fit(reference) for method in STATISTICS_NORMALIZERS)):
         with pytest.raises(ValueError, match="uint8"):
             fitted.normalize(np.zeros((8, 8, 3), np.float32))
+
+
+def test_stained_mask_keeps_a_weak_labs_faint_matrix_and_no_glass_noise():
+    fitted = StainHistogramNormalizer.fit(
+        make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 256, 0.5)[0]
+    )
+    lab = sample_domains(2, 8)[5]  # bright glass, and loose pale matrix between cells
+    stained, bright = [], []
+    for strength in (0.7, 1.0, 1.4):  # the same tissue, its dyes from weak to strong
+        domain = replace(lab, strengths=tuple(s * strength for s in lab.strengths))
+        tile = make_tile("mesenchyme", 1, 0, [domain], 256, 0.5)[0]
+        stained.append(stained_mask(fitted.densities(tile), 0.5).mean())
+        bright.append((~glass_mask(rgb2lab(tile), 0.5)).mean())
+    # A threshold on lightness loses the faint matrix as the dyes weaken; ours keeps more of
+    # it, at every strength, and loses less of it to a weaker stain.
+    assert min(stained) > max(bright) and np.ptp(stained) < np.ptp(bright), (stained, bright)
+    for domain in sample_domains(2, 8):  # glass alone, under each lab's noise and JPEG
+        if domain.vignetting == 0:
+            glass = render(np.zeros((4, 128, 128), np.float32), domain, np.random.default_rng(0))
+            assert not stained_mask(fitted.densities(glass), 0.5).any()
+            assert not fitted.normalize(glass)[1][0]
+
+
+def test_stain_histogram_matches_each_stain_and_gives_the_references_glass():
+    reference = make_tile("woven_bone", 0, 1, sample_domains(1, 1), 256, 0.5)[0]
+    fitted = StainHistogramNormalizer.fit(reference)
+    tile = make_tile("woven_bone", 5, 0, sample_domains(0, 8), 256, 0.5)[0]
+    out, ok = fitted.normalize(tile)
+    assert ok[0]
+
+    def tissue_percentiles(image):
+        densities = fitted.densities(image)
+        return np.percentile(densities[stained_mask(densities, 0.5)], [10, 50, 90], axis=0)
+
+    before = np.abs(tissue_percentiles(tile) - tissue_percentiles(reference)).max()
+    after = np.abs(tissue_percentiles(out) - tissue_percentiles(reference)).max()
+    assert after < 0.05 < before, (after, before)
+    glass = ~stained_mask(fitted.densities(tile), 0.5)  # what it took for glass
+    assert glass.mean() > 0.01
+    np.testing.assert_allclose(tile[glass].mean(axis=0), glass_colour(tile, 0.5), atol=2)
+    np.testing.assert_allclose(out[glass].mean(axis=0), fitted.glass, atol=2)
 
 
 @pytest.mark.parametrize("glass", [(238.8, 219.1, 227.4), (215.0, 221.0, 240.0)])

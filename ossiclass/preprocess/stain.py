@@ -1,5 +1,5 @@
-"""Stain normalisation: Macenko (stain vectors), and Reinhard and histogram matching (CIELAB
-statistics of the tissue).
+"""Stain normalisation: Macenko (stain vectors); Reinhard and histogram matching (CIELAB
+statistics of the tissue); histogram matching of each stain's optical density.
 
 Images are numpy `(H, W, 3)` or `(N, H, W, 3)` uint8. A batch is normalised in one call, its
 tiles spread over threads; a slide-level Macenko mapping is also a torch module
@@ -10,7 +10,9 @@ never turned into NaN.
 Macenko et al., "A method for normalizing histology slides for quantitative analysis", ISBI
 2009; the settings (`io` 240, `alpha` 1 percentile, `beta` 0.15 OD) follow the reference
 implementation that torchstain also follows. Reinhard et al., "Color transfer between images",
-IEEE CG&A 2001.
+IEEE CG&A 2001. Ruifrok & Johnston, "Quantification of histochemical staining by color
+deconvolution", Anal Quant Cytol Histol 2001 (the H, E and residual vectors of
+`skimage.color.hed_from_rgb`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from skimage.color import lab2rgb, rgb2lab
+from skimage.color import hed_from_rgb, lab2rgb, rgb2lab, rgb_from_hed
+from skimage.filters import gaussian
+from skimage.morphology import remove_small_objects
 
 from ossiclass.preprocess.tissue import fill_small_holes
 
@@ -48,6 +52,19 @@ MIN_GLASS_LIGHTNESS = 80.0
 MAX_HOLE_UM2 = 1250.0
 """Bright areas up to this size (µm²) are holes in tissue, not glass: a lacuna up to 40 µm
 across, the largest in the hypertrophic zone (see TISSUES.md)."""
+STAIN_SMOOTHING_UM = (2.0, 4.0)
+"""Gaussian sigmas (µm) over which stain densities are averaged to tell tissue from glass close
+to a pixel and around it: stain extends over tissue, sensor noise and JPEG's 8-pixel blocks do
+not."""
+RELATIVE_STAIN = 0.1
+"""A pixel holds stain when its smoothed H and E densities, each over the image's 90th
+percentile of that stain, sum to this or more (see `stained_mask`)."""
+MAX_SPECK_UM2 = 100.0
+"""Stained areas up to this size (µm²: a cell, blurred by `STAIN_SMOOTHING_UM`) alone on glass
+are dust, or too little tissue to match: glass."""
+MIN_STAIN_SCALE = 0.15
+"""Optical density under which an image's 90th percentile of a stain is glass noise, not stain:
+one grey level of 240 is 0.016 of hematoxylin."""
 
 
 @dataclass(frozen=True)
@@ -328,6 +345,41 @@ def glass_mask(lab: np.ndarray, mpp: float) -> np.ndarray:
     return ~fill_small_holes(lightness < cut, mpp, MAX_HOLE_UM2)
 
 
+def stained_mask(densities: np.ndarray, mpp: float) -> np.ndarray:
+    """(H, W) bool: the tissue of an (H, W, 3) image of H, E and residual optical densities
+    (`StainHistogramNormalizer.densities`) at `mpp` µm per pixel.
+
+    Tissue holds a tenth (`RELATIVE_STAIN`) of the image's own strong staining: its H and E,
+    each over that stain's 90th percentile in the image (never under `MIN_STAIN_SCALE`), sum
+    to 0.1 or more, both close by and around it (`STAIN_SMOOTHING_UM`): noise and JPEG blocks
+    on glass are no stain, nor is the blur around a nucleus. A lab whose dyes come out weak
+    thus keeps its faint matrix as tissue, where a fixed threshold would call it glass in one
+    lab and tissue in the next. Specks up to `MAX_SPECK_UM2` are glass; enclosed holes up to
+    `MAX_HOLE_UM2` are tissue, as in `glass_mask`.
+    """
+    near, around = (
+        gaussian(densities[..., :2], sigma / mpp, channel_axis=-1) for sigma in STAIN_SMOOTHING_UM
+    )
+    scale = np.maximum(np.percentile(around.reshape(-1, 2), 90, axis=0), MIN_STAIN_SCALE)
+    near_stained, around_stained = (
+        (np.maximum(stain, 0) / scale).sum(axis=-1) >= RELATIVE_STAIN for stain in (near, around)
+    )
+    stained = remove_small_objects(
+        near_stained & around_stained, max_size=int(MAX_SPECK_UM2 / mpp**2)
+    )
+    return fill_small_holes(stained, mpp, MAX_HOLE_UM2)
+
+
+def glass_colour(images: np.ndarray | list[np.ndarray], mpp: float) -> np.ndarray:
+    """(3,) float32 mean RGB of the glass (`glass_mask`) of one image or several; where they
+    show too little glass, each channel's 99.5th percentile: the palest tissue stands in."""
+    images = _image_list(images)
+    glass = np.concatenate([image[glass_mask(rgb2lab(image), mpp)] for image in images])
+    if len(glass) >= MIN_TISSUE_PIXELS:
+        return glass.mean(axis=0).astype(np.float32)
+    return np.percentile(pixels_of(images), 99.5, axis=0).astype(np.float32)
+
+
 def _image_list(images: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
     """The (H, W, 3) images of an image, an (N, H, W, 3) batch or a list, checked as
     `pixels_of` checks them."""
@@ -350,9 +402,9 @@ def _enough_tissue(tissue: np.ndarray) -> bool:
     return len(tissue) >= MIN_TISSUE_PIXELS and bool((tissue.std(axis=0) >= 1e-3).all())
 
 
-class _LabNormalizer:
-    """The CIELAB normalisers' common part: statistics of the tissue pixels (`glass_mask`) of
-    an image mapped onto a reference's; glass is left as it is. A subclass says which
+class _StatisticsNormalizer:
+    """The common part of the normalisers that map statistics of an image's tissue onto a
+    reference's. A subclass says in which colour space (`_decompose`, `_compose`), which
     statistics (`statistics_type`, with its `of`) and how they map (`_map`)."""
 
     method: str
@@ -374,7 +426,7 @@ class _LabNormalizer:
         normalizer = cls(None, mpp)
         normalizer.reference = normalizer.estimate(images)
         if normalizer.reference is None:
-            raise ValueError("the reference images show too little tissue to fit LAB statistics")
+            raise ValueError("the reference images show too little tissue to fit statistics")
         return normalizer
 
     def estimate(self, images: np.ndarray | list[np.ndarray]):
@@ -382,13 +434,21 @@ class _LabNormalizer:
         None where there is too little tissue."""
         tissue = []
         for image in _image_list(images):
-            lab = rgb2lab(image)
-            tissue.append(lab[~glass_mask(lab, self.mpp)])
+            values, is_tissue = self._decompose(image)
+            tissue.append(values[is_tissue])
         return self._statistics(np.concatenate(tissue))
 
     def _statistics(self, tissue: np.ndarray):
-        """Statistics of (P, 3) CIELAB tissue pixels; None where too few or too uniform."""
+        """Statistics of (P, 3) tissue pixels; None where too few or too uniform."""
         return self.statistics_type.of(tissue) if _enough_tissue(tissue) else None
+
+    def _decompose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An (H, W, 3) uint8 image in the working colour space, and its (H, W) bool tissue."""
+        raise NotImplementedError
+
+    def _compose(self, values: np.ndarray, image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 of `values` in the working space: the image normalised."""
+        raise NotImplementedError
 
     def normalize(self, images: np.ndarray, stats=None) -> tuple[np.ndarray, np.ndarray]:
         """Normalise (H, W, 3) or (N, H, W, 3) uint8 images, each with its own statistics or
@@ -398,12 +458,12 @@ class _LabNormalizer:
         batch = images[None] if images.ndim == 3 else images
         out, ok = batch.copy(), np.zeros(len(batch), dtype=bool)
         for index, image in enumerate(batch):
-            lab = rgb2lab(image)
-            glass = glass_mask(lab, self.mpp)
-            source = stats or self._statistics(lab[~glass])
+            values, tissue = self._decompose(image)
+            source = stats or self._statistics(values[tissue])
             if source is None:
                 continue
-            out[index] = np.where(glass[..., None], image, _lab_to_rgb(self._map(lab, source)))
+            mapped = np.where(tissue[..., None], self._map(values, source), values)
+            out[index] = self._compose(mapped, image, tissue)
             ok[index] = True
         return out.reshape(images.shape), ok
 
@@ -413,6 +473,18 @@ class _LabNormalizer:
     @classmethod
     def from_dict(cls, data: dict):
         return cls(cls.statistics_type(**data["reference"]), data.get("mpp", 0.5))
+
+
+class _LabNormalizer(_StatisticsNormalizer):
+    """The CIELAB normalisers' common part: the tissue is what `glass_mask` leaves, and glass
+    is left as it is."""
+
+    def _decompose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lab = rgb2lab(image)
+        return lab, ~glass_mask(lab, self.mpp)
+
+    def _compose(self, values: np.ndarray, image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+        return np.where(tissue[..., None], _lab_to_rgb(values), image)
 
 
 def _checked(values, shape: tuple[int, ...], name: str) -> tuple:
@@ -454,8 +526,9 @@ class ReinhardNormalizer(_LabNormalizer):
 
 
 @dataclass(frozen=True)
-class LabQuantiles:
-    """The 0th to 100th percentiles of L*, a* and b* over an image's tissue pixels: (3, 101)."""
+class ChannelQuantiles:
+    """The 0th to 100th percentiles of each of three colour channels (L*, a*, b*; or H, E and
+    residual optical density) over an image's tissue pixels: (3, 101)."""
 
     levels: tuple[tuple[float, ...], ...]
 
@@ -465,33 +538,93 @@ class LabQuantiles:
             raise ValueError("levels: expected percentiles that never decrease")
 
     @classmethod
-    def of(cls, tissue: np.ndarray) -> LabQuantiles:
+    def of(cls, tissue: np.ndarray) -> ChannelQuantiles:
         return cls(np.percentile(tissue, np.arange(101), axis=0).T)
 
 
-class HistogramNormalizer(_LabNormalizer):
+class _QuantileMatching:
+    """Histogram specification: each channel mapped from the image's tissue percentiles onto
+    the reference's."""
+
+    statistics_type = ChannelQuantiles
+
+    def _map(self, values: np.ndarray, source: ChannelQuantiles) -> np.ndarray:
+        pairs = zip(source.levels, self.reference.levels, strict=True)
+        return np.stack(
+            [np.interp(values[..., c], ours, theirs) for c, (ours, theirs) in enumerate(pairs)],
+            -1,
+        )
+
+
+class HistogramNormalizer(_QuantileMatching, _LabNormalizer):
     """Matches the whole distribution of each CIELAB channel of the tissue to a reference's
     (histogram specification at every percentile): where Reinhard matches a mean and a spread,
     this also matches the skew that pale lacunae or dense bone give a tile."""
 
     method = "histogram"
-    statistics_type = LabQuantiles
 
-    def _map(self, lab: np.ndarray, source: LabQuantiles) -> np.ndarray:
-        pairs = zip(source.levels, self.reference.levels, strict=True)
-        return np.stack(
-            [np.interp(lab[..., c], ours, theirs) for c, (ours, theirs) in enumerate(pairs)], -1
-        )
+
+class StainHistogramNormalizer(_QuantileMatching, _StatisticsNormalizer):
+    """Matches the whole distribution of each stain's optical density in the tissue to a
+    reference's: colour deconvolution into hematoxylin, eosin and a residual (Ruifrok &
+    Johnston's vectors) against the image's own glass, histogram specification of each, and
+    Beer-Lambert again under the reference's glass.
+
+    Densities add up where CIELAB values do not, so matching their distributions matches what
+    a stain measurement reads: a dye that comes out stronger or weaker, red cells that take
+    eosin more or less than matrix, acid decalcification moving eosin into hematoxylin, and the
+    glass's tint. Tissue is told from glass relative to the image's own staining
+    (`stained_mask`); glass keeps its densities, so it takes the reference's glass colour.
+    """
+
+    method = "stain-histogram"
+
+    def __init__(self, reference, mpp: float = 0.5, glass=(IO, IO, IO)):
+        super().__init__(reference, mpp)
+        self.glass = np.asarray(_checked(glass, (3,), "glass"), dtype=np.float32)
+        if (self.glass <= 0).any() or (self.glass > 255).any():
+            raise ValueError("glass: expected an RGB colour of 0-255")
+
+    @classmethod
+    def fit(cls, images: np.ndarray | list[np.ndarray], mpp: float = 0.5):
+        normalizer = super().fit(images, mpp)
+        normalizer.glass = glass_colour(images, mpp)
+        return normalizer
+
+    def densities(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) float32 H, E and residual optical densities of an (H, W, 3) uint8 image,
+        against its own glass (`glass_colour`)."""
+        glass = glass_colour(image, self.mpp)
+        od = -np.log((image.astype(np.float32) + 1) / (glass + 1))
+        return od @ hed_from_rgb.astype(np.float32)
+
+    def _decompose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        densities = self.densities(image)
+        return densities, stained_mask(densities, self.mpp)
+
+    def _compose(self, values: np.ndarray, image: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+        od = values @ rgb_from_hed.astype(np.float32)
+        np.maximum(od, -1.0, out=od)  # brighter than glass by e at most: no overflow
+        rgb = (self.glass + 1) * np.exp(-od) - 0.5  # -1 undoes the +1 of `densities`; round
+        return np.clip(rgb, 0, 255).astype(np.uint8)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "glass": [float(g) for g in self.glass]}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return cls(cls.statistics_type(**data["reference"]), data["mpp"], data["glass"])
 
 
 NORMALIZERS = {
     "macenko": MacenkoNormalizer,
     "reinhard": ReinhardNormalizer,
     "histogram": HistogramNormalizer,
+    "stain-histogram": StainHistogramNormalizer,
 }
 
 
-def normalizer_from_dict(data: dict, mpp: float = 0.5) -> MacenkoNormalizer | _LabNormalizer:
+def normalizer_from_dict(data: dict, mpp: float = 0.5) -> MacenkoNormalizer | _StatisticsNormalizer:
     """Rebuild a fitted normaliser from its `to_dict()` (as stored in a model bundle). `mpp`:
     the µm/px of the tiles it normalises, where `data` predates the CIELAB normalisers
     recording theirs."""
