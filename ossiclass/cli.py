@@ -418,15 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument("images", nargs="+", metavar="IMAGE", help="images to normalise")
     normalize.add_argument(
         "--method",
-        choices=["macenko", "reinhard", "histogram"],
+        choices=["macenko", "reinhard", "histogram", "stain-histogram"],
         default="macenko",
         help="method (default macenko)",
     )
     normalize.add_argument(
         "--mpp",
         type=_positive_float,
-        help="µm per pixel of the images (default 0.5): reinhard and histogram tell holes in "
-        "tissue from glass by their size",
+        help="µm per pixel of the images (default 0.5): all but macenko tell holes in tissue "
+        "from glass by their size",
     )
     normalize.add_argument(
         "--reference", required=True, help="reference image, or a .json saved with --save-reference"

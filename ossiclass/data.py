@@ -314,8 +314,9 @@ class TileDataModule(pl.LightningDataModule):
     label_map : JSON label map for public data sets with other labels.
     mpp : µm per pixel of the tiles as stored (0.5 for the synthetic default, a 20x scan).
     normalizer : stain normalisation applied to every tile once loaded: "macenko", "reinhard",
-        "histogram" or None. Its reference is fitted on `reference` (an image) or, by default,
-        on 24 training tiles spread over the classes; it travels in the model bundle.
+        "histogram", "stain-histogram" or None. Its reference is fitted on `reference` (an
+        image) or, by default, on 24 training tiles spread over the classes; it travels in the
+        model bundle.
     """
 
     def __init__(

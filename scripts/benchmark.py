@@ -536,6 +536,8 @@ ABLATION = [
     ("Macenko per tile", "random lab stains on half the tiles", ["--data.normalizer", "macenko"]),
     ("histogram matching per tile", "random lab stains on half the tiles",
      ["--data.normalizer", "histogram"]),
+    ("stain histogram matching per tile", "random lab stains on half the tiles",
+     ["--data.normalizer", "stain-histogram"]),
 ]  # fmt: skip
 """Training ablation: (stain normalisation, stain augmentation, overrides of the default)."""
 

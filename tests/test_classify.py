@@ -104,8 +104,8 @@ def test_without_a_normaliser_the_balance_is_folded_into_the_network(
     assert not np.allclose(found, twice.numpy(), atol=0.01)
 
 
-@pytest.mark.parametrize("method", ["reinhard", "histogram"])
-def test_lab_normalisers_match_each_tile_by_itself_as_in_training(
+@pytest.mark.parametrize("method", ["reinhard", "histogram", "stain-histogram"])
+def test_statistics_normalisers_match_each_tile_by_itself_as_in_training(
     tiny_model, small_slide, tmp_path, method
 ):
     network, settings = load_bundle(tiny_model)

@@ -139,7 +139,7 @@ def test_each_process_draws_its_own_augmentation(larger_tiles):
     assert not torch.equal(first_batch(0), first_batch(1))
 
 
-@pytest.mark.parametrize("method", ["macenko", "reinhard", "histogram"])
+@pytest.mark.parametrize("method", ["macenko", "reinhard", "histogram", "stain-histogram"])
 def test_data_module_normalises_every_split_and_keeps_the_reference(larger_tiles, method):
     plain = TileDataModule(larger_tiles, larger_tiles, input_px=128, val_fraction=0.25)
     normalized = TileDataModule(
