@@ -28,6 +28,7 @@ import torch
 from skimage.color import hed_from_rgb, lab2rgb, rgb2lab, rgb_from_hed
 from skimage.filters import gaussian
 from skimage.morphology import remove_small_objects
+from skimage.segmentation import clear_border
 
 from ossiclass.preprocess.tissue import fill_small_holes
 
@@ -63,8 +64,9 @@ MAX_SPECK_UM2 = 100.0
 """Stained areas up to this size (µm²: a cell, blurred by `STAIN_SMOOTHING_UM`) alone on glass
 are dust, or too little tissue to match: glass."""
 MIN_STAIN_SCALE = 0.15
-"""Optical density under which an image's 90th percentile of a stain is glass noise, not stain:
-one grey level of 240 is 0.016 of hematoxylin."""
+"""Optical density under which an image's 90th percentile of a stain is taken for glass noise,
+not stain: at this floor, tissue needs 0.015 of H and E together, 2-3 grey levels under the
+glass, where smoothed noise and JPEG blocks stay below."""
 
 
 @dataclass(frozen=True)
@@ -350,12 +352,14 @@ def stained_mask(densities: np.ndarray, mpp: float) -> np.ndarray:
     (`StainHistogramNormalizer.densities`) at `mpp` µm per pixel.
 
     Tissue holds a tenth (`RELATIVE_STAIN`) of the image's own strong staining: its H and E,
-    each over that stain's 90th percentile in the image (never under `MIN_STAIN_SCALE`), sum
-    to 0.1 or more, both close by and around it (`STAIN_SMOOTHING_UM`): noise and JPEG blocks
-    on glass are no stain, nor is the blur around a nucleus. A lab whose dyes come out weak
-    thus keeps its faint matrix as tissue, where a fixed threshold would call it glass in one
-    lab and tissue in the next. Specks up to `MAX_SPECK_UM2` are glass; enclosed holes up to
-    `MAX_HOLE_UM2` are tissue, as in `glass_mask`.
+    smoothed close by and around it (`STAIN_SMOOTHING_UM`), each over the 90th percentile of
+    that stain smoothed around (never under `MIN_STAIN_SCALE`), sum to 0.1 or more at both
+    scales: noise and JPEG blocks on glass are no stain, nor is the blur around a nucleus. A
+    lab whose dyes come out weak thus keeps its faint matrix as tissue, where a fixed threshold
+    would call it glass in one lab and tissue in the next. Specks up to `MAX_SPECK_UM2` alone
+    on glass (not cut by the image's edge) are glass; enclosed holes up to `MAX_HOLE_UM2` are
+    tissue, as in `glass_mask`. Uneven light (vignetting) darkens glass as stain would and is
+    taken for tissue.
     """
     near, around = (
         gaussian(densities[..., :2], sigma / mpp, channel_axis=-1) for sigma in STAIN_SMOOTHING_UM
@@ -364,20 +368,22 @@ def stained_mask(densities: np.ndarray, mpp: float) -> np.ndarray:
     near_stained, around_stained = (
         (np.maximum(stain, 0) / scale).sum(axis=-1) >= RELATIVE_STAIN for stain in (near, around)
     )
-    stained = remove_small_objects(
-        near_stained & around_stained, max_size=int(MAX_SPECK_UM2 / mpp**2)
+    stained = near_stained & around_stained
+    small = stained & ~remove_small_objects(stained, max_size=max(int(MAX_SPECK_UM2 / mpp**2), 1))
+    return fill_small_holes(stained & ~clear_border(small), mpp, MAX_HOLE_UM2)
+
+
+def _mean_glass(images: np.ndarray | list[np.ndarray], mpp: float) -> np.ndarray:
+    """(3,) float32 mean RGB of the glass (`glass_mask`) of one image or several. Where they
+    show too little, neutral `IO`: the white the stain maths assumes, and what `classify`
+    balances a slide's glass to (a tile covered with tissue then matches as measured against
+    it, its glass's tint an offset in every density, which the matching takes out)."""
+    glass = np.concatenate(
+        [image[glass_mask(rgb2lab(image), mpp)] for image in _image_list(images)]
     )
-    return fill_small_holes(stained, mpp, MAX_HOLE_UM2)
-
-
-def glass_colour(images: np.ndarray | list[np.ndarray], mpp: float) -> np.ndarray:
-    """(3,) float32 mean RGB of the glass (`glass_mask`) of one image or several; where they
-    show too little glass, each channel's 99.5th percentile: the palest tissue stands in."""
-    images = _image_list(images)
-    glass = np.concatenate([image[glass_mask(rgb2lab(image), mpp)] for image in images])
-    if len(glass) >= MIN_TISSUE_PIXELS:
-        return glass.mean(axis=0).astype(np.float32)
-    return np.percentile(pixels_of(images), 99.5, axis=0).astype(np.float32)
+    if len(glass) < MIN_TISSUE_PIXELS:
+        return np.full(3, IO, dtype=np.float32)
+    return glass.mean(axis=0).astype(np.float32)
 
 
 def _image_list(images: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
@@ -398,7 +404,7 @@ def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
 
 
 def _enough_tissue(tissue: np.ndarray) -> bool:
-    """Whether (P, 3) CIELAB tissue pixels are enough, and varied enough, to match."""
+    """Whether (P, 3) tissue pixels are enough, and varied enough, to match."""
     return len(tissue) >= MIN_TISSUE_PIXELS and bool((tissue.std(axis=0) >= 1e-3).all())
 
 
@@ -582,19 +588,18 @@ class StainHistogramNormalizer(_QuantileMatching, _StatisticsNormalizer):
     def __init__(self, reference, mpp: float = 0.5, glass=(IO, IO, IO)):
         super().__init__(reference, mpp)
         self.glass = np.asarray(_checked(glass, (3,), "glass"), dtype=np.float32)
-        if (self.glass <= 0).any() or (self.glass > 255).any():
+        if (self.glass < 0).any() or (self.glass > 255).any():
             raise ValueError("glass: expected an RGB colour of 0-255")
 
     @classmethod
     def fit(cls, images: np.ndarray | list[np.ndarray], mpp: float = 0.5):
-        normalizer = super().fit(images, mpp)
-        normalizer.glass = glass_colour(images, mpp)
-        return normalizer
+        """Fit the reference's stain densities, and its glass colour, on one image or several."""
+        return cls(super().fit(images, mpp).reference, mpp, _mean_glass(images, mpp))
 
     def densities(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) float32 H, E and residual optical densities of an (H, W, 3) uint8 image,
-        against its own glass (`glass_colour`)."""
-        glass = glass_colour(image, self.mpp)
+        against its own glass (`_mean_glass`)."""
+        glass = _mean_glass(image, self.mpp)
         od = -np.log((image.astype(np.float32) + 1) / (glass + 1))
         return od @ hed_from_rgb.astype(np.float32)
 
@@ -613,7 +618,8 @@ class StainHistogramNormalizer(_QuantileMatching, _StatisticsNormalizer):
 
     @classmethod
     def from_dict(cls, data: dict):
-        return cls(cls.statistics_type(**data["reference"]), data["mpp"], data["glass"])
+        reference = cls.statistics_type(**data["reference"])
+        return cls(reference, data.get("mpp", 0.5), data["glass"])
 
 
 NORMALIZERS = {
