@@ -425,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument(
         "--mpp",
         type=_positive_float,
-        help="µm per pixel of the images (default 0.5): all but macenko tell holes in tissue "
-        "from glass by their size",
+        help="µm per pixel of the images (default 0.5): all but macenko measure holes in "
+        "tissue, specks and smoothing in µm",
     )
     normalize.add_argument(
         "--reference", required=True, help="reference image, or a .json saved with --save-reference"
