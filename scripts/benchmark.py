@@ -1,7 +1,7 @@
 """Benchmarks that print figures.
 
     python scripts/benchmark.py {synth,colour-baseline,variety,slide,stain,stain-spread,tissue,
-                                 agreement,classify,all}
+                                 agreement,classify,real,all}
 
 `all` trains the default model, runs every other benchmark with it, and writes one Markdown
 table of every figure beside its baseline from the same run (`--out`, default
@@ -14,6 +14,7 @@ Each prints what it measured and the settings it used; none asserts anything.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import resource
 import shutil
@@ -75,18 +76,6 @@ def _make(job, seed, domains):
     return make_tile(job[0], job[1], seed, domains, 256, 0.5)[0]
 
 
-def colour_features(images: np.ndarray) -> np.ndarray:
-    """Per-channel mean and std in RGB and in HED: (N, 12) float."""
-    from skimage.color import rgb2hed
-
-    features = []
-    for image in images:
-        rgb = image.reshape(-1, 3).astype(np.float64) / 255.0
-        hed = rgb2hed(image).reshape(-1, 3)
-        features.append(np.concatenate([rgb.mean(0), rgb.std(0), hed.mean(0), hed.std(0)]))
-    return np.array(features)
-
-
 def bench_colour_baseline(args: argparse.Namespace) -> None:
     """Macro accuracy of colour-statistics classifiers on stain domains unseen in fitting."""
     from sklearn.linear_model import LogisticRegression
@@ -94,6 +83,8 @@ def bench_colour_baseline(args: argparse.Namespace) -> None:
     from sklearn.neighbors import NearestCentroid
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from real_check import colour_features
 
     train_images, train_labels = _tile_set(args.per_class, args.seed, args.domains, args.workers)
     test_images, test_labels = _tile_set(
@@ -384,8 +375,6 @@ def _make_slide(root: Path, layout: str, size: int, seed: int, workers: int) -> 
 def bench_agreement(args: argparse.Namespace) -> None:
     """Tile labels of `classify` against the ground-truth mask of synthetic slides made with
     seeds (and so stain domains) that training never saw: one slide per layout."""
-    import json
-
     from ossiclass.classify import ClassifySettings, classify
     from ossiclass.evaluate import slide_agreement
     from ossiclass.synth.slides import LAYOUTS
@@ -525,6 +514,8 @@ ALL = [
      ["agreement", "--model", "{model}", "--keep", "{slides}"], None),
     ("tile labels against the ground truth, seeds 104-106",
      ["agreement", "--model", "{model}", "--seed", "104", "--keep", "{slides}"], None),
+    ("the real check: labelled real H&E fields (baseline: random features, colour)",
+     ["real", "--model", "{model}"], None),
     ("classify end to end against the bare forward pass, 40000 x 40000 slide",
      ["classify", "--model", "{model}", "--size", "40000"], None),
 ]  # fmt: skip
@@ -567,6 +558,21 @@ def _train_and_test(root: Path, name: str, overrides: list[str], calibration: Pa
                          str(root / "slides")])  # fmt: skip
     pure = [line.split(":")[1].split()[0] for line in agreement.splitlines() if "(seed" in line]
     return model, seconds, evaluated.splitlines()[-1], pure
+
+
+def bench_real(args: argparse.Namespace) -> None:
+    """The real check of `real_check.py` on the labelled real fields, printed."""
+    import real_check
+
+    reference = Path(args.reference)
+    reason = real_check.missing_reason(reference)
+    if reason:
+        print(f"real check {reason}")
+        return
+    figures = real_check.run(args.model, reference, per_class=args.per_class)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    print(real_check.report(figures))
 
 
 def bench_all(args: argparse.Namespace) -> None:
@@ -682,6 +688,12 @@ def main() -> None:
     classify.add_argument("--tiatoolbox-python", help="a Python with TIAToolbox installed")
     classify.add_argument("--tiatoolbox-tiles", type=int, default=4096)
     classify.set_defaults(run=bench_classify)
+    real = commands.add_parser("real")
+    real.add_argument("--model", required=True)
+    real.add_argument("--reference", default="../shared/reference-he", help="labels.tsv's folder")
+    real.add_argument("--per-class", type=int, default=200, help="synthetic tiles per class")
+    real.add_argument("--json", help="also write the figures to this JSON file")
+    real.set_defaults(run=bench_real)
     everything = commands.add_parser("all")
     everything.add_argument("--out", default="outputs/benchmarks.md")
     everything.add_argument("--tiatoolbox-python", help="a Python with TIAToolbox installed")

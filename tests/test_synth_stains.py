@@ -75,3 +75,24 @@ def test_render_is_finite_uint8(seed):
     maps = np.random.default_rng(seed).random((len(DYES), 16, 16), dtype=np.float32) * 5
     image = render(maps, domain, np.random.default_rng(seed), (32, 32))
     assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
+
+
+def test_no_lab_renders_bone_as_purple_as_cartilage():
+    """The same bone and cartilage rendered in 24 labs: the most basophilic bone stays pinker
+    than the least basophilic cartilage, each measured against its lab's glass (TISSUES.md:
+    real bone runs from pink to red, cartilage from lilac to deep purple, in every lab)."""
+    from ossiclass.synth.painters import paint
+
+    def red_over_green(image: np.ndarray, glass: tuple) -> float:  # eosin hardly absorbs red
+        od = np.clip(-np.log((image.reshape(-1, 3) + 1.0) / (np.asarray(glass) + 1)), 0, None)
+        stained = od.sum(1) > 0.3
+        return float(od[stained, 0].mean() / od[stained, 1].mean())
+
+    ratios = {}
+    for name in ("lamellar_bone", "hyaline_cartilage"):
+        maps = paint(name, np.random.default_rng(1), (128, 128), 1.0, artefacts=False)
+        ratios[name] = [
+            red_over_green(render(maps, _clean(lab), np.random.default_rng(0)), lab.background)
+            for lab in sample_domains(0, 24)
+        ]
+    assert max(ratios["lamellar_bone"]) < min(ratios["hyaline_cartilage"])

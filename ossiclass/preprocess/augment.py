@@ -1,7 +1,7 @@
 """Stain augmentation for training: torchvision-v2-compatible callables on (..., 3, H, W) tensors.
 
 `HEDJitter` perturbs hematoxylin, eosin and DAB concentrations (Tellez et al. 2018);
-`RandomStainDomain` re-renders a tile's Macenko-unmixed stains with the vectors and strengths of
+`RandomStainDomain` re-renders a tile's hematoxylin and eosin with the vectors and strengths of
 a randomly drawn synthetic lab. Both take uint8 or float (0-1) tensors and return the same
 dtype; each call draws from the module's own generator, so a seed makes them repeatable.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-from ossiclass.preprocess.stain import TEXTBOOK_STAINS, MacenkoNormalizer, scale_channels
+from ossiclass.preprocess.stain import IO, TEXTBOOK_STAINS
 from ossiclass.synth.stains import sample_domain
 
 _LOG_ADJUST = float(np.log(1e-6))  # scikit-image's rgb2hed scale
@@ -54,29 +54,31 @@ class HEDJitter(torch.nn.Module):
 
 
 class RandomStainDomain(torch.nn.Module):
-    """Re-render a tile as if stained and scanned by a random synthetic lab: unmix with the
-    tile's own Macenko estimate, remix with a sampled domain's H and E vectors and strengths,
-    under its glass colour. Tiles whose stains cannot be estimated pass through unchanged."""
+    """Re-render a tile as if stained and scanned by a random synthetic lab: unmix its optical
+    density (against glass at `IO`) with the textbook H and E vectors, remix the two dyes with
+    a sampled domain's vectors and strengths, under its glass colour.
+
+    Fixed vectors, not a per-tile estimate, keep each tile's balance of the dyes, so bone stays
+    more eosinophilic than cartilage in every lab: a per-tile Macenko estimate of a tile that
+    holds mostly one dye splits that dye in two and can render bone as purple as cartilage.
+    """
 
     def __init__(self, p: float = 1.0, seed: int | None = None):
         super().__init__()
         self.p = p
         self.rng = np.random.default_rng(seed)
-        self.unmixer = MacenkoNormalizer(TEXTBOOK_STAINS)
+        stains = TEXTBOOK_STAINS.matrix().T.astype(np.float64)  # (2, 3): H, E
+        residual = np.cross(stains[0], stains[1])
+        self.residual = residual / np.linalg.norm(residual)
+        self.unmix = np.linalg.inv(np.vstack([stains, self.residual]))  # OD @ unmix: dyes
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.rng.random() >= self.p:
             return image
-        hwc = (_to_unit(image) * 255).round().to(torch.uint8).movedim(-3, -1).numpy()
-        stains = self.unmixer.estimate(hwc)
-        if stains is None:
-            return image
         domain = sample_domain(self.rng)
-        vectors = np.asarray(domain.stain_vectors[:2], dtype=np.float32).T  # (3, 2): H, E
-        strengths = np.asarray(domain.strengths[:2], dtype=np.float32)
-        mixing = (vectors * strengths) @ np.linalg.pinv(stains.matrix())
-        out = self.unmixer.apply(hwc, mixing.astype(np.float32))
-        # The lab's glass: white, or tinted as in photographs through a microscope.
-        glass = np.asarray(domain.background, dtype=np.float32) / np.float32(self.unmixer.io)
-        out = scale_channels(out, glass)
-        return _like(torch.from_numpy(out).movedim(-1, -3).float() / 255.0, image)
+        dyes = np.asarray(domain.stain_vectors[:2]) * np.asarray(domain.strengths[:2])[:, None]
+        transform = torch.tensor(self.unmix @ np.vstack([dyes, self.residual]), dtype=torch.float32)
+        od = -torch.log((_to_unit(image) * 255).clamp(min=1.0) / IO)
+        od = torch.einsum("...chw,cd->...dhw", od, transform)
+        glass = torch.tensor(domain.background, dtype=torch.float32).view(3, 1, 1)
+        return _like(glass * torch.exp(-od) / 255.0, image)

@@ -93,8 +93,9 @@ def paint_hyaline_cartilage(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Glassy lilac matrix; chondrocytes in lacunae, in isogenous groups or flattened columns."""
     maps = _blank(shape)
     glassy = 1 + 0.08 * smooth_noise(rng, shape, 30 / mpp)
-    maps[MATRIX_H] = rng.uniform(0.1, 0.5) * glassy
-    maps[EOSIN] = rng.uniform(0.02, 0.35) * glassy
+    hematoxylin = rng.uniform(0.15, 0.6)
+    maps[MATRIX_H] = hematoxylin * glassy
+    maps[EOSIN] = hematoxylin * rng.uniform(0.8, 2.5) * glassy  # lilac to deep purple
     if rng.random() < 0.35:  # proliferative zone: flattened cells stacked like coins
         angle = _angle(rng, orientation)
         spacing = rng.uniform(18, 30)

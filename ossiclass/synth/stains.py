@@ -42,11 +42,12 @@ class StainDomain:
     Attributes
     ----------
     stain_vectors : rows of unit OD vectors (R, G, B) for hematoxylin, eosin, red cells.
-    strengths : concentration multipliers for hematoxylin, eosin, red cells: dye strength
-        (0.6-1.6 each) times the lab's section thickness (0.8-1.3).
-    decalcification : 0 (EDTA, crisp) to 1 (over-decalcified in acid: pale smudgy nuclei, bluish
-        bone matrix).
-    background : RGB of empty glass, 215-255 per channel.
+    strengths : concentration multipliers for hematoxylin, eosin, red cells: the lab's section
+        thickness (0.8-1.3) times its overall dye strength (0.7-1.45), hematoxylin and eosin
+        apart by a balance of 0.7-1.43 between them (red cells 0.6-1.6 on their own).
+    decalcification : 0 (EDTA, crisp) to 1 (over-decalcified in acid: pale smudgy nuclei, a
+        lilac tinge on bone matrix).
+    background : RGB of empty glass, 228-252 with a colour cast (clipped to 200-255).
     blur_px : Gaussian blur sigma of the optics, in pixels.
     noise : sensor noise std in grey levels.
     jpeg_quality : JPEG quality of the scanner's compression, or None for lossless.
@@ -79,7 +80,8 @@ def _rotate_towards_random(vector: np.ndarray, rng: np.random.Generator, max_deg
 
 def sample_domain(rng: np.random.Generator) -> StainDomain:
     """Draw one lab's stain domain from the ranges real H&E shows (see TISSUES.md)."""
-    eosin = _unit(EOSIN_VECTOR) + rng.uniform(0.0, 1.0) * (
+    # Most real bone is pink-red: eosin nearer crimson than the textbook's magenta.
+    eosin = _unit(EOSIN_VECTOR) + rng.uniform(0.35, 1.25) * (
         _unit(CRIMSON_EOSIN) - _unit(EOSIN_VECTOR)
     )
     vectors = tuple(
@@ -87,12 +89,15 @@ def sample_domain(rng: np.random.Generator) -> StainDomain:
         for base, max_deg in ((HEMATOXYLIN, 8.0), (eosin, 6.0), (RED_CELL_VECTOR, 6.0))
     )
     thickness = rng.uniform(0.8, 1.3)  # a lab's usual section thickness, 3-7 µm
-    strengths = tuple(
-        float(s) for s in thickness * np.exp(rng.uniform(np.log(0.6), np.log(1.6), 3))
-    )
-    white = rng.uniform(215.0, 252.0)
+    # Labs stain darker or paler as a whole; the balance of the two dyes varies less, so that
+    # bone stays pink and cartilage purple in every lab (TISSUES.md).
+    overall = thickness * np.exp(rng.uniform(np.log(0.7), np.log(1.45)))
+    balance = np.exp(rng.uniform(np.log(0.7), np.log(1.43)))
+    red_cells = thickness * np.exp(rng.uniform(np.log(0.6), np.log(1.6)))
+    strengths = (float(overall * balance**0.5), float(overall / balance**0.5), float(red_cells))
+    white = rng.uniform(228.0, 252.0)
     # Scanners are near-neutral; photographs through a microscope often carry a colour cast.
-    tint = rng.normal(0.0, 12.0 if rng.random() < 0.3 else 4.0, 3)
+    tint = rng.normal(0.0, 7.0 if rng.random() < 0.3 else 3.0, 3)
     background = tuple(float(b) for b in np.clip(white + tint, 200.0, 255.0))
     return StainDomain(
         stain_vectors=vectors,
@@ -128,10 +133,11 @@ def optical_density(maps: np.ndarray, domain: StainDomain) -> np.ndarray:
     if decal > 0.05:  # acid smudges and weakens nuclear chromatin
         nuclei = ndi.gaussian_filter(nuclei, 0.3 + 0.8 * decal, truncate=2.5)
     h_strength, e_strength, r_strength = domain.strengths
+    # Acid gives eosinophilic matrix a lilac tinge, never as purple as the lab's cartilage.
     hematoxylin = h_strength * (
-        (1.0 - 0.5 * decal) * nuclei + maps[MATRIX_H] + 0.35 * decal * maps[EOSIN]
+        (1.0 - 0.5 * decal) * nuclei + maps[MATRIX_H] + 0.08 * decal * maps[EOSIN]
     )
-    eosin = e_strength * (1.0 - 0.35 * decal) * maps[EOSIN]
+    eosin = e_strength * (1.0 - 0.15 * decal) * maps[EOSIN]
     red_cells = r_strength * maps[RBC]
     concentrations = np.stack([hematoxylin, eosin, red_cells]).reshape(3, -1)
     vectors = np.asarray(domain.stain_vectors, dtype=np.float32)
