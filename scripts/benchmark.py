@@ -78,13 +78,12 @@ def _make(job, seed, domains):
 
 def bench_colour_baseline(args: argparse.Namespace) -> None:
     """Macro accuracy of colour-statistics classifiers on stain domains unseen in fitting."""
+    from real_check import colour_features
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix
     from sklearn.neighbors import NearestCentroid
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from real_check import colour_features
 
     train_images, train_labels = _tile_set(args.per_class, args.seed, args.domains, args.workers)
     test_images, test_labels = _tile_set(

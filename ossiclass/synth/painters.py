@@ -95,7 +95,7 @@ def paint_hyaline_cartilage(rng, shape, mpp, orientation=None) -> np.ndarray:
     glassy = 1 + 0.08 * smooth_noise(rng, shape, 30 / mpp)
     hematoxylin = rng.uniform(0.15, 0.6)
     maps[MATRIX_H] = hematoxylin * glassy
-    maps[EOSIN] = hematoxylin * rng.uniform(0.8, 2.5) * glassy  # lilac to deep purple
+    maps[EOSIN] = hematoxylin * rng.uniform(0.8, 2.8) * glassy  # lilac to deep purple
     if rng.random() < 0.35:  # proliferative zone: flattened cells stacked like coins
         angle = _angle(rng, orientation)
         spacing = rng.uniform(18, 30)
@@ -112,8 +112,10 @@ def paint_hyaline_cartilage(rng, shape, mpp, orientation=None) -> np.ndarray:
             [rng.uniform(6, 9, len(centres)), rng.uniform(2.2, 0.42 * pitch, len(centres))], 1
         )
         angles = np.full(len(centres), angle + np.pi / 2)
-    else:  # resting cartilage: isogenous groups of 1-4 cells
-        groups = jittered_grid(rng, shape, rng.uniform(24, 70) / mpp, 0.4, rng.uniform(0, np.pi))
+    else:  # resting cartilage: isogenous groups of 1-4 cells, in a real 128 µm field often
+        # only one or two, in a great deal of matrix
+        spacing_um = np.exp(rng.uniform(np.log(24), np.log(160)))
+        groups = jittered_grid(rng, shape, spacing_um / mpp, 0.4, rng.uniform(0, np.pi))
         sizes = rng.integers(1, 5, len(groups))
         centres = np.repeat(groups, sizes, axis=0)
         count = len(centres)
