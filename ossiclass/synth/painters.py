@@ -114,7 +114,7 @@ def paint_hyaline_cartilage(rng, shape, mpp, orientation=None) -> np.ndarray:
         angles = np.full(len(centres), angle + np.pi / 2)
     else:  # resting cartilage: isogenous groups of 1-4 cells, in a real 128 µm field often
         # only one or two, in a great deal of matrix
-        spacing_um = np.exp(rng.uniform(np.log(24), np.log(160)))
+        spacing_um = np.exp(rng.uniform(np.log(24), np.log(250)))
         groups = jittered_grid(rng, shape, spacing_um / mpp, 0.4, rng.uniform(0, np.pi))
         sizes = rng.integers(1, 5, len(groups))
         centres = np.repeat(groups, sizes, axis=0)
@@ -277,7 +277,7 @@ def paint_lamellar_bone(rng, shape, mpp, orientation=None) -> np.ndarray:
         tangent = np.arctan2(gradient_y, gradient_x) + np.pi / 2
     lamella_um = rng.uniform(3, 7)
     lamellae = bands(phase, 2 * lamella_um / mpp, duty=0.5, edge=0.4)
-    maps[EOSIN] = rng.uniform(0.55, 1.0) * (1 - rng.uniform(0.1, 0.25) * lamellae)
+    maps[EOSIN] = rng.uniform(0.6, 1.4) * (1 - rng.uniform(0.1, 0.25) * lamellae)
     maps[EOSIN] *= 1 + 0.06 * smooth_noise(rng, shape, 10 / mpp)
     if rng.random() < 0.5:  # reversal lines between generations of interstitial bone
         maps[MATRIX_H] += 0.5 * ridges(smooth_noise(rng, shape, 80 / mpp), 0.03) * (1 - osteon)

@@ -80,8 +80,8 @@ def _rotate_towards_random(vector: np.ndarray, rng: np.random.Generator, max_deg
 
 def sample_domain(rng: np.random.Generator) -> StainDomain:
     """Draw one lab's stain domain from the ranges real H&E shows (see TISSUES.md)."""
-    # Most real bone is pink-red: eosin nearer crimson than the textbook's magenta.
-    eosin = _unit(EOSIN_VECTOR) + rng.uniform(0.35, 1.25) * (
+    # Most real bone is pink to deep red: eosin nearer crimson than the textbook's magenta.
+    eosin = _unit(EOSIN_VECTOR) + rng.uniform(0.35, 1.5) * (
         _unit(CRIMSON_EOSIN) - _unit(EOSIN_VECTOR)
     )
     vectors = tuple(
