@@ -13,15 +13,13 @@ import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from ossiclass import __version__
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadModelError
-from ossiclass.model import build_backbone
+from ossiclass.network import build_backbone
 
 BUNDLE_FORMAT = "ossiclass-model"
 BUNDLE_VERSION = 1
@@ -92,35 +90,3 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
             f"{path}: weights do not fit backbone {settings.backbone} ({reason})"
         ) from None
     return network.eval(), settings
-
-
-class BundleWriter(pl.Callback):
-    """Write `model.pt` beside the run's checkpoints when training ends, from the best
-    checkpoint where one was kept."""
-
-    def __init__(self, filename: str = "model.pt"):
-        self.filename = filename
-
-    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: every rank
-        if not trainer.is_global_zero:
-            return
-        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "")
-        state = module.state_dict()
-        if checkpoint:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-        network = {
-            k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")
-        }
-        data = trainer.datamodule
-        settings = ModelSettings(
-            backbone=module.hparams.backbone,
-            input_px=data.hparams.input_px,
-            mpp=data.input_mpp,
-            normalizer=data.normalizer_state,
-            trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
-        )
-        holder = build_backbone(settings.backbone, len(CLASSES))
-        holder.load_state_dict(network)
-        path = save_bundle(folder / self.filename, holder, settings)
-        rank_zero_info(f"wrote the model bundle {path}")

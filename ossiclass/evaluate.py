@@ -19,7 +19,7 @@ ECE_BINS = 15
 @torch.inference_mode()
 def predict_logits(network: nn.Module, tiles: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Logits (N, 6) of (N, 3, S, S) uint8 tiles, in batches, on the CPU."""
-    from ossiclass.model import HE_MEAN, HE_STD
+    from ossiclass.network import HE_MEAN, HE_STD
 
     mean = torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(HE_STD).view(1, 3, 1, 1) * 255

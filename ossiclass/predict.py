@@ -21,7 +21,7 @@ from ossiclass.bundle import ModelSettings, load_bundle
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
-from ossiclass.model import HE_MEAN, HE_STD
+from ossiclass.network import HE_MEAN, HE_STD
 from ossiclass.preprocess.stain import MacenkoNormalizer, normalizer_from_dict
 from ossiclass.preprocess.tissue import tissue_fraction
 

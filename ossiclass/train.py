@@ -11,16 +11,53 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_info
 
+from ossiclass.bundle import ModelSettings, save_bundle
+from ossiclass.classes import CLASSES
 from ossiclass.data import TileDataModule
 from ossiclass.model import TissueClassifier
+from ossiclass.network import build_backbone
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "-h", "--help")
+
+
+class BundleWriter(pl.Callback):
+    """Write `model.pt` beside the run's checkpoints when training ends, from the best
+    checkpoint where one was kept."""
+
+    def __init__(self, filename: str = "model.pt"):
+        self.filename = filename
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: every rank
+        if not trainer.is_global_zero:
+            return
+        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        state = module.state_dict()
+        if checkpoint:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        network = {
+            k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")
+        }
+        data = trainer.datamodule
+        settings = ModelSettings(
+            backbone=module.hparams.backbone,
+            input_px=data.hparams.input_px,
+            mpp=data.input_mpp,
+            normalizer=data.normalizer_state,
+            trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
+        )
+        holder = build_backbone(settings.backbone, len(CLASSES))
+        holder.load_state_dict(network)
+        path = save_bundle(folder / self.filename, holder, settings)
+        rank_zero_info(f"wrote the model bundle {path}")
 
 
 class _ContinuingWriter(ExperimentWriter):

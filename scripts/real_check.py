@@ -137,7 +137,7 @@ def realism_features(images: np.ndarray) -> np.ndarray:
 
 def _network_features(network: torch.nn.Module, tiles: np.ndarray) -> np.ndarray:
     """Penultimate features (N, F) of (N, S, S, 3) uint8 tiles, standardised as in training."""
-    from ossiclass.model import HE_MEAN, HE_STD
+    from ossiclass.network import HE_MEAN, HE_STD
 
     head = "fc" if hasattr(network, "fc") else None
     if head:
@@ -215,7 +215,7 @@ def _counts(names: np.ndarray) -> dict[str, int]:
 def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, domains: int = 32):
     """Every figure of the real check, as a dict (see the module's docstring)."""
     from ossiclass.bundle import load_bundle
-    from ossiclass.model import build_backbone
+    from ossiclass.network import build_backbone
     from ossiclass.predict import Predictor
 
     predictor = Predictor(model, precision="fp32")

@@ -43,7 +43,7 @@ def tiny_model(tmp_path_factory) -> Path:
     import torch
 
     from ossiclass.bundle import ModelSettings, save_bundle
-    from ossiclass.model import build_backbone
+    from ossiclass.network import build_backbone
     from ossiclass.preprocess.stain import MacenkoNormalizer
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile

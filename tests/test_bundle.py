@@ -6,7 +6,7 @@ import torch
 
 from ossiclass.bundle import BUNDLE_FORMAT, ModelSettings, load_bundle, save_bundle
 from ossiclass.errors import BadModelError
-from ossiclass.model import build_backbone
+from ossiclass.network import build_backbone
 
 
 @pytest.fixture

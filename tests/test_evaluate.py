@@ -6,7 +6,7 @@ import torch
 from ossiclass.bundle import ModelSettings, load_bundle, save_bundle
 from ossiclass.cli import main
 from ossiclass.evaluate import fit_temperature, metrics, reliability
-from ossiclass.model import build_backbone
+from ossiclass.network import build_backbone
 
 
 def test_metrics_of_perfect_and_of_confused_predictions():

@@ -5,7 +5,8 @@ import torch
 import yaml
 
 from ossiclass.bundle import load_bundle
-from ossiclass.model import BACKBONES, TissueClassifier, build_backbone
+from ossiclass.model import TissueClassifier
+from ossiclass.network import BACKBONES, build_backbone
 from ossiclass.train import run_cli
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
