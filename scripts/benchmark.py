@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ossiclass.classes import CLASSES
+from ossiclass.errors import OssiclassError
 from ossiclass.synth.stains import sample_domains
 from ossiclass.synth.tiles import make_tile, worker_pool
 
@@ -568,7 +569,10 @@ def bench_real(args: argparse.Namespace) -> None:
     if reason:
         print(f"real check {reason}")
         return
-    figures = real_check.run(args.model, reference, per_class=args.per_class)
+    try:
+        figures = real_check.run(args.model, reference, per_class=args.per_class)
+    except OssiclassError as error:
+        sys.exit(f"real check: {error}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     print(real_check.report(figures))

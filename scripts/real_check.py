@@ -64,9 +64,12 @@ def read_fields(folder: Path) -> list[Field]:
             raise BadInputError(
                 f"{table}:{number}: expected file, box, µm/px and class separated by tabs"
             ) from None
-        if field.label not in CLASSES or (bounds is not None and len(bounds) != 4):
-            raise BadInputError(f"{table}:{number}: unknown class or malformed box")
+        box_ok = bounds is None or (len(bounds) == 4 and bounds[:2] < bounds[2:])
+        if field.label not in CLASSES or not box_ok or not field.mpp > 0:
+            raise BadInputError(f"{table}:{number}: unknown class, malformed box or µm/px")
         fields.append(field)
+    if not fields:
+        raise BadInputError(f"{table}: no labelled fields")
     return fields
 
 
@@ -169,9 +172,10 @@ def grouped_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) 
     return float(balanced_accuracy_score(labels, predicted))
 
 
-def realism(synthetic: np.ndarray, real: np.ndarray, real_groups: np.ndarray) -> float:
-    """ROC AUC of telling synthetic from real tiles apart (out of fold, grouped: a real field
-    never on both sides), in `realism_features` space. 0.5: indistinguishable."""
+def realism(synthetic: np.ndarray, labs: np.ndarray, real: np.ndarray, fields: np.ndarray):
+    """ROC AUC of telling synthetic from real tiles apart (out of fold, grouped: no synthetic
+    lab and no real field on both sides), in `realism_features` space. 0.5: indistinguishable.
+    `labs` (N,) are the synthetic tiles' stain domains, `fields` the real tiles' fields."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
@@ -180,9 +184,8 @@ def realism(synthetic: np.ndarray, real: np.ndarray, real_groups: np.ndarray) ->
 
     features = np.concatenate([realism_features(synthetic), realism_features(real)])
     is_real = np.r_[np.zeros(len(synthetic)), np.ones(len(real))]
-    groups = np.r_[[f"synthetic{i % 5}" for i in range(len(synthetic))], real_groups]
-    folds = StratifiedGroupKFold(n_splits=min(5, len(set(real_groups))), shuffle=True,
-                                 random_state=0)  # fmt: skip
+    groups = np.r_[[f"lab {lab}" for lab in labs], fields]
+    folds = StratifiedGroupKFold(n_splits=min(5, len(set(fields))), shuffle=True, random_state=0)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     scores = cross_val_predict(
         model, features, is_real, groups=groups, cv=folds, method="predict_proba"
@@ -193,18 +196,19 @@ def realism(synthetic: np.ndarray, real: np.ndarray, real_groups: np.ndarray) ->
 def synthetic_tiles(name: str, count: int, seed: int, domains: int, model_mpp: float, tile_px):
     """`count` training tiles of class `name` (256 px at 0.5 µm/px from `seed`'s `domains`
     labs, as `ossiclass synth tiles` makes them) resized to the model's input, as training
-    loads them: (count, tile_px, tile_px, 3) uint8."""
+    loads them: ((count, tile_px, tile_px, 3) uint8, (count,) their labs' indices)."""
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
 
     labs = sample_domains(seed, domains)
     size = max(round(256 * 0.5 / model_mpp), 1)
-    tiles = []
+    tiles, drawn = [], []
     for index in range(count):
-        image, _ = make_tile(name, index, seed, labs, 256, 0.5)
+        image, lab = make_tile(name, index, seed, labs, 256, 0.5)
         image = Image.fromarray(image).resize((size, size), Image.Resampling.BOX)
         tiles.append(np.asarray(image.resize((tile_px, tile_px), Image.Resampling.BOX)))
-    return np.stack(tiles)
+        drawn.append(lab)
+    return np.stack(tiles), np.array(drawn)
 
 
 def _counts(names: np.ndarray) -> dict[str, int]:
@@ -244,10 +248,11 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     torch.manual_seed(0)
     untrained = build_backbone(settings.backbone, len(CLASSES))
     colour = colour_features(tiles)
+    seen = predictor.normalize(tiles)  # as the network sees them: stain-normalised, if at all
     probe = {
         "colour statistics": grouped_probe(colour, labels, groups),
-        "trained features": grouped_probe(_network_features(trained, tiles), labels, groups),
-        "random features": grouped_probe(_network_features(untrained, tiles), labels, groups),
+        "trained features": grouped_probe(_network_features(trained, seen), labels, groups),
+        "random features": grouped_probe(_network_features(untrained, seen), labels, groups),
     }
 
     from sklearn.linear_model import LogisticRegression
@@ -256,11 +261,11 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     from sklearn.preprocessing import StandardScaler
 
     synthetic = {c: synthetic_tiles(c, per_class, seed, domains, model_mpp, tile_px) for c in PAIR}
-    features = np.concatenate([colour_features(synthetic[c]) for c in PAIR])
+    features = np.concatenate([colour_features(synthetic[c][0]) for c in PAIR])
     classes = np.repeat(np.array(PAIR), per_class)
     colour_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     transferred = colour_model.fit(features, classes).predict(colour)
-    realism_auc = {c: realism(synthetic[c], tiles[labels == c], groups[labels == c]) for c in PAIR}
+    realism_auc = {c: realism(*synthetic[c], tiles[labels == c], groups[labels == c]) for c in PAIR}
     return {
         "model": str(model),
         "model_mpp": model_mpp,

@@ -37,38 +37,32 @@ def test_random_stain_domain_recolours_but_keeps_structure():
     assert np.corrcoef(grey(out), grey(tile))[0, 1] > 0.7
 
 
-def _red_over_green(tile: torch.Tensor) -> float:
-    """Red over green optical density of a (3, H, W) tile's stained pixels: hematoxylin's
-    share (it absorbs red, eosin hardly does)."""
-    od = (-torch.log((tile.float() + 1) / 241)).clamp(min=0).flatten(1)
+def _red_over_green(tile: torch.Tensor, glass: tuple) -> float:
+    """Red over green optical density of a (3, H, W) tile's stained pixels against its glass:
+    hematoxylin's share (it absorbs red, eosin hardly does)."""
+    white = torch.tensor(glass).view(3, 1) + 1
+    od = (-torch.log((tile.float().flatten(1) + 1) / white)).clamp(min=0)
     stained = od.sum(0) > 0.3
     return float(od[0, stained].mean() / od[1, stained].mean())
 
 
 def test_random_stain_domain_never_turns_bone_as_purple_as_cartilage():
     """Across 12 random labs, the most basophilic restained bone stays pinker than the least
-    basophilic restained cartilage (a per-tile stain estimate broke this)."""
+    basophilic restained cartilage, each measured against its lab's glass (a per-tile stain
+    estimate broke this)."""
     labs = sample_domains(0, 1)
     tiles = {
         name: torch.from_numpy(make_tile(name, index, 0, labs, 128, 1.0)[0]).permute(2, 0, 1)
         for name, index in (("lamellar_bone", 1), ("hyaline_cartilage", 1))
     }
-    ratios = {
-        name: [_red_over_green(RandomStainDomain(seed=seed)(tile)) for seed in range(12)]
-        for name, tile in tiles.items()
-    }
-    assert max(ratios["lamellar_bone"]) < min(ratios["hyaline_cartilage"])
-
-
-def test_random_stain_domain_puts_the_tile_under_the_labs_glass():
-    tile = _tile().clone()
-    tile[:, :24, :24] = 240  # empty glass, at the unmixer's io
-    for seed in range(4):
+    ratios = {name: [] for name in tiles}
+    for seed in range(12):
         rng = np.random.default_rng(seed)
         rng.random()  # the transform's draw against p
-        glass = torch.tensor(sample_domain(rng).background)
-        out = RandomStainDomain(seed=seed)(tile)
-        assert (out[:, :24, :24].float().mean((1, 2)) - glass).abs().max() < 3
+        glass = sample_domain(rng).background
+        for name, tile in tiles.items():
+            ratios[name].append(_red_over_green(RandomStainDomain(seed=seed)(tile), glass))
+    assert max(ratios["lamellar_bone"]) < min(ratios["hyaline_cartilage"])
 
 
 def test_augmentations_compose_with_torchvision_v2():

@@ -44,7 +44,8 @@ def test_a_box_restricts_the_field(tmp_path):
 @pytest.mark.parametrize(
     "row",
     ["field.png\t\t0.5", "field.png\t\tabout\tlamellar_bone", "field.png\t\t0.5\tmarrow",
-     "field.png\t1,2,3\t0.5\tlamellar_bone"],
+     "field.png\t1,2,3\t0.5\tlamellar_bone", "field.png\t50,0,10,64\t0.5\tlamellar_bone",
+     "field.png\t\t0\tlamellar_bone"],
 )  # fmt: skip
 def test_a_malformed_label_table_names_its_line(tmp_path, row):
     folder = _field(tmp_path, [row])
@@ -54,7 +55,10 @@ def test_a_malformed_label_table_names_its_line(tmp_path, row):
 
 def test_without_the_shared_folder_the_check_says_why_it_skips(tmp_path):
     assert "skipped" in real_check["missing_reason"](tmp_path)
-    assert real_check["missing_reason"](_field(tmp_path, [])) is None
+    folder = _field(tmp_path, [])
+    assert real_check["missing_reason"](folder) is None
+    with pytest.raises(BadInputError, match="no labelled fields"):
+        real_check["read_fields"](folder)
 
 
 def test_the_labelled_real_fields_cut_into_cartilage_and_bone_tiles(reference_he):

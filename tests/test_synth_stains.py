@@ -31,7 +31,7 @@ def test_domains_are_reproducible_and_differ_between_seeds():
         vectors = np.asarray(domain.stain_vectors)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
         assert (vectors > 0).all()
-        assert all(0.45 <= s <= 2.1 for s in domain.strengths)
+        assert all(0.45 <= s <= 2.3 for s in domain.strengths)
         assert all(200 <= b <= 255 for b in domain.background)
 
 
@@ -78,21 +78,36 @@ def test_render_is_finite_uint8(seed):
 
 
 def test_no_lab_renders_bone_as_purple_as_cartilage():
-    """The same bone and cartilage rendered in 24 labs: the most basophilic bone stays pinker
-    than the least basophilic cartilage, each measured against its lab's glass (TISSUES.md:
-    real bone runs from pink to red, cartilage from lilac to deep purple, in every lab)."""
+    """Six bone and six cartilage paintings rendered in 24 labs, each measured against its
+    lab's glass by red over green optical density (hematoxylin absorbs red, eosin hardly).
+    Within every lab each cartilage is more basophilic than each bone (TISSUES.md); across
+    labs bone stays as pink as real bone (the labelled real fields: 0.14-0.23; the labs before
+    the real-tissue change reached 0.39)."""
     from ossiclass.synth.painters import paint
 
-    def red_over_green(image: np.ndarray, glass: tuple) -> float:  # eosin hardly absorbs red
+    def red_over_green(image: np.ndarray, glass: tuple) -> float:
         od = np.clip(-np.log((image.reshape(-1, 3) + 1.0) / (np.asarray(glass) + 1)), 0, None)
         stained = od.sum(1) > 0.3
         return float(od[stained, 0].mean() / od[stained, 1].mean())
 
+    labs = sample_domains(0, 24)
     ratios = {}
     for name in ("lamellar_bone", "hyaline_cartilage"):
-        maps = paint(name, np.random.default_rng(1), (128, 128), 1.0, artefacts=False)
-        ratios[name] = [
-            red_over_green(render(maps, _clean(lab), np.random.default_rng(0)), lab.background)
-            for lab in sample_domains(0, 24)
-        ]
-    assert max(ratios["lamellar_bone"]) < min(ratios["hyaline_cartilage"])
+        ratios[name] = np.array(
+            [
+                [
+                    red_over_green(
+                        render(maps, _clean(lab), np.random.default_rng(0)), lab.background
+                    )
+                    for lab in labs
+                ]
+                for maps in (
+                    paint(name, np.random.default_rng(i), (128, 128), 1.0, artefacts=False)
+                    for i in range(6)
+                )
+            ]
+        )
+    bone, cartilage = ratios["lamellar_bone"], ratios["hyaline_cartilage"]
+    assert (cartilage.min(axis=0) - bone.max(axis=0)).min() > 0.1
+    assert bone.max() < 0.3
+    assert np.percentile(bone, 95) < np.percentile(cartilage, 5)

@@ -25,9 +25,10 @@ NUCLEI, MATRIX_H, EOSIN, RBC = range(len(DYES))
 # Ruifrok & Johnston (2001) hematoxylin and eosin optical-density vectors (R, G, B).
 HEMATOXYLIN = np.array([0.65, 0.70, 0.29])
 EOSIN_VECTOR = np.array([0.07, 0.99, 0.11])
-# Many labs' eosin is crimson rather than magenta (it absorbs more blue): domains range between.
+# Many labs' eosin is crimson rather than magenta (it absorbs more blue): see `sample_domain`.
 CRIMSON_EOSIN = np.array([0.10, 0.85, 0.45])
-# Red cells take eosin but look orange-red: more blue absorption than matrix eosin.
+# Red cells take eosin but look orange-red: more blue absorption than most labs' matrix eosin
+# (the reddest labs' eosin comes close).
 RED_CELL_VECTOR = np.array([0.05, 0.78, 0.62])
 
 
