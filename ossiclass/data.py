@@ -53,13 +53,6 @@ class TileTable:
     labels: np.ndarray
     groups: list[str]
 
-    def subset(self, indices: np.ndarray) -> TileTable:
-        return TileTable(
-            [self.paths[i] for i in indices],
-            self.labels[indices],
-            [self.groups[i] for i in indices],
-        )
-
 
 def read_tile_table(source: str | Path, label_map: str | Path | None = None) -> TileTable:
     """Read a class-folder data set or a manifest CSV; errors name the file or line at fault.

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from ossiclass.preprocess.tiling import TileBox, iter_tiles, read_tile, tile_grid
+from ossiclass.preprocess.tiling import TileBox, read_tile, tile_grid
 from ossiclass.slides import open_slide
 from ossiclass.synth.slides import SlideSettings, write_slide
 
@@ -41,10 +41,3 @@ def test_tiles_read_at_another_scale_match_the_pixels(slide_path):
     half = read_tile(slide, box, 128)  # 1 µm/px: read from level 1, no resizing
     assert half.shape == (128, 128, 3)
     assert np.abs(half.astype(float).mean() - level0[768:1024, 512:768].mean()) < 2
-
-
-def test_iter_tiles_streams_tissue_tiles(slide_path):
-    tiles = list(iter_tiles(open_slide(slide_path), 224, 0.5, min_tissue=0.9))
-    assert 20 < len(tiles) < (2048 // 224) ** 2
-    for box, tile in tiles:
-        assert tile.shape == (224, 224, 3) and box.tissue >= 0.9

@@ -1,15 +1,12 @@
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import ndimage as ndi
 
 from ossiclass.preprocess.tiling import slide_tissue_mask
 from ossiclass.preprocess.tissue import (
     glass_colour,
-    sharpness,
     tissue_fraction,
     tissue_mask,
-    usable,
 )
 from ossiclass.slides import open_slide
 from ossiclass.synth.slides import SlideSettings, slide_domain, write_slide
@@ -72,10 +69,7 @@ def test_specks_are_dropped_and_holes_filled():
     assert mask.sum() == 60 * 60
 
 
-def test_tile_checks_see_glass_and_blur():
+def test_tissue_fraction_sees_glass():
     tile = make_tile("mesenchyme", 0, 0, sample_domains(0, 1), 128, 0.5)[0]
     glass = np.full_like(tile, 240)
-    blurred = ndi.gaussian_filter(tile, (4, 4, 0))
     assert tissue_fraction(tile, 240) > 0.5 and tissue_fraction(glass, 240) == 0.0
-    assert sharpness(tile) > 3 * sharpness(blurred)
-    assert usable(tile, 240) and not usable(glass, 240) and not usable(blurred, 240)

@@ -1,3 +1,4 @@
+import csv
 import hashlib
 
 import numpy as np
@@ -9,7 +10,6 @@ from ossiclass.imageio import read_image
 from ossiclass.synth.tiles import (
     TileSettings,
     contact_sheet,
-    read_manifest,
     write_tile_dataset,
 )
 
@@ -29,7 +29,8 @@ def small():
 
 def test_writes_class_folders_and_a_manifest(tmp_path, small):
     manifest = write_tile_dataset(tmp_path / "tiles", small, progress=False)
-    rows = read_manifest(manifest)
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 4 * len(CLASSES)
     assert list(rows[0]) == ["path", "label", "domain", "seed"]
     assert {row["label"] for row in rows} == set(CLASSES)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ossiclass.errors import BadInputError
 from ossiclass.preprocess.tissue import glass_colour, tissue_mask
 from ossiclass.slides import Slide
 
@@ -101,20 +100,3 @@ def slide_tissue_mask(slide: Slide, mpp: float) -> SlideTissue:
     thumbnail_mpp = mpp * slide.dimensions[0] / thumbnail.shape[1]
     mask = tissue_mask(thumbnail, thumbnail_mpp)
     return SlideTissue(mask, thumbnail_mpp, glass_colour(thumbnail, mask))
-
-
-def iter_tiles(
-    slide: Slide,
-    tile_px: int,
-    target_mpp: float,
-    stride_px: int | None = None,
-    min_tissue: float = 0.5,
-) -> Iterator[tuple[TileBox, np.ndarray]]:
-    """(box, (tile_px, tile_px, 3) uint8 tile) for each tissue tile of a slide, read lazily."""
-    if slide.mpp is None:
-        raise BadInputError(f"{slide.path}: µm per pixel unknown; give it (--mpp)")
-    mask = slide_tissue_mask(slide, slide.mpp).mask
-    for box in tile_grid(
-        slide.dimensions, slide.mpp, tile_px, target_mpp, stride_px, mask, min_tissue
-    ):
-        yield box, read_tile(slide, box, tile_px)

@@ -1,4 +1,4 @@
-"""Tissue detection and tile quality checks: which parts of a slide are worth classifying.
+"""Tissue detection: which parts of a slide and of a tile hold tissue worth classifying.
 
 `tissue_mask` works on a thumbnail (a few µm per pixel); sizes are given in µm so the same
 settings hold at any thumbnail scale.
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.color import rgb2gray
-from skimage.filters import laplace, threshold_otsu
+from skimage.filters import threshold_otsu
 from skimage.morphology import remove_small_objects
 
 MIN_OPTICAL_DENSITY = 0.05
@@ -99,18 +98,3 @@ def tissue_fraction(tile: np.ndarray, white: np.ndarray | float = 255.0) -> floa
     """Share of an (H, W, 3) uint8 tile's pixels that hold stain, against the glass `white`
     (the slide's `glass_white`; 255 when unknown)."""
     return float((optical_density(tile, white) > 3 * MIN_OPTICAL_DENSITY).mean())
-
-
-def sharpness(tile: np.ndarray) -> float:
-    """Variance of the Laplacian of a tile's grey levels (0-255 scale): low means blurred."""
-    return float(laplace(rgb2gray(tile) * 255.0).var())
-
-
-def usable(
-    tile: np.ndarray,
-    white: np.ndarray | float = 255.0,
-    min_tissue: float = 0.25,
-    min_sharpness: float = 15.0,
-) -> bool:
-    """True if a tile holds enough tissue and is in focus enough to classify."""
-    return tissue_fraction(tile, white) >= min_tissue and sharpness(tile) >= min_sharpness

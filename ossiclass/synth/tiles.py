@@ -6,7 +6,6 @@ whatever the number of workers, and an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing.pool
 from collections.abc import Iterator
@@ -131,12 +130,6 @@ def worker_pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
     context = multiprocessing.get_context("fork")
     with context.Pool(workers, initializer=threadpool_limits, initargs=(1,)) as pool:
         yield pool
-
-
-def read_manifest(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a tile manifest as dicts (at least `path` and `label`)."""
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def contact_sheet(
