@@ -2,7 +2,8 @@
 
     python scripts/benchmark.py real --model MODEL [--reference ../shared/reference-he]
 
-Each labelled field (or its box) is rescaled from its µm/px to the model's, as `predict` does,
+Each labelled field (or its box) is rescaled from its µm/px to the model's by `predict`'s own
+`to_model_scale`,
 and cut into the model's input tiles; tiles under half tissue are left out. `run` returns the
 figures as data:
 - the model's recall per class and its cartilage-vs-bone balanced recall;
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ossiclass.bundle import ModelSettings
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
@@ -73,16 +75,18 @@ def read_fields(folder: Path) -> list[Field]:
     return fields
 
 
-def cut_field(field: Field, model_mpp: float, tile_px: int) -> np.ndarray:
-    """A field at the model's µm/px cut into non-overlapping (K, tile_px, tile_px, 3) uint8
-    tiles of at least `MIN_TISSUE` tissue (K may be 0)."""
+def cut_field(field: Field, model: ModelSettings) -> np.ndarray:
+    """A field rescaled to the model's µm/px as `predict` rescales an image, cut into
+    non-overlapping (K, S, S, 3) uint8 tiles of the model's input size S, each at least
+    `MIN_TISSUE` tissue (K may be 0)."""
+    from ossiclass.predict import to_model_scale
+
     image = read_image(field.path)
     if field.box:
         x0, y0, x1, y1 = field.box
         image = image[y0:y1, x0:x1]
-    factor = field.mpp / model_mpp
-    size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
-    image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    image = to_model_scale(image, field.mpp, model)
+    tile_px = model.input_px
     rows, cols = image.shape[0] // tile_px, image.shape[1] // tile_px
     tiles = [
         image[r * tile_px : (r + 1) * tile_px, c * tile_px : (c + 1) * tile_px]
@@ -93,11 +97,11 @@ def cut_field(field: Field, model_mpp: float, tile_px: int) -> np.ndarray:
     return np.stack(tiles) if tiles else np.empty((0, tile_px, tile_px, 3), np.uint8)
 
 
-def real_tiles(folder: Path, model_mpp: float, tile_px: int):
+def real_tiles(folder: Path, model: ModelSettings):
     """All labelled fields cut: ((N, S, S, 3) uint8 tiles, (N,) class names, (N,) field names)."""
     tiles, labels, groups = [], [], []
     for field in read_fields(folder):
-        cut = cut_field(field, model_mpp, tile_px)
+        cut = cut_field(field, model)
         tiles.append(cut)
         labels += [field.label] * len(cut)
         groups += [field.path.name] * len(cut)
@@ -193,20 +197,19 @@ def realism(synthetic: np.ndarray, labs: np.ndarray, real: np.ndarray, fields: n
     return float(roc_auc_score(is_real, scores))
 
 
-def synthetic_tiles(name: str, count: int, seed: int, domains: int, model_mpp: float, tile_px):
+def synthetic_tiles(name: str, count: int, seed: int, domains: int, tile_px: int):
     """`count` training tiles of class `name` (256 px at 0.5 µm/px from `seed`'s `domains`
-    labs, as `ossiclass synth tiles` makes them) resized to the model's input, as training
+    labs, as `ossiclass synth tiles` makes them) box-filtered to the model's input, as training
     loads them: ((count, tile_px, tile_px, 3) uint8, (count,) their labs' indices)."""
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
 
     labs = sample_domains(seed, domains)
-    size = max(round(256 * 0.5 / model_mpp), 1)
     tiles, drawn = [], []
     for index in range(count):
         image, lab = make_tile(name, index, seed, labs, 256, 0.5)
-        image = Image.fromarray(image).resize((size, size), Image.Resampling.BOX)
-        tiles.append(np.asarray(image.resize((tile_px, tile_px), Image.Resampling.BOX)))
+        resized = Image.fromarray(image).resize((tile_px, tile_px), Image.Resampling.BOX)
+        tiles.append(np.asarray(resized))
         drawn.append(lab)
     return np.stack(tiles), np.array(drawn)
 
@@ -223,8 +226,7 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     from ossiclass.predict import Predictor
 
     predictor = Predictor(model, precision="fp32")
-    model_mpp, tile_px = predictor.settings.mpp, predictor.input_px
-    tiles, labels, groups = real_tiles(folder, model_mpp, tile_px)
+    tiles, labels, groups = real_tiles(folder, predictor.settings)
     probabilities = np.concatenate(
         [
             predictor.probabilities(
@@ -260,7 +262,7 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    synthetic = {c: synthetic_tiles(c, per_class, seed, domains, model_mpp, tile_px) for c in PAIR}
+    synthetic = {c: synthetic_tiles(c, per_class, seed, domains, predictor.input_px) for c in PAIR}
     features = np.concatenate([colour_features(synthetic[c][0]) for c in PAIR])
     classes = np.repeat(np.array(PAIR), per_class)
     colour_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
@@ -268,7 +270,7 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     realism_auc = {c: realism(*synthetic[c], tiles[labels == c], groups[labels == c]) for c in PAIR}
     return {
         "model": str(model),
-        "model_mpp": model_mpp,
+        "model_mpp": predictor.settings.mpp,
         "tiles": {c: int((labels == c).sum()) for c in PAIR},
         "fields": {c: len(set(groups[labels == c])) for c in PAIR},
         "recall": recall,

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ossiclass.bundle import ModelSettings
 from ossiclass.errors import BadInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 real_check = runpy.run_path(str(ROOT / "scripts" / "real_check.py"))
+
+
+def _model(mpp: float, input_px: int = 32) -> ModelSettings:
+    return ModelSettings(backbone="resnet18", input_px=input_px, mpp=mpp)
 
 
 def _field(folder: Path, rows: list[str]) -> Path:
@@ -29,16 +34,16 @@ def test_fields_are_cut_at_the_models_scale_and_glass_tiles_left_out(tmp_path):
     assert field.label == "lamellar_bone" and field.box is None and field.mpp == 0.5
     # At 1 µm/px the field is 200 x 150 px, 4 rows of 6 tiles of 32 px: the 3 on the tissue
     # half of each row are kept; the one across the edge (an eighth tissue) and glass are not.
-    tiles = real_check["cut_field"](field, 1.0, 32)
+    tiles = real_check["cut_field"](field, _model(1.0))
     assert tiles.shape == (4 * 3, 32, 32, 3)
-    assert real_check["cut_field"](field, 0.5, 32).shape[0] == 9 * 6
+    assert real_check["cut_field"](field, _model(0.5)).shape[0] == 9 * 6
 
 
 def test_a_box_restricts_the_field(tmp_path):
     folder = _field(tmp_path, ["field.png\t0,0,100,64\t1.0\thyaline_cartilage"])
     (field,) = real_check["read_fields"](folder)
     assert field.box == (0, 0, 100, 64)
-    assert real_check["cut_field"](field, 1.0, 32).shape[0] == 3 * 2
+    assert real_check["cut_field"](field, _model(1.0)).shape[0] == 3 * 2
 
 
 @pytest.mark.parametrize(
@@ -62,7 +67,7 @@ def test_without_the_shared_folder_the_check_says_why_it_skips(tmp_path):
 
 
 def test_the_labelled_real_fields_cut_into_cartilage_and_bone_tiles(reference_he):
-    tiles, labels, groups = real_check["real_tiles"](reference_he, 1.0, 128)
+    tiles, labels, groups = real_check["real_tiles"](reference_he, _model(1.0, 128))
     assert set(labels) == {"hyaline_cartilage", "lamellar_bone"}
     assert len(set(groups[labels == "hyaline_cartilage"])) == 2
     assert len(set(groups[labels == "lamellar_bone"])) == 8
