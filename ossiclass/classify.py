@@ -433,7 +433,11 @@ def classify(
         )
         gains = None if glass is None or in_workers else white_balance_gains(glass)
         module = ChunkClassifier(predictor.network, gains)
-        trainer.predict(module, loader, return_predictions=False)
+        with warnings.catch_warnings():
+            # Chunks are whole batches: Lightning cannot (and need not) track sample indices.
+            warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+            trainer.predict(module, loader, return_predictions=False)
         trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return None
@@ -444,9 +448,6 @@ def _trainer(settings: ClassifySettings) -> pl.Trainer:
     """A quiet Trainer for prediction on the accelerator and devices asked for; one that
     cannot be had (no GPU here, an unknown name) is a `BadInputError`."""
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
-    # Chunks are whole batches, so Lightning cannot (and need not) track sample indices.
-    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")  # Lightning
     try:
         return pl.Trainer(
             accelerator=settings.accelerator,
