@@ -47,11 +47,7 @@ class InferenceNetwork(nn.Module):
         self.temperature = temperature
         from torch.fx.experimental.optimization import fuse
 
-        try:
-            network = fuse(network.eval())
-        except Exception:  # a network torch.fx cannot trace still runs, unfused
-            network = network.eval()
-        self.network = network.to(memory_format=torch.channels_last)
+        self.network = fuse(network.eval()).to(memory_format=torch.channels_last)
         self.bf16 = bf16
         self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(HE_STD).view(1, 3, 1, 1) * 255)

@@ -8,6 +8,7 @@ from PIL import Image
 from ossiclass.bundle import load_bundle
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
+from ossiclass.network import BACKBONES, build_backbone
 from ossiclass.predict import InferenceNetwork, Predictor, predict_image
 from ossiclass.preprocess.stain import white_balance, white_balance_gains
 from ossiclass.synth.stains import sample_domains
@@ -18,6 +19,17 @@ from ossiclass.synth.tiles import make_tile
 def tile() -> np.ndarray:
     """A 128 px synthetic cartilage tile at 0.5 µm/px: one 32 px tile at the model's 2 µm/px."""
     return make_tile("hyaline_cartilage", 3, 9, sample_domains(9, 1), 128, 0.5)[0]
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_every_backbone_folds_into_a_traced_graph(backbone):
+    network = build_backbone(backbone, 6).eval()
+    folded = InferenceNetwork(network)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.network.modules())
+    tiles = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        reference = network((tiles.float() - folded.mean) / folded.std)
+    assert torch.allclose(folded(tiles), reference, atol=1e-3)
 
 
 def test_folded_network_gives_the_same_logits(tiny_model):
