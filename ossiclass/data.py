@@ -22,7 +22,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from lightning_fabric.utilities.seed import pl_worker_init_function
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 from threadpoolctl import threadpool_limits
 from torch.utils.data import (
@@ -40,6 +39,7 @@ from ossiclass.errors import BadInputError
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.preprocess.augment import HEDJitter, RandomStainDomain
 from ossiclass.preprocess.stain import NORMALIZERS
+from ossiclass.preprocess.tiling import resize
 from ossiclass.synth.painters import paint
 from ossiclass.synth.stains import render, sample_domain, sample_domains
 from ossiclass.synth.tiles import make_tile
@@ -131,10 +131,9 @@ def load_tiles(table: TileTable, size_px: int, progress: bool = True) -> torch.T
 
 
 def _to_input(image: np.ndarray, size_px: int) -> torch.Tensor:
-    """An (H, W, 3) uint8 image as a (3, size_px, size_px) uint8 tensor (box-filtered)."""
-    if image.shape[:2] != (size_px, size_px):
-        image = np.array(Image.fromarray(image).resize((size_px, size_px), Image.Resampling.BOX))
-    return torch.from_numpy(image).permute(2, 0, 1)
+    """An (H, W, 3) uint8 image as a (3, size_px, size_px) uint8 tensor (see `tiling.resize`)."""
+    resized = np.array(resize(image, (size_px, size_px)))  # a writable copy for torch
+    return torch.from_numpy(resized).permute(2, 0, 1)
 
 
 @dataclass(frozen=True)

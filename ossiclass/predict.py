@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from ossiclass.bundle import ModelSettings, load_bundle
@@ -23,6 +22,7 @@ from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
 from ossiclass.network import HE_MEAN, HE_STD
 from ossiclass.preprocess.stain import MacenkoNormalizer, normalizer_from_dict
+from ossiclass.preprocess.tiling import resize
 from ossiclass.preprocess.tissue import tissue_fraction
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -146,8 +146,7 @@ def to_model_scale(image: np.ndarray, image_mpp: float, settings: ModelSettings)
             f"{width} x {height} px at {image_mpp:g} µm/px is smaller than half the model's "
             f"field of {field:g} µm (give the image's scale with --mpp if it is not {image_mpp:g})"
         )
-    if size != (width, height):
-        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    image = resize(image, size)
     pad_y, pad_x = max(settings.input_px - size[1], 0), max(settings.input_px - size[0], 0)
     if pad_y or pad_x:
         image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="symmetric")

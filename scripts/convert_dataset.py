@@ -32,8 +32,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ossiclass.classes import CLASSES
@@ -41,6 +39,7 @@ from ossiclass.data import read_label_map
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import save_png, write_text_atomic
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
+from ossiclass.preprocess.tiling import resize
 
 MANIFEST_COLUMNS = ["path", "label", "group", "source"]
 
@@ -157,9 +156,7 @@ def write_tile(job: Job, out: Path, scale: float | None, link: bool) -> None:
         image = read_image(job.tile.path)
         if scale is not None and scale != 1:
             height, width = image.shape[:2]
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.LANCZOS
-            image = np.asarray(Image.fromarray(image).resize(size, resample))
+            image = resize(image, (max(1, round(width * scale)), max(1, round(height * scale))))
         save_png(image, target)
         return
     partial = target.with_name(f".{target.name}.partial")

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ossiclass.bundle import ModelSettings
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
+from ossiclass.preprocess.tiling import resize
 from ossiclass.preprocess.tissue import tissue_fraction
 
 PAIR = ("hyaline_cartilage", "lamellar_bone")
@@ -199,7 +199,7 @@ def realism(synthetic: np.ndarray, labs: np.ndarray, real: np.ndarray, fields: n
 
 def synthetic_tiles(name: str, count: int, seed: int, domains: int, tile_px: int):
     """`count` training tiles of class `name` (256 px at 0.5 µm/px from `seed`'s `domains`
-    labs, as `ossiclass synth tiles` makes them) box-filtered to the model's input, as training
+    labs, as `ossiclass synth tiles` makes them) resized to the model's input, as training
     loads them: ((count, tile_px, tile_px, 3) uint8, (count,) their labs' indices)."""
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
@@ -208,8 +208,7 @@ def synthetic_tiles(name: str, count: int, seed: int, domains: int, tile_px: int
     tiles, drawn = [], []
     for index in range(count):
         image, lab = make_tile(name, index, seed, labs, 256, 0.5)
-        resized = Image.fromarray(image).resize((tile_px, tile_px), Image.Resampling.BOX)
-        tiles.append(np.asarray(resized))
+        tiles.append(resize(image, (tile_px, tile_px)))
         drawn.append(lab)
     return np.stack(tiles), np.array(drawn)
 

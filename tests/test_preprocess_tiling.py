@@ -41,3 +41,41 @@ def test_tiles_read_at_another_scale_match_the_pixels(slide_path):
     half = read_tile(slide, box, 128)  # 1 µm/px: read from level 1, no resizing
     assert half.shape == (128, 128, 3)
     assert np.abs(half.astype(float).mean() - level0[768:1024, 512:768].mean()) < 2
+
+
+def test_one_tile_reaches_the_network_alike_in_training_predict_and_classify(tmp_path):
+    """A 128 px tile at 0.5 µm/px, for a model of 64 px at 1 µm/px, becomes the same
+    (3, 64, 64) uint8 tensor in training's loader, in `predict`, and read from a slide holding
+    it as `classify` reads slides (one resampling, `tiling.resize`)."""
+    import torch
+
+    from ossiclass.bundle import ModelSettings
+    from ossiclass.data import TileTable, load_tiles
+    from ossiclass.files import save_png
+    from ossiclass.imageio import read_image
+    from ossiclass.predict import image_tiles, to_model_scale
+    from ossiclass.synth.stains import sample_domains
+    from ossiclass.synth.tiles import make_tile
+
+    tile = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 128, 0.5)[0]
+    save_png(tile, tmp_path / "tile.png")
+    table = TileTable([tmp_path / "tile.png"], np.array([1]), ["field"])
+    trained = load_tiles(table, 64, progress=False)[0]
+
+    model = ModelSettings("resnet18", input_px=64, mpp=1.0)
+    served, count = image_tiles(to_model_scale(read_image(tmp_path / "tile.png"), 0.5, model), 64)
+    assert count == 1
+
+    slide_path = tmp_path / "slide.tif"
+    resolution = (1e4 / 0.5, 1e4 / 0.5)
+    tifffile.imwrite(
+        slide_path, tile, photometric="rgb", tile=(64, 64), resolution=resolution,
+        resolutionunit="CENTIMETER",
+    )  # fmt: skip
+    slide = open_slide(slide_path)
+    (box,) = tile_grid(slide.dimensions, slide.mpp, 64, model.mpp)
+    read = read_tile(slide, box, 64)
+
+    as_tensor = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1)  # noqa: E731
+    assert torch.equal(trained, as_tensor(served[0]))
+    assert torch.equal(trained, as_tensor(read))

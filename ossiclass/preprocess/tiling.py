@@ -16,6 +16,18 @@ from PIL import Image
 from ossiclass.preprocess.tissue import glass_colour, tissue_mask
 from ossiclass.slides import Slide
 
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (H, W, 3) uint8 image resized to `size` (width, height) px: averaged over each output
+    pixel's area when it shrinks (as a scanner's lower magnification does), Lanczos when it
+    grows. The one resampling of training, `predict`, `classify` and data-set conversion."""
+    if size == (image.shape[1], image.shape[0]):
+        return image
+    grows = size[0] > image.shape[1] or size[1] > image.shape[0]
+    filter_ = Image.Resampling.LANCZOS if grows else Image.Resampling.BOX
+    return np.asarray(Image.fromarray(image).resize(size, filter_))
+
+
 THUMBNAIL_MPP = 8.0
 """Tissue is detected on a thumbnail of about this many µm per pixel."""
 
@@ -72,9 +84,7 @@ def read_tile(slide: Slide, box: TileBox, tile_px: int) -> np.ndarray:
     region = slide.read_region(
         box.x, box.y, round(box.width / scale), round(box.height / scale), level
     )
-    if region.shape[:2] == (tile_px, tile_px):
-        return region
-    return np.asarray(Image.fromarray(region).resize((tile_px, tile_px), Image.Resampling.BOX))
+    return resize(region, (tile_px, tile_px))
 
 
 @dataclass(frozen=True)
