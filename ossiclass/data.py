@@ -132,7 +132,7 @@ def load_tiles(table: TileTable, size_px: int, progress: bool = True) -> torch.T
 
 def _to_input(image: np.ndarray, size_px: int) -> torch.Tensor:
     """An (H, W, 3) uint8 image as a (3, size_px, size_px) uint8 tensor (see `tiling.resize`)."""
-    resized = np.array(resize(image, (size_px, size_px)))  # a writable copy for torch
+    resized = np.require(resize(image, (size_px, size_px)), requirements="W")  # torch writes
     return torch.from_numpy(resized).permute(2, 0, 1)
 
 

@@ -143,36 +143,41 @@ def realism_features(images: np.ndarray) -> np.ndarray:
 
 
 def _network_features(network: torch.nn.Module, tiles: np.ndarray) -> np.ndarray:
-    """Penultimate features (N, F) of (N, S, S, 3) uint8 tiles, standardised as in training."""
-    from ossiclass.network import HE_MEAN, HE_STD
+    """Penultimate features (N, F) of (N, S, S, 3) uint8 tiles, through `predict`'s own
+    inference network (standardised, folded, fp32) with the head taken off."""
+    from ossiclass.predict import InferenceNetwork
 
-    head = "fc" if hasattr(network, "fc") else None
-    if head:
+    if hasattr(network, "fc"):
         network.fc = torch.nn.Identity()
-    else:
+    else:  # mobilenet, efficientnet: the last layer of `classifier`
         network.classifier[-1] = torch.nn.Identity()
-    mean = torch.tensor(HE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(HE_STD).view(1, 3, 1, 1)
-    out = []
+    features = InferenceNetwork(network)
     with torch.inference_mode():
-        for start in range(0, len(tiles), 64):
-            batch = torch.from_numpy(tiles[start : start + 64]).permute(0, 3, 1, 2).float() / 255
-            out.append(network.eval()((batch - mean) / std))
-    return torch.cat(out).numpy()
+        batches = [
+            features(torch.from_numpy(tiles[start : start + 64]).permute(0, 3, 1, 2))
+            for start in range(0, len(tiles), 64)
+        ]
+    return torch.cat(batches).numpy()
 
 
-def grouped_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
-    """Balanced accuracy of a standardised logistic regression, out of fold, in 5 folds grouped
-    by `groups` and stratified by label."""
+def _out_of_fold(features, labels, groups, splits: int, method: str = "predict") -> np.ndarray:
+    """A standardised logistic regression's out-of-fold answers, in `splits` folds grouped by
+    `groups` (no group on both sides) and stratified by label."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0)
-    predicted = cross_val_predict(model, features, labels, groups=groups, cv=folds)
+    folds = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=0)
+    return cross_val_predict(model, features, labels, groups=groups, cv=folds, method=method)
+
+
+def grouped_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Balanced accuracy of a linear probe, out of fold, in 5 folds grouped by `groups`."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    predicted = _out_of_fold(features, labels, groups, 5)
     return float(balanced_accuracy_score(labels, predicted))
 
 
@@ -180,20 +185,13 @@ def realism(synthetic: np.ndarray, labs: np.ndarray, real: np.ndarray, fields: n
     """ROC AUC of telling synthetic from real tiles apart (out of fold, grouped: no synthetic
     lab and no real field on both sides), in `realism_features` space. 0.5: indistinguishable.
     `labs` (N,) are the synthetic tiles' stain domains, `fields` the real tiles' fields."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     features = np.concatenate([realism_features(synthetic), realism_features(real)])
     is_real = np.r_[np.zeros(len(synthetic)), np.ones(len(real))]
     groups = np.r_[[f"lab {lab}" for lab in labs], fields]
-    folds = StratifiedGroupKFold(n_splits=min(5, len(set(fields))), shuffle=True, random_state=0)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    scores = cross_val_predict(
-        model, features, is_real, groups=groups, cv=folds, method="predict_proba"
-    )[:, 1]
+    splits = min(5, len(set(fields)))
+    scores = _out_of_fold(features, is_real, groups, splits, "predict_proba")[:, 1]
     return float(roc_auc_score(is_real, scores))
 
 
