@@ -2,8 +2,9 @@
 
 A bundle holds plain data only (tensors, strings, numbers, lists, dicts), so it loads with
 `torch.load(weights_only=True)` and never runs code from the file: the network's weights, the
-class names in order, the backbone name, the input size in pixels and its µm per pixel, the
-stain normaliser and its fitted reference, and the softmax temperature.
+class names in order, the backbone name, the `Preprocessing` (input size in pixels, the model's
+µm per pixel, the stain normaliser and its fitted reference, the standardisation) and the
+softmax temperature. Version 1 bundles (the preprocessing as flat fields) still load.
 """
 
 from __future__ import annotations
@@ -20,23 +21,48 @@ from ossiclass import __version__
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadModelError
 from ossiclass.network import build_backbone
+from ossiclass.preprocessing import Preprocessing
 
 BUNDLE_FORMAT = "ossiclass-model"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """What travels with a model: classes, backbone, input size (px) and scale (µm/px),
-    stain normaliser (`to_dict()` of a fitted one, or None) and softmax temperature."""
+    """What travels with a model: backbone, preprocessing, classes, softmax temperature and
+    the training settings it was made with."""
 
     backbone: str
-    input_px: int
-    mpp: float
+    preprocessing: Preprocessing
     classes: tuple[str, ...] = CLASSES
-    normalizer: dict | None = None
     temperature: float = 1.0
     trained_with: dict = field(default_factory=dict)
+
+    @property
+    def input_px(self) -> int:
+        return self.preprocessing.input_px
+
+    @property
+    def model_mpp(self) -> float:
+        return self.preprocessing.model_mpp
+
+    @classmethod
+    def from_dict(cls, data: dict, version: int) -> ModelSettings:
+        """Settings from a bundle's plain data (`asdict` of them; version 1: flat fields)."""
+        data = dict(data)
+        if version == 1:
+            data["preprocessing"] = {
+                "model_mpp": data.pop("mpp"),
+                "input_px": data.pop("input_px"),
+                "normalizer": data.pop("normalizer"),
+            }
+        prep = dict(data.pop("preprocessing"))
+        for key in ("mean", "std"):
+            if key in prep:
+                prep[key] = tuple(prep[key])
+        classes = tuple(data.pop("classes"))
+        return cls(**data, preprocessing=Preprocessing(**prep), classes=classes)
 
 
 def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -> Path:
@@ -70,13 +96,15 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
         raise BadModelError(
             f"{path}: not an ossiclass model bundle (use the model.pt a training run writes)"
         )
-    if content.get("version") != BUNDLE_VERSION:
+    if content.get("version") not in READABLE_VERSIONS:
         raise BadModelError(
             f"{path}: bundle version {content.get('version')} was made by ossiclass "
-            f"{content.get('ossiclass')}; ossiclass {__version__} reads version {BUNDLE_VERSION}"
+            f"{content.get('ossiclass')}; ossiclass {__version__} reads {READABLE_VERSIONS}"
         )
-    data = content["settings"]
-    settings = ModelSettings(**{**data, "classes": tuple(data["classes"])})
+    try:
+        settings = ModelSettings.from_dict(content["settings"], content["version"])
+    except (KeyError, TypeError) as error:
+        raise BadModelError(f"{path}: the bundle's settings are incomplete ({error})") from None
     if settings.classes != CLASSES:
         raise BadModelError(
             f"{path}: the model's classes {settings.classes} are not ours {CLASSES}"

@@ -7,24 +7,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ossiclass import __version__
 from ossiclass.errors import OssiclassError
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
-    return value
+def _number(convert: Callable[[str], float], accept: Callable[[float], bool], expected: str):
+    """An argparse type: `convert` the text, and refuse what `accept` does not, saying what
+    was `expected`."""
+
+    def parse(text: str):
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    parse.__name__ = expected  # argparse's "invalid ... value" for text that is no number
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive whole number")
+_whole_number = _number(int, lambda v: v >= 0, "0 or more")
+_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_fraction = _number(float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
+_input_mpp = _number(float, lambda v: 0.05 <= v <= 50, "0.05 to 50 µm per pixel")
 
 
 def _synth_tiles(args: argparse.Namespace) -> int:
@@ -141,16 +149,17 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ossiclass.imageio import read_image
     from ossiclass.predict import Predictor, predict_array
-    from ossiclass.slides import image_mpp
+    from ossiclass.slides import DEFAULT_MPP, image_mpp, resolve_mpp
 
     predictor = Predictor(args.model, precision=args.precision)
-    failed, width = 0, max(len("image"), *map(len, args.images))
+    failed, width, assumed = 0, max(len("image"), *map(len, args.images)), []
     if not args.json:
         print(f"{'image':<{width}}  {'label':<18} {'confidence':>10}  top {args.top_k}")
     for path in args.images:
         try:
-            mpp = args.mpp or image_mpp(path) or 0.5
-            result = predict_array(predictor, read_image(path), mpp, args.tta, name=path)
+            scale = resolve_mpp(args.mpp, image_mpp(path))
+            result = predict_array(predictor, read_image(path), scale.mpp, args.tta, name=path)
+            assumed += [path] if scale.note(path) else []
         except OssiclassError as error:  # reported; the other images still get their answer
             message = str(error) if path in str(error) else f"{path}: {error}"
             print(f"ossiclass: error: {message}", file=sys.stderr)
@@ -158,35 +167,33 @@ def _predict(args: argparse.Namespace) -> int:
             continue
         top = result.top(args.top_k)
         if args.json:
-            print(json.dumps({"image": path, **result.to_dict(args.top_k), "mpp": mpp}))
+            print(json.dumps({"image": path, **result.to_dict(args.top_k), "mpp": scale.mpp}))
             continue
         ranked = ", ".join(f"{c} {p:.2f}" for c, p in top)
         note = f"  (mean of {result.tiles} tiles)" if result.tiles > 1 else ""
         print(f"{path:<{width}}  {result.label:<18} {result.confidence:>10.3f}  {ranked}{note}")
+    if assumed:
+        what = resolve_mpp(None, None).note(assumed[0])
+        if len(assumed) > 1:
+            what = f"{len(assumed)} images record no µm per pixel; assumed {DEFAULT_MPP:g}"
+        print(f"ossiclass: note: {what}; give it with --mpp", file=sys.stderr)
     return 2 if failed else 0
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from ossiclass.classify import ClassifySettings, classify
+    from ossiclass.classify import Running, Tiling, classify
     from ossiclass.errors import BadInputError
 
-    settings = ClassifySettings(
-        stride_px=args.stride,
-        min_tissue=args.min_tissue,
-        mpp=args.mpp,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        precision=args.precision,
-        white_balance=not args.no_white_balance,
-    )
+    tiling = Tiling(args.stride, args.min_tissue, args.mpp, not args.no_white_balance)
+    running = Running(args.batch_size, args.workers, args.accelerator, args.devices, args.precision)
     if args.devices > 1 and len(args.inputs) > 1:
         raise BadInputError("--devices splits one input's tiles: give one input per run")
     failed, reports = 0, []
     for source, out in _outputs(args.inputs, Path(args.out)):
         try:
-            summary = classify(source, args.model, out, settings, args.resume, not args.quiet)
+            summary = classify(
+                source, args.model, out, tiling, running, args.resume, not args.quiet
+            )
             if summary is not None and args.report and summary["kind"] == "slide":
                 from ossiclass.slide_report import write_report
 
@@ -201,6 +208,8 @@ def _classify(args: argparse.Namespace) -> int:
             continue
         tiles = summary["tiles"]
         print(f"{source}: {tiles['classified']} tiles, {tiles['skipped']} skipped; in {out}:")
+        for note in summary.get("notes", []):
+            print(f"  note: {note}; give it with --mpp")
         if "white_balance" in summary:  # a run finished by an older version has none
             print(f"  white balance: {summary['white_balance']}")
         for name, row in summary["classes"].items():
@@ -337,8 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", required=True, help="model bundle (model.pt from training)")
     model.add_argument(
         "--mpp",
-        type=_positive_float,
-        help="the input's µm per pixel (default: from TIFF metadata, else 0.5, a 20x scan)",
+        type=_input_mpp,
+        help="the input's µm per pixel (default: from the file's metadata, else 0.5, a 20x "
+        "scan, with a note)",
     )
     model.add_argument(
         "--precision",
@@ -378,14 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--stride", type=_positive_int, help="tile step in model pixels (default: no overlap)"
     )
     classify.add_argument(
-        "--min-tissue", type=float, default=0.5, help="least tissue share of a tile (default 0.5)"
+        "--min-tissue",
+        type=_fraction,
+        default=0.5,
+        help="least tissue share of a tile (default 0.5)",
     )
     classify.add_argument(
         "--batch-size", type=_positive_int, default=64, help="tiles per batch (default 64)"
     )
     classify.add_argument(
         "--workers",
-        type=int,
+        type=_whole_number,
         help="processes reading tiles, per device (default: on the CPU 0 for a slide, else 2; "
         "on GPUs up to 8)",
     )

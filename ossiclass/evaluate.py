@@ -17,17 +17,13 @@ ECE_BINS = 15
 
 
 @torch.inference_mode()
-def predict_logits(network: nn.Module, tiles: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Logits (N, 6) of (N, 3, S, S) uint8 tiles, in batches, on the CPU."""
-    from ossiclass.network import HE_MEAN, HE_STD
-
-    mean = torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(HE_STD).view(1, 3, 1, 1) * 255
-    network = network.eval().to(memory_format=torch.channels_last)
-    outputs = []
-    for start in range(0, len(tiles), batch_size):
-        batch = (tiles[start : start + batch_size].float() - mean) / std
-        outputs.append(network(batch.contiguous(memory_format=torch.channels_last)))
+def predict_logits(predictor, tiles: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Logits (N, 6) of (N, 3, S, S) uint8 normalised tiles through a `Predictor`'s network
+    (the one `predict` and `classify` serve: folded batch norm, its precision), in batches."""
+    outputs = [
+        predictor.network(tiles[start : start + batch_size].to(predictor.device)).cpu()
+        for start in range(0, len(tiles), batch_size)
+    ]
     return torch.cat(outputs)
 
 
@@ -96,27 +92,27 @@ def evaluate_bundle(
     calibrate: str | Path | None = None,
     label_map: str | Path | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> tuple[dict, dict]:
     """Evaluate a model bundle on labelled tiles and write `metrics.json`, `confusion.png` and
     `reliability.png` under `out`. With `calibrate` (validation tiles), fit a softmax
-    temperature there and store it in the bundle. Returns (metrics, metrics as trained)."""
+    temperature there and store it in the bundle. Tiles go through the bundle's preprocessing
+    and `predict`'s network at `precision` ("auto", "fp32", "bf16"; the one used is reported).
+    Returns (metrics, metrics as trained)."""
     from ossiclass.bundle import load_bundle, save_bundle
-    from ossiclass.data import load_tiles, normalize_tiles, read_tile_table
+    from ossiclass.data import load_tiles, read_tile_table
     from ossiclass.files import write_text_atomic
-    from ossiclass.preprocess.stain import normalizer_from_dict
+    from ossiclass.predict import Predictor
     from ossiclass.report import confusion_figure, reliability_figure
 
-    network, settings = load_bundle(model)
-    normalizer = (
-        normalizer_from_dict(settings.normalizer, settings.mpp) if settings.normalizer else None
-    )
+    predictor = Predictor(model, precision=precision)
+    settings, prep = predictor.settings, predictor.preprocessing
 
     def logits_and_labels(source):
         table = read_tile_table(source, label_map)
-        tiles = load_tiles(table, settings.input_px, progress=progress)
-        if normalizer is not None:  # the model was trained on normalised tiles
-            tiles, _ = normalize_tiles(normalizer, tiles)
-        return predict_logits(network, tiles), torch.from_numpy(table.labels)
+        tiles = load_tiles(table, prep.input_px, progress=progress)
+        tiles = torch.from_numpy(prep.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy()))
+        return predict_logits(predictor, tiles.permute(0, 3, 1, 2)), torch.from_numpy(table.labels)
 
     logits, labels = logits_and_labels(data)
     curves = {"as trained": reliability(logits, labels, settings.temperature)}
@@ -124,10 +120,11 @@ def evaluate_bundle(
     if calibrate:
         temperature = fit_temperature(*logits_and_labels(calibrate))
         settings = replace(settings, temperature=temperature)
-        save_bundle(model, network, settings)
+        save_bundle(model, load_bundle(model)[0], settings)
         curves[f"temperature {temperature:.2f}"] = reliability(logits, labels, temperature)
     result = metrics(logits, labels, settings.temperature)
     result["before_calibration"] = {k: as_trained[k] for k in ("ece", "temperature")}
+    result["precision"] = predictor.precision
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

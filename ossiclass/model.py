@@ -12,7 +12,8 @@ import torchmetrics
 from torch import nn
 
 from ossiclass.classes import CLASSES
-from ossiclass.network import HE_MEAN, HE_STD, build_backbone
+from ossiclass.network import build_backbone
+from ossiclass.preprocessing import Standardize
 
 
 class TissueClassifier(pl.LightningModule):
@@ -40,8 +41,7 @@ class TissueClassifier(pl.LightningModule):
         self.save_hyperparameters()
         self.network = build_backbone(backbone, len(CLASSES), weights_path)
         self.network = self.network.to(memory_format=torch.channels_last)
-        self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(HE_STD).view(1, 3, 1, 1) * 255)
+        self.standardize = Standardize()
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         metrics = lambda: torchmetrics.MetricCollection(  # noqa: E731
@@ -71,8 +71,7 @@ class TissueClassifier(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N, 6) of (N, 3, H, W) uint8 tiles."""
-        x = (images.float() - self.mean) / self.std
-        return self.network(x.contiguous(memory_format=torch.channels_last))
+        return self.network(self.standardize(images))
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch

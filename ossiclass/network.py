@@ -1,4 +1,4 @@
-"""Networks by name: torchvision backbones with our head, and the input standardisation.
+"""Networks by name: torchvision backbones with our head.
 
 What prediction needs of a network, apart from Lightning, which takes seconds to import and
 which predicting does not need (`model.py` holds the LightningModule that trains them).
@@ -11,10 +11,6 @@ from collections.abc import Callable
 import torch
 import torchvision
 from torch import nn
-
-# Channel statistics of H&E tiles (0-1 scale), for input normalisation; close enough for any lab.
-HE_MEAN = (0.78, 0.62, 0.78)
-HE_STD = (0.16, 0.20, 0.14)
 
 
 def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:

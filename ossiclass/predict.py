@@ -1,6 +1,6 @@
-"""Classifying images with a model bundle: stain normalisation, rescaling to the model's µm/px,
-the forward pass (batch norm folded into the convolutions, bf16 where the hardware has it) and
-test-time augmentation.
+"""Classifying images with a model bundle: the bundle's `Preprocessing`, the forward pass
+(batch norm folded into the convolutions, bf16 where the hardware has it) and test-time
+augmentation.
 
 `Predictor` is what every use shares: `ossiclass predict` on single images, `classify` on tile
 folders and slides, and the public `predict_image`.
@@ -16,14 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ossiclass.bundle import ModelSettings, load_bundle
+from ossiclass.bundle import load_bundle
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
-from ossiclass.network import HE_MEAN, HE_STD
-from ossiclass.preprocess.stain import MacenkoNormalizer, normalizer_from_dict
-from ossiclass.preprocess.tiling import resize
 from ossiclass.preprocess.tissue import tissue_fraction
+from ossiclass.preprocessing import Preprocessing, Standardize
+from ossiclass.slides import image_mpp, resolve_mpp
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -39,44 +38,32 @@ class InferenceNetwork(nn.Module):
     """A trained network for inference: (N, 3, S, S) uint8 tiles -> (N, 6) logits.
 
     Batch norm is folded into the convolutions (a frozen graph), inputs are standardised as in
-    training and laid out channels-last; `bf16` runs the network under bf16 autocast.
+    training (`standardize`, by default the H&E statistics) and laid out channels-last; `bf16`
+    runs the network under bf16 autocast.
     """
 
-    def __init__(self, network: nn.Module, bf16: bool = False, temperature: float = 1.0):
+    def __init__(
+        self, network: nn.Module, standardize: Standardize | None = None, bf16: bool = False,
+        temperature: float = 1.0,
+    ):  # fmt: skip
         super().__init__()
         self.temperature = temperature
         from torch.fx.experimental.optimization import fuse
 
         self.network = fuse(network.eval()).to(memory_format=torch.channels_last)
         self.bf16 = bf16
-        self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(HE_STD).view(1, 3, 1, 1) * 255)
+        self.standardize = standardize or Standardize()
 
     def forward(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of (N, 3, S, S) uint8 tiles; `gains` (3,) scales each channel first (a white
-        balance, see `white_balance_gains`), folded into the standardisation at no cost. Unlike
-        `white_balance` on pixels it neither rounds nor clips at 255."""
-        mean, std = self.mean, self.std
-        if gains is not None:
-            mean, std = mean / gains.view(1, 3, 1, 1), std / gains.view(1, 3, 1, 1)
-        x = ((tiles.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+        """Logits of (N, 3, S, S) uint8 tiles; `gains` (3,): a white balance folded into the
+        standardisation (see `Standardize`)."""
+        x = self.standardize(tiles, gains)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.network(x).float()
 
     def probabilities(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 6) class probabilities, calibrated with the softmax temperature."""
         return torch.softmax(self(tiles, gains) / self.temperature, dim=1)
-
-
-def stain_normalize(normalizer, tiles: np.ndarray, stains=None) -> np.ndarray:
-    """(N, S, S, 3) uint8 tiles through a fitted normaliser (None: unchanged), each with its
-    own estimate or all with `stains` (a slide-level estimate); unestimable tiles pass as they
-    are. One thread: this runs in DataLoader workers."""
-    if normalizer is None:
-        return tiles
-    if isinstance(normalizer, MacenkoNormalizer):
-        return normalizer.normalize(tiles, stains, threads=1)[0]
-    return normalizer.normalize(tiles, stains)[0]
 
 
 def dihedral_views(tiles: torch.Tensor) -> list[torch.Tensor]:
@@ -88,8 +75,8 @@ def dihedral_views(tiles: torch.Tensor) -> list[torch.Tensor]:
 class Predictor:
     """A model bundle ready to classify tiles.
 
-    model : path of a bundle (`model.pt`); its class names, input size, µm/px, stain normaliser
-        and temperature come with it.
+    model : path of a bundle (`model.pt`); its class names, preprocessing and temperature come
+        with it.
     device : "cpu", "cuda", ...
     precision : "fp32", "bf16", or "auto" (bf16 where the hardware runs it fast).
     """
@@ -103,26 +90,15 @@ class Predictor:
         self.path = Path(model)
         self.device = torch.device(device)
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_available(self.device))
-        self.network = InferenceNetwork(network, self.bf16, self.settings.temperature)
+        self.preprocessing: Preprocessing = self.settings.preprocessing
+        standardize = self.preprocessing.standardize()
+        self.network = InferenceNetwork(network, standardize, self.bf16, self.settings.temperature)
         self.network = self.network.to(self.device)
-        self.normalizer = (
-            normalizer_from_dict(self.settings.normalizer, self.settings.mpp)
-            if self.settings.normalizer
-            else None
-        )
 
     @property
-    def input_px(self) -> int:
-        return self.settings.input_px
-
-    @property
-    def mpp(self) -> float:
-        return self.settings.mpp
-
-    def normalize(self, tiles: np.ndarray, stains=None) -> np.ndarray:
-        """Stain-normalise (N, S, S, 3) uint8 tiles as the model was trained (see
-        `stain_normalize`)."""
-        return stain_normalize(self.normalizer, tiles, stains)
+    def precision(self) -> str:
+        """The precision the network runs at: "bf16" or "fp32"."""
+        return "bf16" if self.bf16 else "fp32"
 
     @torch.inference_mode()
     def probabilities(self, tiles: torch.Tensor, tta: bool = False) -> torch.Tensor:
@@ -132,25 +108,6 @@ class Predictor:
         views = dihedral_views(tiles) if tta else [tiles]
         probabilities = [self.network.probabilities(view) for view in views]
         return torch.stack(probabilities).mean(0).cpu()
-
-
-def to_model_scale(image: np.ndarray, image_mpp: float, settings: ModelSettings) -> np.ndarray:
-    """An (H, W, 3) image at `image_mpp` µm/px resized to the model's µm/px, and mirrored out
-    to one full tile where it is a little smaller. Less than half a tile is a `BadInputError`."""
-    factor = image_mpp / settings.mpp
-    height, width = image.shape[:2]
-    size = (max(round(width * factor), 1), max(round(height * factor), 1))
-    if min(size) < settings.input_px / 2:
-        field = settings.input_px * settings.mpp
-        raise BadInputError(
-            f"{width} x {height} px at {image_mpp:g} µm/px is smaller than half the model's "
-            f"field of {field:g} µm (give the image's scale with --mpp if it is not {image_mpp:g})"
-        )
-    image = resize(image, size)
-    pad_y, pad_x = max(settings.input_px - size[1], 0), max(settings.input_px - size[0], 0)
-    if pad_y or pad_x:
-        image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="symmetric")
-    return image
 
 
 def image_tiles(image: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
@@ -202,13 +159,13 @@ class ImagePrediction:
 
 
 def predict_array(
-    predictor: Predictor, image: np.ndarray, mpp: float, tta: bool = False, name: str = ""
+    predictor: Predictor, image: np.ndarray, input_mpp: float, tta: bool = False, name: str = ""
 ) -> ImagePrediction:
-    """Classify an (H, W, 3) uint8 image at `mpp` µm/px. An image larger than the model's field
-    is cut into tiles whose probabilities are averaged."""
-    scaled = to_model_scale(image, mpp, predictor.settings)
-    tiles, count = image_tiles(scaled, predictor.input_px)
-    tiles = predictor.normalize(tiles)
+    """Classify an (H, W, 3) uint8 image at `input_mpp` µm/px. An image larger than the model's
+    field is cut into tiles whose probabilities are averaged."""
+    prep = predictor.preprocessing
+    tiles, count = image_tiles(prep.to_model_scale(image, input_mpp), prep.input_px)
+    tiles = prep.normalize(tiles)
     batch = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
     probabilities = predictor.probabilities(batch, tta=tta).mean(0)
     best = int(probabilities.argmax())
@@ -224,14 +181,16 @@ def predict_array(
 def predict_image(
     image: str | Path | np.ndarray,
     model: str | Path | Predictor,
-    mpp: float = 0.5,
+    input_mpp: float | None = None,
     tta: bool = False,
 ) -> ImagePrediction:
-    """Classify one image (a path or an (H, W, 3) uint8 array at `mpp` µm/px) with a bundle."""
+    """Classify one image (a path, or an (H, W, 3) uint8 array) with a bundle. Its µm/px is
+    `input_mpp`, else what the file records, else `slides.DEFAULT_MPP` (see `resolve_mpp`)."""
     predictor = model if isinstance(model, Predictor) else Predictor(model)
     if isinstance(image, np.ndarray):
-        return predict_array(predictor, image, mpp, tta)
-    return predict_array(predictor, read_image(image), mpp, tta, name=str(image))
+        return predict_array(predictor, image, resolve_mpp(input_mpp, None).mpp, tta)
+    scale = resolve_mpp(input_mpp, image_mpp(image))
+    return predict_array(predictor, read_image(image), scale.mpp, tta, name=str(image))
 
 
 def load_model(model: str | Path, device: str = "cpu", precision: str = "auto") -> Predictor:

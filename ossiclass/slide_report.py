@@ -136,9 +136,8 @@ def write_report(result_dir: str | Path) -> Path:
     model = summary["model"]
     described = {
         **{f"model {k}": v for k, v in model.items()},
-        **{f"classify {k}": v for k, v in summary["settings"].items()},
+        **{f"tiling {k}": v for k, v in summary["tiling"].items()},
         "stains": summary["stains"],
-        "precision": run.get("precision"),
         "ossiclass": run.get("ossiclass"),
         "model sha256": run.get("model_sha256"),
     }
@@ -153,7 +152,7 @@ def write_report(result_dir: str | Path) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>{title}</h1>
 <p class="note">{tiles["classified"]} tiles classified, {tiles["skipped"]} skipped, at
-{model["mpp"]:g} µm/px ({model["input_px"]} px tiles); mean confidence
+{model["model_mpp"]:g} µm/px ({model["input_px"]} px tiles); mean confidence
 {summary["mean_confidence"]:.2f}. Made {html.escape(run.get("finished", ""))}.</p>
 <h2>Tissue map</h2>
 <img class="map" id="map" src="{_data_uri(tissue_map.convert("RGB"), "JPEG")}" alt="tissue map">

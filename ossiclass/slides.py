@@ -4,12 +4,16 @@
 untiled TIFF) through `imageio.read_image`, and scanners' formats (SVS, NDPI, SCN, BIF) through
 tiffslide, the optional `ossiclass[wsi]` extra. Locations are level-0 pixels (x, y), as in
 OpenSlide; sizes are pixels at the level read.
+
+Every input's µm per pixel follows one rule, `resolve_mpp`: the value given, else what the file
+records, else `DEFAULT_MPP` with a note saying so.
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +23,44 @@ import zarr
 from ossiclass.errors import ImageReadError
 from ossiclass.imageio import TIFF_SUFFIXES, read_image, to_rgb_uint8
 
+DEFAULT_MPP = 0.5
+"""µm per pixel assumed for an input that records none and is given none: a 20x scan."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """An input's µm per pixel and where it came from: "given", "file" or "assumed"."""
+
+    mpp: float
+    source: str
+
+    def note(self, name: str) -> str | None:
+        """A line for the user where the scale was assumed; None where it is known."""
+        if self.source != "assumed":
+            return None
+        return f"{name} records no µm per pixel; assumed {self.mpp:g} (a 20x scan)"
+
+
+def resolve_mpp(given: float | None, recorded: float | None) -> Scale:
+    """The one rule for an input's scale: `given` (a user's override), else `recorded` (the
+    file's metadata), else `DEFAULT_MPP`."""
+    if given is not None:
+        return Scale(float(given), "given")
+    if recorded is not None:
+        return Scale(float(recorded), "file")
+    return Scale(DEFAULT_MPP, "assumed")
+
 
 class Slide:
-    """An image pyramid: level 0 is full resolution, each level a downsample of it."""
+    """An image pyramid: level 0 is full resolution, each level a downsample of it; `scale`:
+    its µm per pixel at level 0 and where that came from."""
 
-    def __init__(self, path: Path, levels: list, mpp: float | None, handle=None):
+    def __init__(self, path: Path, levels: list, scale: Scale, handle=None):
         self.path = path
         self._handle = handle  # an open file behind lazily read levels, closed by `close`
         self._levels = levels  # (H, W, 3)-indexable arrays, largest first
-        self.mpp = mpp
+        self.scale = scale
+        self.mpp = scale.mpp
         self.dimensions = (levels[0].shape[1], levels[0].shape[0])  # (width, height)
         self.level_downsamples = [self.dimensions[0] / level.shape[1] for level in levels]
 
@@ -209,13 +242,14 @@ def _open_with_tiffslide(path: Path, mpp: float | None) -> Slide:
     if levels[0].ndim != 3 or levels[0].shape[2] not in (3, 4):
         slide.close()
         raise ImageReadError(f"{path}: not an RGB slide (level 0 is {levels[0].shape})")
-    return Slide(path, levels, mpp or (float(recorded) if recorded else None), handle=slide)
+    scale = resolve_mpp(mpp, float(recorded) if recorded else None)
+    return Slide(path, levels, scale, handle=slide)
 
 
 def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     """Open a tiled TIFF pyramid, a scanner's slide or a plain image as a `Slide`.
 
-    `mpp` (µm per pixel) overrides what the file records; a plain image records nothing.
+    `mpp` (µm per pixel) overrides what the file records (see `resolve_mpp`).
     """
     path = Path(path)
     if not path.is_file():
@@ -226,9 +260,11 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         try:
             tif = tifffile.TiffFile(path)
             page = tif.pages[0]
+            scale = resolve_mpp(mpp, _tiff_mpp(page))
             if page.is_tiled:
-                return Slide(path, _tiff_levels(tif, path), mpp or _tiff_mpp(page), handle=tif)
+                return Slide(path, _tiff_levels(tif, path), scale, handle=tif)
             tif.close()
         except (tifffile.TiffFileError, IndexError, KeyError, ValueError, OSError) as error:
             raise ImageReadError(f"{path}: corrupt or not a TIFF file ({error})") from None
-    return Slide(path, [read_image(path)], mpp)
+        return Slide(path, [read_image(path)], scale)
+    return Slide(path, [read_image(path)], resolve_mpp(mpp, None))

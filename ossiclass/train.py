@@ -24,6 +24,7 @@ from ossiclass.classes import CLASSES
 from ossiclass.data import TileDataModule
 from ossiclass.model import TissueClassifier
 from ossiclass.network import build_backbone
+from ossiclass.preprocessing import Preprocessing
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "-h", "--help")
 
@@ -49,9 +50,11 @@ class BundleWriter(pl.Callback):
         data = trainer.datamodule
         settings = ModelSettings(
             backbone=module.hparams.backbone,
-            input_px=data.hparams.input_px,
-            mpp=data.input_mpp,
-            normalizer=data.normalizer_state,
+            preprocessing=Preprocessing(
+                model_mpp=data.input_mpp,
+                input_px=data.hparams.input_px,
+                normalizer=data.normalizer_state,
+            ),
             trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
         )
         holder = build_backbone(settings.backbone, len(CLASSES))

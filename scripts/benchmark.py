@@ -348,7 +348,7 @@ def bench_tissue(args: argparse.Namespace) -> None:
         settings = SlideSettings(layout, args.size, args.size, 0.5, args.seed)
         path = write_slide(root / f"{layout}.tif", settings, workers=args.workers, progress=False)
         slide = open_slide(path)
-        tissue = slide_tissue_mask(slide, slide.mpp)
+        tissue = slide_tissue_mask(slide)
         mask, mpp = tissue.mask, tissue.mpp
         Image.MAX_IMAGE_PIXELS = None
         truth = Image.open(path.with_suffix(".tissue.png")).resize(
@@ -375,12 +375,12 @@ def _make_slide(root: Path, layout: str, size: int, seed: int, workers: int) -> 
 def bench_agreement(args: argparse.Namespace) -> None:
     """Tile labels of `classify` against the ground-truth mask of synthetic slides made with
     seeds (and so stain domains) that training never saw: one slide per layout."""
-    from ossiclass.classify import ClassifySettings, classify
+    from ossiclass.classify import Running, Tiling, classify
     from ossiclass.evaluate import slide_agreement
     from ossiclass.synth.slides import LAYOUTS
 
     root = Path(args.keep or tempfile.mkdtemp())
-    settings = ClassifySettings(workers=args.workers, white_balance=not args.no_white_balance)
+    tiling, running = Tiling(white_balance=not args.no_white_balance), Running(workers=args.workers)
     balance = "as scanned" if args.no_white_balance else "white-balanced against their glass"
     print(f"model {args.model}; slides {args.size} x {args.size} at 0.5 µm/px, {balance}")
     for offset, layout in enumerate(LAYOUTS):
@@ -391,7 +391,7 @@ def bench_agreement(args: argparse.Namespace) -> None:
         out = root / f"{layout}-{seed}"
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        classify(path, args.model, out, settings, progress=False)
+        classify(path, args.model, out, tiling, running, progress=False)
         seconds = time.perf_counter() - start
         result = slide_agreement(out / "tiles.csv", path.with_suffix(".labels.png"))
         (out / "agreement.json").write_text(json.dumps(result, indent=2))
@@ -422,10 +422,11 @@ def bench_classify(args: argparse.Namespace) -> None:
 
     import torch
 
-    from ossiclass.classify import ClassifySettings, SlideSource, classify
+    from ossiclass.classify import Running, classify
     from ossiclass.predict import Predictor
     from ossiclass.preprocess.tiling import TileBox, read_tile
-    from ossiclass.slides import open_slide
+    from ossiclass.slides import Scale, open_slide
+    from ossiclass.sources import SlideSource
 
     root = Path(tempfile.mkdtemp())
     slide = Path(args.slide) if args.slide else root / "growth_plate.tif"
@@ -435,14 +436,14 @@ def bench_classify(args: argparse.Namespace) -> None:
                         "2", "--quiet"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     labels, rates = {}, {}
     for precision in args.precisions:
-        settings = ClassifySettings(
+        running = Running(
             batch_size=args.batch_size,
             workers=args.workers,
             accelerator=args.accelerator,
             precision=precision,
         )
         start = time.perf_counter()
-        summary = classify(slide, args.model, root / precision, settings, progress=False)
+        summary = classify(slide, args.model, root / precision, running=running, progress=False)
         seconds = time.perf_counter() - start
         tiles = summary["tiles"]["classified"]
         with open(root / precision / "tiles.csv", newline="") as handle:
@@ -452,7 +453,8 @@ def bench_classify(args: argparse.Namespace) -> None:
         device = "cuda" if args.accelerator == "gpu" else "cpu"
         chunks = -(-tiles // args.batch_size)
         predictor = Predictor(args.model, device, precision)
-        batch = torch.randint(0, 256, (args.batch_size, 3, predictor.input_px, predictor.input_px),
+        size = predictor.preprocessing.input_px
+        batch = torch.randint(0, 256, (args.batch_size, 3, size, size),
                               dtype=torch.uint8, device=device)  # fmt: skip
         with torch.inference_mode():
             predictor.network(batch)  # warm-up
@@ -464,7 +466,8 @@ def bench_classify(args: argparse.Namespace) -> None:
             forward = time.perf_counter() - forward_start
         bare = chunks * args.batch_size / forward
         rates[precision] = tiles / seconds
-        workers = settings.loader_workers(SlideSource(slide, 0.5, [], None), device, chunks)
+        source = SlideSource(slide, Scale(0.5, "given"), [], None)
+        workers = running.loader_workers(source, device, chunks)
         print(
             f"classify {precision}, {workers} reading workers: {tiles} tiles of {slide.name} in "
             f"{seconds:.1f} s end to end (tissue detection, stain estimate, reading, white "
@@ -484,7 +487,7 @@ def bench_classify(args: argparse.Namespace) -> None:
         with open_slide(slide) as handle:
             boxes = [TileBox(*(int(row[k]) for k in ("minx", "miny", "width", "height")), 1.0)
                      for row in rows[:count]]  # fmt: skip
-            stack = np.stack([read_tile(handle, box, predictor.input_px) for box in boxes])
+            stack = np.stack([read_tile(handle, box, size) for box in boxes])
         np.save(root / "tiles.npy", stack)
         script = Path(__file__).with_name("tiatoolbox_patch_predictor.py")
         printed = subprocess.run(

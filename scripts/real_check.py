@@ -2,9 +2,8 @@
 
     python scripts/benchmark.py real --model MODEL [--reference ../shared/reference-he]
 
-Each labelled field (or its box) is rescaled from its µm/px to the model's by `predict`'s own
-`to_model_scale`,
-and cut into the model's input tiles; tiles under half tissue are left out. `run` returns the
+Each labelled field (or its box) is rescaled from its µm/px to the model's by the bundle's
+`Preprocessing.to_model_scale`, as `predict` rescales an image, and cut into the model's input tiles; tiles under half tissue are left out. `run` returns the
 figures as data:
 - the model's recall per class and its cartilage-vs-bone balanced recall;
 - a linear probe, cartilage against bone, in folds grouped by field (no field on both sides of
@@ -79,13 +78,11 @@ def cut_field(field: Field, model: ModelSettings) -> np.ndarray:
     """A field rescaled to the model's µm/px as `predict` rescales an image, cut into
     non-overlapping (K, S, S, 3) uint8 tiles of the model's input size S, each at least
     `MIN_TISSUE` tissue (K may be 0)."""
-    from ossiclass.predict import to_model_scale
-
     image = read_image(field.path)
     if field.box:
         x0, y0, x1, y1 = field.box
         image = image[y0:y1, x0:x1]
-    image = to_model_scale(image, field.mpp, model)
+    image = model.preprocessing.to_model_scale(image, field.mpp)
     tile_px = model.input_px
     rows, cols = image.shape[0] // tile_px, image.shape[1] // tile_px
     tiles = [
@@ -227,7 +224,9 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     probabilities = np.concatenate(
         [
             predictor.probabilities(
-                torch.from_numpy(predictor.normalize(tiles[i : i + 64])).permute(0, 3, 1, 2)
+                torch.from_numpy(predictor.preprocessing.normalize(tiles[i : i + 64])).permute(
+                    0, 3, 1, 2
+                )
             ).numpy()
             for i in range(0, len(tiles), 64)
         ]
@@ -247,7 +246,9 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     torch.manual_seed(0)
     untrained = build_backbone(settings.backbone, len(CLASSES))
     colour = colour_features(tiles)
-    seen = predictor.normalize(tiles)  # as the network sees them: stain-normalised, if at all
+    seen = predictor.preprocessing.normalize(
+        tiles
+    )  # as the network sees them: stain-normalised, if at all
     probe = {
         "colour statistics": grouped_probe(colour, labels, groups),
         "trained features": grouped_probe(_network_features(trained, seen), labels, groups),
@@ -259,7 +260,10 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    synthetic = {c: synthetic_tiles(c, per_class, seed, domains, predictor.input_px) for c in PAIR}
+    synthetic = {
+        c: synthetic_tiles(c, per_class, seed, domains, predictor.preprocessing.input_px)
+        for c in PAIR
+    }
     features = np.concatenate([colour_features(synthetic[c][0]) for c in PAIR])
     classes = np.repeat(np.array(PAIR), per_class)
     colour_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
@@ -267,7 +271,7 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     realism_auc = {c: realism(*synthetic[c], tiles[labels == c], groups[labels == c]) for c in PAIR}
     return {
         "model": str(model),
-        "model_mpp": predictor.settings.mpp,
+        "model_mpp": predictor.settings.model_mpp,
         "tiles": {c: int((labels == c).sum()) for c in PAIR},
         "fields": {c: len(set(groups[labels == c])) for c in PAIR},
         "recall": recall,

@@ -44,7 +44,7 @@ from tiatoolbox.models import IOPatchPredictorConfig, PatchPredictor
 from tiatoolbox.models.models_abc import ModelABC
 from torchvision.transforms import functional as TF
 
-# As ossiclass.network.HE_MEAN / HE_STD, so a state dict trained by us predicts sensibly.
+# As ossiclass.preprocessing.HE_MEAN / HE_STD, so a state dict trained by us predicts sensibly.
 MEAN = [0.78, 0.62, 0.78]
 STD = [0.16, 0.20, 0.14]
 WARMUP_TILES = 8

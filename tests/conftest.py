@@ -45,6 +45,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from ossiclass.bundle import ModelSettings, save_bundle
     from ossiclass.network import build_backbone
     from ossiclass.preprocess.stain import MacenkoNormalizer
+    from ossiclass.preprocessing import Preprocessing
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
 
@@ -53,12 +54,8 @@ def tiny_model(tmp_path_factory) -> Path:
     with torch.no_grad():
         network.fc.weight *= 20
     reference, _ = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 256, 0.5)
-    settings = ModelSettings(
-        backbone="resnet18",
-        input_px=32,
-        mpp=2.0,
-        normalizer=MacenkoNormalizer.fit(np.asarray(reference)).to_dict(),
-    )
+    normalizer = MacenkoNormalizer.fit(np.asarray(reference)).to_dict()
+    settings = ModelSettings("resnet18", Preprocessing(2.0, 32, normalizer))
     return save_bundle(tmp_path_factory.mktemp("model") / "model.pt", network, settings)
 
 

@@ -7,13 +7,14 @@ import torch
 from ossiclass.bundle import BUNDLE_FORMAT, ModelSettings, load_bundle, save_bundle
 from ossiclass.errors import BadModelError
 from ossiclass.network import build_backbone
+from ossiclass.preprocessing import Preprocessing
 
 
 @pytest.fixture
 def bundle(tmp_path):
     network = build_backbone("mobilenet_v3_small", 6)
     return save_bundle(
-        tmp_path / "model.pt", network, ModelSettings("mobilenet_v3_small", 128, 1.0)
+        tmp_path / "model.pt", network, ModelSettings("mobilenet_v3_small", Preprocessing(1.0, 128))
     ), network
 
 
@@ -22,7 +23,7 @@ def test_round_trip_gives_the_same_network_and_settings(bundle):
     loaded, settings = load_bundle(path)
     assert (
         settings.backbone == "mobilenet_v3_small"
-        and settings.mpp == 1.0
+        and settings.model_mpp == 1.0
         and settings.input_px == 128
     )
     x = torch.rand(1, 3, 64, 64)
@@ -70,7 +71,7 @@ def test_weights_that_do_not_fit_the_backbone(tmp_path):
     path = save_bundle(
         tmp_path / "m.pt",
         build_backbone("resnet18", 6),
-        ModelSettings("mobilenet_v3_small", 128, 1.0),
+        ModelSettings("mobilenet_v3_small", Preprocessing(1.0, 128)),
     )
     with pytest.raises(BadModelError, match="do not fit backbone mobilenet_v3_small"):
         load_bundle(path)

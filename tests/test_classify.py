@@ -13,20 +13,26 @@ from PIL import Image
 
 from ossiclass.bundle import load_bundle, save_bundle
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
-from ossiclass.classify import ClassifySettings, FolderSource, SlideSource, classify
+from ossiclass.classify import Running, Tiling, classify
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.evaluate import slide_agreement
 from ossiclass.predict import Predictor
 from ossiclass.preprocess.stain import NORMALIZERS, white_balance_gains
 from ossiclass.preprocess.tiling import TileBox, read_tile
-from ossiclass.slides import open_slide
+from ossiclass.slides import Scale, open_slide
+from ossiclass.sources import FolderSource, SlideSource
 from ossiclass.synth.slides import SlideSettings, slide_domain
 from ossiclass.synth.stains import sample_domains
 from ossiclass.synth.tiles import make_tile
 
 REPO = Path(__file__).parents[1]
-FAST = ClassifySettings(batch_size=8, workers=0)
+FAST = Running(batch_size=8, workers=0)
+
+
+def _with_normalizer(settings, normalizer: dict | None):
+    """The model's settings with another stain normaliser (a fitted one's to_dict(), or None)."""
+    return replace(settings, preprocessing=replace(settings.preprocessing, normalizer=normalizer))
 
 
 def _rows(path: Path) -> list[dict]:
@@ -37,7 +43,7 @@ def _rows(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def classified(tiny_model, small_slide, tmp_path_factory):
     out = tmp_path_factory.mktemp("classified") / "out"
-    summary = classify(small_slide, tiny_model, out, FAST, progress=False)
+    summary = classify(small_slide, tiny_model, out, running=FAST, progress=False)
     return out, summary
 
 
@@ -72,8 +78,9 @@ def test_a_slide_is_white_balanced_against_its_own_glass(
     glass = slide_domain(SlideSettings("growth_plate", 1024, 1024, 0.5, 7)).background
     np.testing.assert_allclose(summary["glass_rgb"], glass, atol=2.0)
     assert summary["white_balance"].startswith("glass (RGB")
-    settings = replace(FAST, white_balance=False)
-    as_scanned = classify(small_slide, tiny_model, tmp_path / "out", settings, progress=False)
+    as_scanned = classify(
+        small_slide, tiny_model, tmp_path / "out", Tiling(white_balance=False), FAST, progress=False
+    )
     assert as_scanned["white_balance"].startswith("off")
     balanced, unbalanced = _rows(out / "tiles.csv"), _rows(tmp_path / "out" / "tiles.csv")
     assert [r["minx"] for r in balanced] == [r["minx"] for r in unbalanced]
@@ -84,9 +91,9 @@ def test_without_a_normaliser_the_balance_is_folded_into_the_network(
     tiny_model, small_slide, tmp_path
 ):
     network, settings = load_bundle(tiny_model)
-    plain = save_bundle(tmp_path / "plain.pt", network, replace(settings, normalizer=None))
+    plain = save_bundle(tmp_path / "plain.pt", network, _with_normalizer(settings, None))
     fp32 = replace(FAST, precision="fp32")
-    summary = classify(small_slide, plain, tmp_path / "out", fp32, progress=False)
+    summary = classify(small_slide, plain, tmp_path / "out", running=fp32, progress=False)
     rows = _rows(tmp_path / "out" / "tiles.csv")[:8]
     predictor = Predictor(plain, precision="fp32")
     keys = ("minx", "miny", "width", "height")
@@ -109,12 +116,14 @@ def test_statistics_normalisers_match_each_tile_by_itself_as_in_training(
     tiny_model, small_slide, tmp_path, method
 ):
     network, settings = load_bundle(tiny_model)
-    reference = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 64, settings.mpp)[0]
-    normalizer = NORMALIZERS[method].fit(reference, mpp=settings.mpp)
+    reference = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 64, settings.model_mpp)[
+        0
+    ]
+    normalizer = NORMALIZERS[method].fit(reference, mpp=settings.model_mpp)
     bundle = save_bundle(
-        tmp_path / "lab.pt", network, replace(settings, normalizer=normalizer.to_dict())
+        tmp_path / "lab.pt", network, _with_normalizer(settings, normalizer.to_dict())
     )
-    summary = classify(small_slide, bundle, tmp_path / "out", FAST, progress=False)
+    summary = classify(small_slide, bundle, tmp_path / "out", running=FAST, progress=False)
     assert summary["stains"] == "estimated per tile"
     rows = _rows(tmp_path / "out" / "tiles.csv")
     assert summary["tiles"] == {"classified": len(rows), "skipped": 0} and rows
@@ -122,11 +131,13 @@ def test_statistics_normalisers_match_each_tile_by_itself_as_in_training(
 
 def test_a_lab_reference_saved_without_its_scale_takes_the_model_s(tiny_model, tmp_path):
     network, settings = load_bundle(tiny_model)
-    reference = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 64, settings.mpp)[0]
+    reference = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 64, settings.model_mpp)[
+        0
+    ]
     saved = NORMALIZERS["histogram"].fit(reference, mpp=0.5).to_dict()
     del saved["mpp"]  # as bundles saved before the CIELAB normalisers recorded it
-    bundle = save_bundle(tmp_path / "old.pt", network, replace(settings, normalizer=saved))
-    assert Predictor(bundle).normalizer.mpp == settings.mpp == 2.0
+    bundle = save_bundle(tmp_path / "old.pt", network, _with_normalizer(settings, saved))
+    assert Predictor(bundle).preprocessing.stain_normalizer.mpp == settings.model_mpp == 2.0
 
 
 def test_geojson_is_what_qupath_imports(classified):
@@ -204,7 +215,7 @@ def test_a_tile_folder_skips_bad_tiles_and_classifies_the_rest(tiny_model, tile_
     (root / "callus" / "broken.png").write_bytes(b"\x89PNG broken")
     (root / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    summary = classify(root, tiny_model, out, FAST, progress=False)
+    summary = classify(root, tiny_model, out, running=FAST, progress=False)
     rows = _rows(out / "tiles.csv")
     assert len(rows) == 12 and summary["tiles"] == {"classified": 12, "skipped": 1}
     assert rows[0]["path"] == "callus/callus_000000.png"
@@ -221,7 +232,7 @@ def test_a_tile_folder_skips_bad_tiles_and_classifies_the_rest(tiny_model, tile_
         ("empty folder", "no images"),
         ("unwritable out", "cannot write to"),
         ("missing input", "no such file or folder"),
-        ("unknown accelerator", "--accelerator banana --devices 1: You selected an invalid"),
+        ("unknown accelerator", "accelerator 'banana' with 1 devices: You selected an invalid"),
     ],
 )
 def test_user_errors_are_one_line(problem, message, tiny_model, small_slide, tmp_path, capsys):
@@ -256,7 +267,7 @@ def test_asking_for_a_gpu_where_there_is_none_is_one_line(
     command = _classify_command(small_slide, tiny_model, tmp_path / "out", "--accelerator", "gpu")
     assert main(command) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--accelerator gpu --devices 1: No supported gpu" in err
+    assert err.count("\n") == 1 and "accelerator 'gpu' with 1 devices: No supported gpu" in err
 
 
 def test_slide_agreement_counts_pure_and_boundary_tiles(tmp_path):
@@ -272,22 +283,24 @@ def test_slide_agreement_counts_pure_and_boundary_tiles(tmp_path):
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(BadInputError, match="min-tissue"):
-        ClassifySettings(min_tissue=2).validate()
+    with pytest.raises(BadInputError, match="min_tissue"):
+        Tiling(min_tissue=2).validate()
+    with pytest.raises(BadInputError, match="batch_size"):
+        Running(batch_size=0).validate()
 
 
 def test_reading_workers_by_default(monkeypatch):
-    slide = SlideSource(Path("slide.tif"), 0.5, [], None)
-    folder = FolderSource(Path("tiles"), [], 0.5)
+    slide = SlideSource(Path("slide.tif"), Scale(0.5, "file"), [], None)
+    folder = FolderSource(Path("tiles"), [], [])
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert ClassifySettings().loader_workers(slide, "cpu", 100) == 0  # the network has the cores
-    assert ClassifySettings().loader_workers(folder, "cpu", 100) == 2
-    assert ClassifySettings().loader_workers(slide, "cuda", 100) == 8  # the GPU waits on reading
-    assert ClassifySettings(devices=4).loader_workers(slide, "cuda", 100) == 4  # 16 cores / 4
-    assert ClassifySettings().loader_workers(slide, "cuda", 3) == 3  # no more than the chunks
-    assert ClassifySettings(workers=5).loader_workers(slide, "cuda", 3) == 5  # as asked
+    assert Running().loader_workers(slide, "cpu", 100) == 0  # the network has the cores
+    assert Running().loader_workers(folder, "cpu", 100) == 2
+    assert Running().loader_workers(slide, "cuda", 100) == 8  # the GPU waits on reading
+    assert Running(devices=4).loader_workers(slide, "cuda", 100) == 4  # 16 cores / 4
+    assert Running().loader_workers(slide, "cuda", 3) == 3  # no more than the chunks
+    assert Running(workers=5).loader_workers(slide, "cuda", 3) == 5  # as asked
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert ClassifySettings(devices=4).loader_workers(slide, "cuda", 100) == 1
+    assert Running(devices=4).loader_workers(slide, "cuda", 100) == 1
 
 
 def test_several_inputs_go_on_past_a_bad_one(tiny_model, small_slide, tmp_path, capsys):
@@ -309,3 +322,72 @@ def test_several_inputs_are_not_split_over_devices(tiny_model, small_slide, tmp_
     command = ["classify", *inputs, "--model", str(tiny_model), "--out", str(tmp_path / "o")]
     assert main([*command, "--devices", "2"]) == 2
     assert "give one input per run" in capsys.readouterr().err
+
+
+def test_the_same_tissue_scanned_at_two_scales_gets_the_same_answers(tiny_model, tmp_path, capsys):
+    """DESIGN's promise: tissue scanned at 0.25 and at 0.5 µm/px gets the same label and
+    probabilities within 0.02, from `predict` and from `classify`, with the scale read from the
+    TIFF tags and given with --mpp; from `classify` the tissue's mean probabilities within 0.02,
+    each tile's within 0.1 and its label alike unless two classes nearly tie: a scan at 0.5
+    µm/px differs from one at 0.25 by a grey level or two, which the test model, a random
+    network with its head scaled 20x, magnifies. Without a stain normaliser, whose estimate
+    that rounding also moves."""
+    import tifffile
+
+    network, settings = load_bundle(tiny_model)
+    model = save_bundle(tmp_path / "plain.pt", network, _with_normalizer(settings, None))
+
+    fine = np.full((3072, 3072, 3), 236, np.uint8)  # 768 µm of glass, 512 µm of tissue inside
+    fine[512:2560, 512:2560] = make_tile("woven_bone", 0, 3, sample_domains(3, 1), 2048, 0.25)[0]
+    coarse = np.asarray(Image.fromarray(fine).resize((1536, 1536), Image.Resampling.BOX))
+    scans = {}
+    for name, image, mpp in (("fine", fine, 0.25), ("coarse", coarse, 0.5)):
+        tagged = tmp_path / f"{name}.tif"  # tiled, µm/px in its resolution tags
+        tifffile.imwrite(
+            tagged, image, photometric="rgb", tile=(128, 128), resolution=(1e4 / mpp, 1e4 / mpp),
+            resolutionunit="CENTIMETER",
+        )  # fmt: skip
+        plain = tmp_path / f"{name}.png"  # no scale recorded: given with --mpp
+        Image.fromarray(image).save(plain)
+        scans[name] = (tagged, plain, mpp)
+
+    def predicted(path, *extra) -> np.ndarray:
+        command = ["predict", str(path), "--model", str(model), "--precision", "fp32", "--json"]
+        capsys.readouterr()  # what classify printed before
+        assert main([*command, *extra]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        return answer["label"], np.array(list(answer["probabilities"].values()))
+
+    def classified(path, out, *extra) -> dict:
+        command = _classify_command(path, model, tmp_path / out, "--precision", "fp32", *extra)
+        assert main(command) == 0
+        rows = _rows(tmp_path / out / "tiles.csv")
+        summary = json.loads((tmp_path / out / "summary.json").read_text())
+        # Boxes in µm, so that the two scans' tiles pair up.
+        mpp = summary["input_mpp"]
+        return {
+            (round(int(r["minx"]) * mpp), round(int(r["miny"]) * mpp)): (
+                r["label"],
+                np.array([float(r[f"prob_{c}"]) for c in CLASSES]),
+            )
+            for r in rows
+        }
+
+    for fine_args, coarse_args in (
+        ([scans["fine"][0]], [scans["coarse"][0]]),
+        ([scans["fine"][1], "--mpp", "0.25"], [scans["coarse"][1], "--mpp", "0.5"]),
+    ):
+        (label_f, probs_f), (label_c, probs_c) = predicted(*fine_args), predicted(*coarse_args)
+        assert label_f == label_c and np.abs(probs_f - probs_c).max() < 0.02
+        tiles_f = classified(fine_args[0], f"{fine_args[0].name}-out", *fine_args[1:])
+        tiles_c = classified(coarse_args[0], f"{coarse_args[0].name}-out", *coarse_args[1:])
+        assert tiles_f.keys() == tiles_c.keys() and len(tiles_f) >= 64
+        probs_f = np.stack([tiles_f[box][1] for box in tiles_f])
+        probs_c = np.stack([tiles_c[box][1] for box in tiles_f])
+        assert np.abs(probs_f.mean(0) - probs_c.mean(0)).max() < 0.02  # the tissue's answer
+        assert np.abs(probs_f - probs_c).max() < 0.1  # each tile's
+        top_two = np.sort(probs_f, axis=1)[:, -2:]
+        clear = top_two[:, 1] - top_two[:, 0] > 0.1  # no near-tie for rounding to tip over
+        assert clear.mean() > 0.8
+        labels = [(tiles_f[box][0], tiles_c[box][0]) for box in tiles_f]
+        assert all(f == c for (f, c), sure in zip(labels, clear, strict=True) if sure)

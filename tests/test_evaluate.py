@@ -7,6 +7,7 @@ from ossiclass.bundle import ModelSettings, load_bundle, save_bundle
 from ossiclass.cli import main
 from ossiclass.evaluate import fit_temperature, metrics, reliability
 from ossiclass.network import build_backbone
+from ossiclass.preprocessing import Preprocessing
 
 
 def test_metrics_of_perfect_and_of_confused_predictions():
@@ -40,7 +41,9 @@ def test_evaluate_command_writes_metrics_pictures_and_stores_the_temperature(
 ):
     tiles = tile_set(3, seed=4)
     model = save_bundle(
-        tmp_path / "model.pt", build_backbone("resnet18", 6), ModelSettings("resnet18", 32, 0.75)
+        tmp_path / "model.pt",
+        build_backbone("resnet18", 6),
+        ModelSettings("resnet18", Preprocessing(0.75, 32)),
     )
     out = tmp_path / "eval"
     argv = ["evaluate", "--model", str(model), "--data", str(tiles), "--out", str(out), "--quiet"]
@@ -71,7 +74,7 @@ def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path, tile_set):
     normalizer = MacenkoNormalizer.fit(reference).to_dict()
     results = {}
     for name, stain in (("plain", None), ("normalised", normalizer)):
-        settings = ModelSettings("resnet18", 128, 0.5, normalizer=stain)
+        settings = ModelSettings("resnet18", Preprocessing(0.5, 128, normalizer=stain))
         model = save_bundle(tmp_path / f"{name}.pt", network, settings)
         out = tmp_path / name
         argv = ["evaluate", "--model", str(model), "--data", str(tiles), "--out", str(out)]

@@ -11,7 +11,7 @@ import torch
 
 from ossiclass.bundle import load_bundle
 from ossiclass.classes import CLASSES
-from ossiclass.classify import ClassifySettings, classify
+from ossiclass.classify import Running, classify
 from ossiclass.predict import Predictor
 from ossiclass.preprocess.augment import HEDJitter
 from ossiclass.preprocess.stain import MacenkoNormalizer
@@ -31,10 +31,8 @@ def _probabilities(out: Path) -> np.ndarray:
 def test_classify_on_the_gpu_gives_the_cpu_answers(tiny_model, small_slide, tmp_path):
     runs = {}
     for accelerator in ("cpu", "gpu"):
-        settings = ClassifySettings(
-            batch_size=8, workers=0, accelerator=accelerator, precision="fp32"
-        )
-        classify(small_slide, tiny_model, tmp_path / accelerator, settings, progress=False)
+        running = Running(batch_size=8, workers=0, accelerator=accelerator, precision="fp32")
+        classify(small_slide, tiny_model, tmp_path / accelerator, running=running, progress=False)
         runs[accelerator] = _probabilities(tmp_path / accelerator)
     assert runs["gpu"].shape == runs["cpu"].shape and len(runs["cpu"]) > 10
     # cuDNN may compute convolutions in TF32: close to fp32, not bit-equal.

@@ -67,5 +67,7 @@ def test_tiny_training_run_through_the_cli(tmp_path, tile_set):
     assert 0.0 <= result["test/macro_f1"] <= 1.0
     assert cli.model.last_confusion.sum() == 36
     network, settings = load_bundle(tmp_path / "run" / "model.pt")
-    assert settings.input_px == 32 and settings.mpp == pytest.approx(0.5 * 48 / 32)
-    assert settings.normalizer["method"] == "macenko"  # the fitted reference travels along
+    assert settings.input_px == 32 and settings.model_mpp == pytest.approx(0.5 * 48 / 32)
+    assert (
+        settings.preprocessing.normalizer["method"] == "macenko"
+    )  # the fitted reference travels along

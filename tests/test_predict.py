@@ -28,7 +28,7 @@ def test_every_backbone_folds_into_a_traced_graph(backbone):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.network.modules())
     tiles = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
-        reference = network((tiles.float() - folded.mean) / folded.std)
+        reference = network((tiles.float() - folded.standardize.mean) / folded.standardize.std)
     assert torch.allclose(folded(tiles), reference, atol=1e-3)
 
 
@@ -36,7 +36,7 @@ def test_folded_network_gives_the_same_logits(tiny_model):
     network, _ = load_bundle(tiny_model)
     tiles = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     folded = InferenceNetwork(network, bf16=False)
-    reference = network((tiles.float() - folded.mean) / folded.std)
+    reference = network((tiles.float() - folded.standardize.mean) / folded.standardize.std)
     assert torch.allclose(folded(tiles), reference, atol=1e-4)
 
 
@@ -53,7 +53,7 @@ def test_white_balance_folded_into_the_network_equals_balancing_the_pixels(tiny_
 
 
 def test_a_tile_gets_a_label_and_probabilities(tiny_model, tile):
-    result = predict_image(tile, Predictor(tiny_model, precision="fp32"), mpp=0.5)
+    result = predict_image(tile, Predictor(tiny_model, precision="fp32"), input_mpp=0.5)
     assert result.tiles == 1
     assert sum(result.probabilities) == pytest.approx(1.0, abs=1e-5)
     assert result.label == result.top(1)[0][0]
@@ -63,8 +63,8 @@ def test_a_tile_gets_a_label_and_probabilities(tiny_model, tile):
 def test_a_large_image_is_the_mean_of_its_tiles(tiny_model, tile):
     predictor = Predictor(tiny_model, precision="fp32")
     quarters = [tile[:64, :64], tile[:64, 64:], tile[64:, :64], tile[64:, 64:]]
-    mean = np.mean([predict_image(q, predictor, mpp=1.0).probabilities for q in quarters], 0)
-    whole = predict_image(tile, predictor, mpp=1.0)  # 2 x 2 model tiles
+    mean = np.mean([predict_image(q, predictor, input_mpp=1.0).probabilities for q in quarters], 0)
+    whole = predict_image(tile, predictor, input_mpp=1.0)  # 2 x 2 model tiles
     assert whole.tiles == 4
     assert np.allclose(whole.probabilities, mean, atol=0.02)  # resampled apart or whole
 
@@ -81,7 +81,7 @@ def test_tta_answers_the_same_for_a_turned_or_flipped_tile(tiny_model):
 
 def test_an_image_far_smaller_than_the_field_is_refused(tiny_model):
     with pytest.raises(BadInputError, match="smaller than half the model's field"):
-        predict_image(np.zeros((8, 8, 3), np.uint8), tiny_model, mpp=0.5)
+        predict_image(np.zeros((8, 8, 3), np.uint8), tiny_model, input_mpp=0.5)
 
 
 def test_predict_cli_reports_bad_images_and_answers_the_rest(tiny_model, tile, tmp_path, capsys):
@@ -95,8 +95,9 @@ def test_predict_cli_reports_bad_images_and_answers_the_rest(tiny_model, tile, t
     answers = [json.loads(line) for line in out.splitlines()]
     assert [a["image"] for a in answers] == [str(good)]
     assert len(answers[0]["top_k"]) == 2 and len(answers[0]["probabilities"]) == 6
-    errors = err.strip().splitlines()
+    errors = [line for line in err.splitlines() if line.startswith("ossiclass: error")]
     assert len(errors) == 2 and "bad.png" in errors[0] and "missing.png" in errors[1]
+    assert "good.png records no µm per pixel" in err  # one note, for the one image answered
 
 
 def test_predict_cli_table(tiny_model, tile, tmp_path, capsys):
@@ -124,3 +125,22 @@ def test_the_public_api_predicts(tiny_model, tile):
 
     result = ossiclass.predict_image(tile, ossiclass.load_model(tiny_model, precision="fp32"))
     assert result.label in ossiclass.CLASSES
+
+
+def test_a_scale_is_given_else_read_else_assumed_with_a_note(tiny_model, tile, tmp_path, capsys):
+    import tifffile
+
+    from ossiclass.slides import resolve_mpp
+
+    assert resolve_mpp(0.3, 0.25).source == "given" and resolve_mpp(None, 0.25).mpp == 0.25
+    assert resolve_mpp(None, None).mpp == 0.5 and resolve_mpp(None, None).note("x")
+    Image.fromarray(tile).save(tmp_path / "plain.png")
+    tifffile.imwrite(
+        tmp_path / "tagged.tif", tile, photometric="rgb", resolution=(2e4, 2e4),
+        resolutionunit="CENTIMETER",
+    )  # fmt: skip
+    for name, note in (("plain.png", True), ("tagged.tif", False)):
+        assert main(["predict", str(tmp_path / name), "--model", str(tiny_model), "--json"]) == 0
+        out, err = capsys.readouterr()
+        assert json.loads(out)["mpp"] == 0.5
+        assert ("records no µm per pixel; assumed 0.5" in err) == note

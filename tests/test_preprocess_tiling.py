@@ -8,21 +8,25 @@ from ossiclass.synth.slides import SlideSettings, write_slide
 
 
 def test_grid_boxes_are_level0_and_scale_with_mpp():
-    boxes = list(tile_grid((1000, 600), mpp=0.25, tile_px=100, target_mpp=0.5))
+    boxes = list(tile_grid((1000, 600), input_mpp=0.25, model_mpp=0.5, tile_px=100))
     assert all(b.width == b.height == 200 for b in boxes)  # 100 px at 0.5 µm/px = 200 at 0.25
     assert len(boxes) == 5 * 3
     assert (boxes[1].x, boxes[1].y) == (200, 0)
 
 
 def test_grid_stride_overlap():
-    boxes = list(tile_grid((400, 200), mpp=0.5, tile_px=200, target_mpp=0.5, stride_px=100))
+    boxes = list(tile_grid((400, 200), input_mpp=0.5, model_mpp=0.5, tile_px=200, stride_px=100))
     assert [b.x for b in boxes] == [0, 100, 200]
 
 
 def test_grid_keeps_boxes_with_enough_tissue():
     mask = np.zeros((10, 20), bool)
     mask[:, :10] = True  # left half of a 2000 x 1000 image
-    boxes = list(tile_grid((2000, 1000), 0.5, 500, 0.5, mask=mask, min_tissue=0.5))
+    boxes = list(
+        tile_grid(
+            (2000, 1000), input_mpp=0.5, model_mpp=0.5, tile_px=500, mask=mask, min_tissue=0.5
+        )
+    )
     assert [b.x for b in boxes] == [0, 500, 0, 500]
     assert all(b.tissue == 1.0 for b in boxes)
 
@@ -45,36 +49,35 @@ def test_tiles_read_at_another_scale_match_the_pixels(slide_path):
 
 def test_one_tile_reaches_the_network_alike_in_training_predict_and_classify(tmp_path):
     """A 128 px tile at 0.5 µm/px, for a model of 64 px at 1 µm/px, becomes the same
-    (3, 64, 64) uint8 tensor in training's loader, in `predict`, and read from a slide holding
-    it as `classify` reads slides (one resampling, `tiling.resize`)."""
+    (3, 64, 64) uint8 tensor in training's loader, in `predict` (the bundle's preprocessing,
+    the µm/px read from the file) and as `classify` reads a slide holding it (its source)."""
     import torch
 
-    from ossiclass.bundle import ModelSettings
     from ossiclass.data import TileTable, load_tiles
-    from ossiclass.files import save_png
     from ossiclass.imageio import read_image
-    from ossiclass.predict import image_tiles, to_model_scale
+    from ossiclass.predict import image_tiles
+    from ossiclass.preprocessing import Preprocessing
+    from ossiclass.slides import image_mpp
+    from ossiclass.sources import open_source
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
 
     tile = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 128, 0.5)[0]
-    save_png(tile, tmp_path / "tile.png")
-    table = TileTable([tmp_path / "tile.png"], np.array([1]), ["field"])
-    trained = load_tiles(table, 64, progress=False)[0]
-
-    model = ModelSettings("resnet18", input_px=64, mpp=1.0)
-    served, count = image_tiles(to_model_scale(read_image(tmp_path / "tile.png"), 0.5, model), 64)
-    assert count == 1
-
-    slide_path = tmp_path / "slide.tif"
-    resolution = (1e4 / 0.5, 1e4 / 0.5)
+    path = tmp_path / "tile.tif"
     tifffile.imwrite(
-        slide_path, tile, photometric="rgb", tile=(64, 64), resolution=resolution,
+        path, tile, photometric="rgb", tile=(64, 64), resolution=(1e4 / 0.5, 1e4 / 0.5),
         resolutionunit="CENTIMETER",
     )  # fmt: skip
-    slide = open_slide(slide_path)
-    (box,) = tile_grid(slide.dimensions, slide.mpp, 64, model.mpp)
-    read = read_tile(slide, box, 64)
+    table = TileTable([path], np.array([1]), ["field"])
+    trained = load_tiles(table, 64, progress=False)[0]
+
+    prep = Preprocessing(model_mpp=1.0, input_px=64)
+    served, count = image_tiles(prep.to_model_scale(read_image(path), image_mpp(path)), 64)
+    assert count == 1
+
+    source = open_source(path, prep, input_mpp=None, stride_px=None, min_tissue=0.0)
+    with source.open() as slide:
+        (read,) = source.read(slide, 0, prep)
 
     as_tensor = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1)  # noqa: E731
     assert torch.equal(trained, as_tensor(served[0]))

@@ -20,7 +20,7 @@ def test_tissue_mask_matches_the_generator(tmp_path, layout):
         tmp_path / "s.tif", SlideSettings(layout, 3072, 2048, 0.5, 21), progress=False
     )
     slide = open_slide(path)
-    tissue = slide_tissue_mask(slide, slide.mpp)
+    tissue = slide_tissue_mask(slide)
     mask = tissue.mask
     assert tissue.mpp == pytest.approx(8.0, rel=0.05)
     truth = Image.open(path.with_suffix(".tissue.png")).resize(

@@ -10,13 +10,14 @@ from PIL import Image
 
 from ossiclass.bundle import ModelSettings
 from ossiclass.errors import BadInputError
+from ossiclass.preprocessing import Preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 real_check = runpy.run_path(str(ROOT / "scripts" / "real_check.py"))
 
 
 def _model(mpp: float, input_px: int = 32) -> ModelSettings:
-    return ModelSettings(backbone="resnet18", input_px=input_px, mpp=mpp)
+    return ModelSettings("resnet18", Preprocessing(mpp, input_px))
 
 
 def _field(folder: Path, rows: list[str]) -> Path:

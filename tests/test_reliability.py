@@ -5,6 +5,7 @@ hostile model file runs."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -234,9 +235,8 @@ def test_every_bad_model_is_one_line_and_no_pickle_runs(tiny_model, small_slide,
             ),
             "damaged image data",
         ),  # fmt: skip
-        (lambda root: _write(root / "big.png", _png(TISSUE)), "records no µm per pixel"),
     ],
-    ids=["empty folder", "a slide of glass only", "truncated slide", "plain image without --mpp"],
+    ids=["empty folder", "a slide of glass only", "truncated slide"],
 )
 def test_classify_refuses_unusable_inputs_in_one_line(
     make_input, phrase, tiny_model, tmp_path, capsys
@@ -246,3 +246,19 @@ def test_classify_refuses_unusable_inputs_in_one_line(
     assert main([*command, "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert len(_lines(err)) == 1 and phrase in err and "Traceback" not in err, err
+
+
+def test_a_plain_image_without_a_scale_is_classified_at_the_default_with_a_note(
+    tiny_model, tmp_path, capsys
+):
+    from ossiclass.synth.stains import sample_domains
+    from ossiclass.synth.tiles import make_tile
+
+    image = np.full((1536, 1536, 3), 236, np.uint8)  # 512 µm of tissue on glass, at 0.5 µm/px
+    image[256:1280, 256:1280] = make_tile("woven_bone", 0, 1, sample_domains(1, 1), 1024, 0.5)[0]
+    source = _write(tmp_path / "big.png", _png(image))
+    command = ["classify", str(source), "--model", str(tiny_model), "--out", str(tmp_path / "o")]
+    assert main([*command, "--workers", "0", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["input_mpp"] == 0.5 and summary["mpp_from"] == "assumed"
+    assert "records no µm per pixel; assumed 0.5" in capsys.readouterr().out

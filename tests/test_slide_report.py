@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from ossiclass.classify import ClassifySettings, classify
+from ossiclass.classify import Running, classify
 from ossiclass.cli import main
 from ossiclass.slide_report import write_index, write_report
 
@@ -12,9 +12,7 @@ from ossiclass.slide_report import write_index, write_report
 @pytest.fixture(scope="module")
 def result(tiny_model, small_slide, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "growth_plate"
-    classify(
-        small_slide, tiny_model, out, ClassifySettings(batch_size=8, workers=0), progress=False
-    )
+    classify(small_slide, tiny_model, out, running=Running(batch_size=8, workers=0), progress=False)
     return out
 
 

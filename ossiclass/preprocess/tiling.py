@@ -45,22 +45,24 @@ class TileBox:
 
 def tile_grid(
     size: tuple[int, int],
-    mpp: float,
+    *,
+    input_mpp: float,
+    model_mpp: float,
     tile_px: int,
-    target_mpp: float,
     stride_px: int | None = None,
     mask: np.ndarray | None = None,
     min_tissue: float = 0.0,
 ) -> Iterator[TileBox]:
-    """Boxes of a grid over an image of level-0 `size` (width, height) at `mpp` µm/px.
+    """Boxes of a grid over an image of level-0 `size` (width, height) at `input_mpp` µm/px.
 
-    Each box covers `tile_px` pixels at `target_mpp` (so `tile_px * target_mpp / mpp` level-0
-    pixels), stepping `stride_px` (default `tile_px`: no overlap). With a boolean `mask` (any
-    scale, covering the whole image), boxes whose tissue share is below `min_tissue` are left out.
+    Each box covers `tile_px` pixels at `model_mpp` (so `tile_px * model_mpp / input_mpp`
+    level-0 pixels), stepping `stride_px` pixels at `model_mpp` (default `tile_px`: no overlap).
+    With a boolean `mask` (any scale, covering the whole image), boxes whose tissue share is
+    below `min_tissue` are left out.
     """
     width, height = size
-    box = max(round(tile_px * target_mpp / mpp), 1)
-    step = max(round((stride_px or tile_px) * target_mpp / mpp), 1)
+    box = max(round(tile_px * model_mpp / input_mpp), 1)
+    step = max(round((stride_px or tile_px) * model_mpp / input_mpp), 1)
     if mask is not None:
         # Summed-area table: the tissue share of any box in four lookups.
         table = np.pad(mask.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -99,8 +101,9 @@ class SlideTissue:
     """(3,) float32 RGB of the bare glass (see `glass_colour`), None where too little shows."""
 
 
-def slide_tissue_mask(slide: Slide, mpp: float) -> SlideTissue:
+def slide_tissue_mask(slide: Slide) -> SlideTissue:
     """Tissue mask and glass colour of a whole slide, from a thumbnail at about THUMBNAIL_MPP."""
+    mpp = slide.mpp
     longest = max(slide.dimensions)
     thumbnail, downsample = slide.thumbnail(max(int(longest * mpp / THUMBNAIL_MPP), 64))
     factor = max(round(THUMBNAIL_MPP / (mpp * downsample)), 1)

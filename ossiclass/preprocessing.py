@@ -1,0 +1,102 @@
+"""How an image becomes the network's input, written once: training, evaluation, `predict` and
+`classify` all call the `Preprocessing` that travels in the model bundle.
+
+The steps, in order: resample to the model's µm/px (`preprocess.tiling.resize`: area average
+when shrinking, Lanczos when growing), stain-normalise with the fitted normaliser, and
+standardise each channel (`Standardize`, inside the network's first layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import nn
+
+from ossiclass.errors import BadInputError
+from ossiclass.preprocess.stain import normalizer_from_dict
+from ossiclass.preprocess.tiling import resize
+
+# Channel statistics of H&E tiles (0-1 scale), for input standardisation; close enough for any lab.
+HE_MEAN = (0.78, 0.62, 0.78)
+HE_STD = (0.16, 0.20, 0.14)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What is done to a tile before the network sees it.
+
+    model_mpp : µm per pixel of the network's input.
+    input_px : side of the network's input in pixels (its field: input_px x model_mpp µm).
+    normalizer : a fitted stain normaliser's `to_dict()`, or None: colours as read.
+    mean, std : per-channel standardisation (0-1 scale).
+    """
+
+    model_mpp: float
+    input_px: int
+    normalizer: dict | None = None
+    mean: tuple[float, float, float] = HE_MEAN
+    std: tuple[float, float, float] = HE_STD
+
+    @property
+    def field_um(self) -> float:
+        """The side of one input tile in µm."""
+        return self.input_px * self.model_mpp
+
+    @cached_property
+    def stain_normalizer(self):
+        """The fitted normaliser (see `preprocess.stain`), or None."""
+        if self.normalizer is None:
+            return None
+        return normalizer_from_dict(self.normalizer, self.model_mpp)
+
+    def to_model_scale(self, image: np.ndarray, input_mpp: float) -> np.ndarray:
+        """An (H, W, 3) image at `input_mpp` µm/px resized to the model's µm/px, and mirrored
+        out to one full tile where it is a little smaller. Less than half a tile is a
+        `BadInputError`."""
+        factor = input_mpp / self.model_mpp
+        height, width = image.shape[:2]
+        size = (max(round(width * factor), 1), max(round(height * factor), 1))
+        if min(size) < self.input_px / 2:
+            raise BadInputError(
+                f"{width} x {height} px at {input_mpp:g} µm/px is smaller than half the "
+                f"model's field of {self.field_um:g} µm (is {input_mpp:g} µm/px its scale?)"
+            )
+        image = resize(image, size)
+        pad_y, pad_x = max(self.input_px - size[1], 0), max(self.input_px - size[0], 0)
+        if pad_y or pad_x:
+            image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="symmetric")
+        return image
+
+    def normalize(self, tiles: np.ndarray, stains=None) -> np.ndarray:
+        """(N, S, S, 3) uint8 tiles through the fitted normaliser (unchanged without one), each
+        with its own estimate or all with `stains` (a slide-level estimate); tiles showing too
+        little H&E to estimate pass as they are."""
+        if self.stain_normalizer is None:
+            return tiles
+        return self.stain_normalizer.normalize(tiles, stains)[0]
+
+    def standardize(self) -> Standardize:
+        """The standardisation as the network's first layer."""
+        return Standardize(self.mean, self.std)
+
+
+class Standardize(nn.Module):
+    """(N, 3, S, S) uint8 -> float tiles standardised per channel, laid out channels-last.
+
+    `gains` (3,) scales each channel first (a white balance, see `white_balance_gains`), folded
+    into the standardisation at no cost; unlike scaling the pixels it neither rounds nor clips.
+    """
+
+    def __init__(self, mean: tuple[float, ...] = HE_MEAN, std: tuple[float, ...] = HE_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
+
+    def forward(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
+        mean, std = self.mean, self.std
+        if gains is not None:
+            mean, std = mean / gains.view(1, 3, 1, 1), std / gains.view(1, 3, 1, 1)
+        return ((tiles.float() - mean) / std).contiguous(memory_format=torch.channels_last)
