@@ -2,10 +2,8 @@
 statistics of the tissue); histogram matching of each stain's optical density.
 
 Images are numpy `(H, W, 3)` or `(N, H, W, 3)` uint8. A batch is normalised in one call, its
-tiles spread over threads; a slide-level Macenko mapping is also a torch module
-(`StainTransform`) for `(N, 3, H, W)` batches on any device. A tile whose stains cannot be
-estimated (blank glass, one stain, too little tissue) passes through unchanged and is flagged,
-never turned into NaN.
+tiles spread over threads. A tile whose stains cannot be estimated (blank glass, one stain, too
+little tissue) passes through unchanged and is flagged, never turned into NaN.
 
 Macenko et al., "A method for normalizing histology slides for quantitative analysis", ISBI
 2009; the settings (`io` 240, `alpha` 1 percentile, `beta` 0.15 OD) follow the reference
@@ -24,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 from skimage.color import hed_from_rgb, lab2rgb, rgb2lab, rgb_from_hed
 from skimage.filters import gaussian
 from skimage.morphology import remove_small_objects
@@ -181,8 +178,7 @@ class MacenkoNormalizer:
 
     Fit once on reference images; then either estimate each tile's stains (`normalize`), or
     estimate a slide's stains once from pixels sampled across it (`estimate`) and normalise every
-    tile with them, which is faster and steadier than per-tile estimates. `stain_transform`
-    gives the slide-level mapping as a torch module for batches on any device.
+    tile with them, which is faster and steadier than per-tile estimates.
     """
 
     method = "macenko"
@@ -295,10 +291,6 @@ class MacenkoNormalizer:
             run(np.arange(len(batch)))
         return out.reshape(np.shape(images)), ok
 
-    def stain_transform(self, stains: MacenkoStains) -> StainTransform:
-        """The slide-level mapping as a torch module over (N, 3, H, W) uint8 batches."""
-        return StainTransform(self.mixing(stains), self.io)
-
     def to_dict(self) -> dict:
         return {
             "method": self.method,
@@ -316,20 +308,6 @@ class MacenkoNormalizer:
             tuple(tuple(v) for v in reference["vectors"]), tuple(reference["max_concentrations"])
         )
         return cls(stains, data["alpha"], data["beta"], data["io"], data["sample_every"])
-
-
-class StainTransform(torch.nn.Module):
-    """io * exp(-M @ OD) per pixel for (N, 3, H, W) uint8 batches, on the batch's device."""
-
-    def __init__(self, mixing: np.ndarray, io: float = IO):
-        super().__init__()
-        self.register_buffer("od", torch.from_numpy(_od_table(io)))
-        self.register_buffer("mixing", torch.from_numpy(mixing.astype(np.float32)))
-        self.io = io
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        od_out = torch.einsum("ij,njhw->nihw", self.mixing, self.od[batch.long()])
-        return (self.io * torch.exp(-od_out)).clamp(0, 255).round().to(torch.uint8)
 
 
 def glass_mask(lab: np.ndarray, mpp: float) -> np.ndarray:
