@@ -50,8 +50,8 @@ from ossiclass.predict import (
     stain_normalize,
     to_model_scale,
 )
-from ossiclass.preprocess.stain import IO, white_balance, white_balance_gains
 from ossiclass.preprocess.tiling import TileBox, read_tile, slide_tissue_mask, tile_grid
+from ossiclass.preprocess.tissue import IO, white_balance, white_balance_gains
 from ossiclass.slides import open_slide
 
 STAIN_SAMPLE_TILES = 64

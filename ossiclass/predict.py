@@ -21,7 +21,7 @@ from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
 from ossiclass.network import HE_MEAN, HE_STD
-from ossiclass.preprocess.stain import MacenkoNormalizer, normalizer_from_dict
+from ossiclass.preprocess.stain import normalizer_from_dict
 from ossiclass.preprocess.tiling import resize
 from ossiclass.preprocess.tissue import tissue_fraction
 
@@ -71,12 +71,9 @@ class InferenceNetwork(nn.Module):
 def stain_normalize(normalizer, tiles: np.ndarray, stains=None) -> np.ndarray:
     """(N, S, S, 3) uint8 tiles through a fitted normaliser (None: unchanged), each with its
     own estimate or all with `stains` (a slide-level estimate); unestimable tiles pass as they
-    are. One thread: this runs in DataLoader workers."""
-    if normalizer is None:
-        return tiles
-    if isinstance(normalizer, MacenkoNormalizer):
-        return normalizer.normalize(tiles, stains, threads=1)[0]
-    return normalizer.normalize(tiles, stains)[0]
+    are. The normaliser's own `threads`: a `Predictor`'s uses one, as it runs in DataLoader
+    workers."""
+    return tiles if normalizer is None else normalizer.normalize(tiles, stains)[0]
 
 
 def dihedral_views(tiles: torch.Tensor) -> list[torch.Tensor]:
@@ -106,7 +103,7 @@ class Predictor:
         self.network = InferenceNetwork(network, self.bf16, self.settings.temperature)
         self.network = self.network.to(self.device)
         self.normalizer = (
-            normalizer_from_dict(self.settings.normalizer, self.settings.mpp)
+            normalizer_from_dict(self.settings.normalizer, self.settings.mpp, threads=1)
             if self.settings.normalizer
             else None
         )
