@@ -36,7 +36,7 @@ from ossiclass import outputs, parts
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import write_text_atomic
 from ossiclass.predict import InferenceNetwork, Predictor
-from ossiclass.preprocess.stain import IO, white_balance, white_balance_gains
+from ossiclass.preprocess.tissue import IO, white_balance, white_balance_gains
 from ossiclass.preprocessing import Preprocessing
 from ossiclass.sources import TileSource, open_source
 

@@ -47,10 +47,11 @@ class Preprocessing:
 
     @cached_property
     def stain_normalizer(self):
-        """The fitted normaliser (see `preprocess.stain`), or None."""
+        """The fitted normaliser (see `preprocess.stain`), or None. One thread: it runs in
+        DataLoader workers."""
         if self.normalizer is None:
             return None
-        return normalizer_from_dict(self.normalizer, self.model_mpp)
+        return normalizer_from_dict(self.normalizer, self.model_mpp, threads=1)
 
     def to_model_scale(self, image: np.ndarray, input_mpp: float) -> np.ndarray:
         """An (H, W, 3) image at `input_mpp` µm/px resized to the model's µm/px, and mirrored

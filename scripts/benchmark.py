@@ -216,7 +216,7 @@ def bench_stain(args: argparse.Namespace) -> None:
     import torch
     import torchstain
 
-    from ossiclass.preprocess.stain import MacenkoNormalizer
+    from ossiclass.preprocess.macenko import MacenkoNormalizer
 
     domains = sample_domains(args.seed, 8)
     task = partial(_make_sized, seed=args.seed, domains=domains, size=args.tile_px)
@@ -225,6 +225,7 @@ def bench_stain(args: argparse.Namespace) -> None:
         "woven_bone", 0, args.seed + 1, sample_domains(args.seed + 1, 1), 512, 0.5
     )[0]
     ours = MacenkoNormalizer.fit(reference)
+    one_thread = MacenkoNormalizer.from_dict(ours.to_dict(), threads=1)
     slide_stains = ours.estimate(list(tiles[:: max(len(tiles) // 16, 1)]))
     numpy_backend = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
     numpy_backend.fit(reference)
@@ -238,9 +239,7 @@ def bench_stain(args: argparse.Namespace) -> None:
         "torchstain torch, per tile": _rate(
             lambda: [torch_backend.normalize(t, stains=False) for t in chw], len(tiles)
         ),
-        "ossiclass, per tile, 1 thread": _rate(
-            lambda: ours.normalize(tiles, threads=1), len(tiles)
-        ),
+        "ossiclass, per tile, 1 thread": _rate(lambda: one_thread.normalize(tiles), len(tiles)),
         "ossiclass, per tile": _rate(lambda: ours.normalize(tiles), len(tiles)),
         "ossiclass, slide-level": _rate(lambda: ours.normalize(tiles, slide_stains), len(tiles)),
     }
@@ -261,7 +260,7 @@ def _macenko_against_torchstain(folder: Path) -> None:
     from skimage.data import immunohistochemistry
 
     from ossiclass.imageio import read_image
-    from ossiclass.preprocess.stain import MacenkoNormalizer
+    from ossiclass.preprocess.macenko import MacenkoNormalizer
 
     images = [read_image(path) for path in sorted(folder.glob("*.jpg"))]
     images.append(immunohistochemistry())

@@ -3,8 +3,8 @@
     python scripts/benchmark.py real --model MODEL [--reference ../shared/reference-he]
 
 Each labelled field (or its box) is rescaled from its µm/px to the model's by the bundle's
-`Preprocessing.to_model_scale`, as `predict` rescales an image, and cut into the model's input tiles; tiles under half tissue are left out. `run` returns the
-figures as data:
+`Preprocessing.to_model_scale`, as `predict` rescales an image, and cut into the model's
+input tiles; tiles under half tissue are left out. `run` returns the figures as data:
 - the model's recall per class and its cartilage-vs-bone balanced recall;
 - a linear probe, cartilage against bone, in folds grouped by field (no field on both sides of
   a fold): on colour statistics, on the model's penultimate features and on those of the same

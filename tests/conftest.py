@@ -44,7 +44,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
     from ossiclass.bundle import ModelSettings, save_bundle
     from ossiclass.network import build_backbone
-    from ossiclass.preprocess.stain import MacenkoNormalizer
+    from ossiclass.preprocess.macenko import MacenkoNormalizer
     from ossiclass.preprocessing import Preprocessing
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile

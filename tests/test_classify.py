@@ -18,8 +18,9 @@ from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.evaluate import slide_agreement
 from ossiclass.predict import Predictor
-from ossiclass.preprocess.stain import NORMALIZERS, white_balance_gains
+from ossiclass.preprocess.stain import NORMALIZERS
 from ossiclass.preprocess.tiling import TileBox, read_tile
+from ossiclass.preprocess.tissue import white_balance_gains
 from ossiclass.slides import Scale, open_slide
 from ossiclass.sources import FolderSource, SlideSource
 from ossiclass.synth.slides import SlideSettings, slide_domain

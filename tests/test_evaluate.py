@@ -64,7 +64,7 @@ def test_evaluate_errors_are_one_line(tmp_path, capsys):
 
 
 def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path, tile_set):
-    from ossiclass.preprocess.stain import MacenkoNormalizer
+    from ossiclass.preprocess.macenko import MacenkoNormalizer
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
 

@@ -10,7 +10,7 @@ from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.network import BACKBONES, build_backbone
 from ossiclass.predict import InferenceNetwork, Predictor, predict_image
-from ossiclass.preprocess.stain import white_balance, white_balance_gains
+from ossiclass.preprocess.tissue import white_balance, white_balance_gains
 from ossiclass.synth.stains import sample_domains
 from ossiclass.synth.tiles import make_tile
 

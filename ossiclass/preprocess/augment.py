@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-from ossiclass.preprocess.stain import IO, TEXTBOOK_STAINS
+from ossiclass.preprocess.macenko import TEXTBOOK_STAINS
+from ossiclass.preprocess.tissue import IO
 from ossiclass.synth.stains import sample_domain
 
 _LOG_ADJUST = float(np.log(1e-6))  # scikit-image's rgb2hed scale
