@@ -32,11 +32,12 @@ def test_writes_class_folders_and_a_manifest(tmp_path, small):
     with open(manifest, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 * len(CLASSES)
-    assert list(rows[0]) == ["path", "label", "domain", "seed"]
+    assert list(rows[0]) == ["path", "label", "domain", "seed", "mpp"]
     assert {row["label"] for row in rows} == set(CLASSES)
     assert {row["domain"] for row in rows} == {"0", "1", "2"}
     for row in rows:
         assert row["path"].startswith(row["label"] + "/") and row["seed"] == "5"
+        assert row["mpp"] == "0.5"  # µm per pixel, as training reads it
         image = read_image(manifest.parent / row["path"])
         assert image.shape == (64, 64, 3)
     assert not list((tmp_path / "tiles").rglob(".*partial"))
