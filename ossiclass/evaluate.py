@@ -101,7 +101,7 @@ def evaluate_bundle(
     `reliability.png` under `out`. With `calibrate` (validation tiles), fit a softmax
     temperature there and store it in the bundle. Returns (metrics, metrics as trained)."""
     from ossiclass.bundle import load_bundle, save_bundle
-    from ossiclass.data import load_tiles, normalize_tiles, read_tile_table
+    from ossiclass.datasets import load_tiles, normalize_tiles, read_tile_table
     from ossiclass.files import write_text_atomic
     from ossiclass.preprocess.stain import normalizer_from_dict
     from ossiclass.report import confusion_figure, reliability_figure

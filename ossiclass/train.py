@@ -50,7 +50,7 @@ class BundleWriter(pl.Callback):
         settings = ModelSettings(
             backbone=module.hparams.backbone,
             input_px=data.hparams.input_px,
-            mpp=data.input_mpp,
+            mpp=data.model_mpp,
             normalizer=data.normalizer_state,
             trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
         )

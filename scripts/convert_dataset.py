@@ -36,7 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ossiclass.classes import CLASSES
-from ossiclass.data import read_label_map
+from ossiclass.datasets import read_label_map
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import save_png, write_text_atomic
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image

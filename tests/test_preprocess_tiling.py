@@ -50,7 +50,7 @@ def test_one_tile_reaches_the_network_alike_in_training_predict_and_classify(tmp
     import torch
 
     from ossiclass.bundle import ModelSettings
-    from ossiclass.data import TileTable, load_tiles
+    from ossiclass.datasets import TileTable, load_tiles
     from ossiclass.files import save_png
     from ossiclass.imageio import read_image
     from ossiclass.predict import image_tiles, to_model_scale
