@@ -100,7 +100,7 @@ def evaluate_bundle(
     and `predict`'s network at `precision` ("auto", "fp32", "bf16"; the one used is reported).
     Returns (metrics, metrics as trained)."""
     from ossiclass.bundle import load_bundle, save_bundle
-    from ossiclass.data import load_tiles, read_tile_table
+    from ossiclass.datasets import load_tiles, read_tile_table
     from ossiclass.files import write_text_atomic
     from ossiclass.predict import Predictor
     from ossiclass.report import confusion_figure, reliability_figure

@@ -24,7 +24,6 @@ from ossiclass.classes import CLASSES
 from ossiclass.data import TileDataModule
 from ossiclass.model import TissueClassifier
 from ossiclass.network import build_backbone
-from ossiclass.preprocessing import Preprocessing
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "-h", "--help")
 
@@ -50,11 +49,7 @@ class BundleWriter(pl.Callback):
         data = trainer.datamodule
         settings = ModelSettings(
             backbone=module.hparams.backbone,
-            preprocessing=Preprocessing(
-                model_mpp=data.input_mpp,
-                input_px=data.hparams.input_px,
-                normalizer=data.normalizer_state,
-            ),
+            preprocessing=data.preprocessing,
             trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
         )
         holder = build_backbone(settings.backbone, len(CLASSES))

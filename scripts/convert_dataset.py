@@ -10,10 +10,11 @@ goes through the label map, a JSON object from the data set's labels to ours (nu
 label); a label the map lacks stops the conversion before anything is written. Without a map,
 the labels must be our class names.
 
-OUT gets `OUT/<class>/<name>.png` and `OUT/manifest.csv` (path, label, group, source), ready for
-training. `group` is the slide or patient: the first group of `--group-regex` matched on the
-file name, so the validation split holds out whole patients; without it each tile is its own
-group. `--mpp-in/--mpp-out` rescale tiles to our µm per pixel. `--link` hard-links (or copies)
+OUT gets `OUT/<class>/<name>.png` and `OUT/manifest.csv` (path, label, group, source, and mpp
+where the µm per pixel is known), ready for training. `group` is the slide or patient: the first
+group of `--group-regex` matched on the file name, so the validation split holds out whole
+patients; without it each tile is its own group. `--mpp-in/--mpp-out` rescale tiles to our µm
+per pixel, and the manifest records `--mpp-out` as every tile's mpp. `--link` hard-links (or copies)
 the files as they are instead of re-encoding them as PNG. A second run into the same OUT
 replaces the first. data/README.md lists public data sets and how their labels map to ours.
 """
@@ -35,7 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ossiclass.classes import CLASSES
-from ossiclass.data import read_label_map
+from ossiclass.datasets import read_label_map
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import save_png, write_text_atomic
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
@@ -139,7 +140,7 @@ def earlier_tiles(out: Path) -> set[str]:
     if manifest.is_file():
         with open(manifest, newline="") as handle:
             reader = csv.reader(handle)
-            if next(reader, None) == MANIFEST_COLUMNS:
+            if next(reader, None) in (MANIFEST_COLUMNS, [*MANIFEST_COLUMNS, "mpp"]):
                 return {row[0] for row in reader if row}
     if out.exists() and any(out.iterdir()):
         raise BadInputError(
@@ -168,11 +169,13 @@ def write_tile(job: Job, out: Path, scale: float | None, link: bool) -> None:
     os.replace(partial, target)
 
 
-def write_manifest(out: Path, jobs: list[Job]) -> None:
+def write_manifest(out: Path, jobs: list[Job], mpp: float | None) -> None:
+    """`out/manifest.csv`, with an mpp column (µm per pixel of every tile) where it is known."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows([job.target, job.label, job.group, job.tile.name] for job in jobs)
+    scale = [] if mpp is None else [mpp]
+    writer.writerow([*MANIFEST_COLUMNS, *(["mpp"] if scale else [])])
+    writer.writerows([job.target, job.label, job.group, job.tile.name, *scale] for job in jobs)
     write_text_atomic(out / "manifest.csv", text.getvalue())
 
 
@@ -204,7 +207,7 @@ def convert(args: argparse.Namespace) -> str:
     for label in {job.label for job in jobs}:
         (out / label).mkdir(parents=True, exist_ok=True)
     # The manifest goes first: an interrupted run leaves a folder a rerun recognises.
-    write_manifest(out, jobs)
+    write_manifest(out, jobs, args.mpp_out)
     for job in tqdm(jobs, desc="converting", unit="tile", disable=args.quiet):
         write_tile(job, out, scale, args.link)
     for stale in earlier - {job.target for job in jobs}:

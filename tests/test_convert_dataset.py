@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ossiclass.classes import CLASSES
-from ossiclass.data import read_label_map, read_tile_table
+from ossiclass.datasets import read_label_map, read_tile_table
 
 ROOT = Path(__file__).resolve().parents[1]
 main = runpy.run_path(str(ROOT / "scripts" / "convert_dataset.py"))["main"]
@@ -86,6 +86,15 @@ def test_rescales_to_the_requested_microns_per_pixel(public_set, tmp_path, mpp_i
     out = tmp_path / "out"
     assert convert(public_set, out, "--mpp-in", str(mpp_in), "--mpp-out", str(mpp_out)) == 0
     assert {Image.open(out / row["path"]).size for row in manifest_rows(out)} == {(size, size)}
+    assert {row["mpp"] for row in manifest_rows(out)} == {str(mpp_out)}  # the scale written
+    assert read_tile_table(out).mpp.tolist() == [mpp_out] * 12
+
+
+def test_a_rerun_with_another_scale_replaces_the_recorded_one(public_set, tmp_path):
+    out = tmp_path / "out"
+    assert convert(public_set, out, "--mpp-in", "1", "--mpp-out", "0.5") == 0
+    assert convert(public_set, out) == 0  # no scale given: none recorded
+    assert "mpp" not in manifest_rows(out)[0] and read_tile_table(out).mpp is None
 
 
 def test_csv_source_with_its_own_column_names_and_linked_files(public_set, tmp_path):

@@ -1,8 +1,16 @@
 import numpy as np
+import pytest
 import torch
 from torchvision.transforms import v2
 
-from ossiclass.preprocess.augment import HEDJitter, RandomStainDomain
+from ossiclass.errors import BadInputError
+from ossiclass.preprocess.augment import (
+    HEDJitter,
+    RandomStainDomain,
+    RandomZoom,
+    random_symmetry,
+    training_transform,
+)
 from ossiclass.synth.stains import sample_domain, sample_domains
 from ossiclass.synth.tiles import make_tile
 
@@ -69,4 +77,64 @@ def test_augmentations_compose_with_torchvision_v2():
     pipeline = v2.Compose(
         [v2.RandomHorizontalFlip(), HEDJitter(seed=0), RandomStainDomain(p=0.5, seed=0)]
     )
+    assert all(isinstance(step, v2.Transform) for step in pipeline.transforms)
     assert pipeline(_tile()).shape == (3, 96, 96)
+
+
+def _symmetries(image: torch.Tensor) -> list[torch.Tensor]:
+    turns = [torch.rot90(image, k, dims=(-2, -1)) for k in range(4)]
+    return turns + [turn.flip(-1) for turn in turns]
+
+
+def test_a_random_symmetry_is_one_of_the_eight_of_the_square_exactly():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=generator)
+    candidates = _symmetries(image)
+    assert len({tuple(c.flatten().tolist()) for c in candidates}) == 8  # an asymmetric image
+    torch.manual_seed(0)
+    seen = [0] * 8
+    symmetry = random_symmetry()
+    for _ in range(400):
+        out = symmetry(image)
+        seen[[torch.equal(out, c) for c in candidates].index(True)] += 1  # exactly one of them
+    assert min(seen) > 25  # each about 1/8 of the time (50 expected)
+
+
+def test_zoom_keeps_size_and_dtype_and_zooms_about_the_centre():
+    square = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    square[..., 16:48, 16:48] = 255
+    assert torch.equal(RandomZoom(0.0)(square), square)
+    for scale in (0.8, 0.9, 1.1, 1.2):
+        zoomed = RandomZoom(0.2).transform(square, {"scale": torch.tensor([scale])})
+        assert zoomed.shape == square.shape and zoomed.dtype == torch.uint8
+        area = (zoomed[0] > 127).sum().item() / 32**2
+        assert area == pytest.approx(scale**2, rel=0.08)
+        assert zoomed[0, 32, 32] == 255 and zoomed[0, 0, 0] == 0  # the centre stays
+    stripe = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    stripe[..., :8] = 255  # a bright left edge
+    out = RandomZoom(0.2).transform(stripe, {"scale": torch.tensor([0.8])})
+    assert (out[0, :, 0] == 255).all() and (out[0, :, 63] == 0).all()  # mirrored, not filled
+    torch.manual_seed(0)
+    areas = [(RandomZoom(0.2)(square)[0] > 127).sum().item() / 32**2 for _ in range(100)]
+    assert 0.8**2 * 0.92 < min(areas) < 0.9**2 and 1.1**2 < max(areas) < 1.2**2 * 1.08
+    floats = RandomZoom(0.2)(square.float() / 255)
+    assert floats.dtype == torch.float32 and 0 <= floats.min() and floats.max() <= 1
+
+
+def test_a_zoom_that_would_flip_the_tile_is_refused():
+    with pytest.raises(BadInputError, match="less than 1, got 1.5"):
+        RandomZoom(1.5)
+
+
+def test_seeded_training_transforms_repeat():
+    tiles = [_tile(), torch.flip(_tile(), dims=(-1,))]
+
+    def run(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed)  # the flips, turns and zoom
+        transform = training_transform(0.1, RandomStainDomain(0.5, seed=seed))
+        return [transform(tile) for tile in tiles for _ in range(4)]
+
+    first = run(0)
+    assert all(out.shape == (3, 96, 96) and out.dtype == torch.uint8 for out in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, run(0), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, run(1), strict=True))

@@ -53,7 +53,7 @@ def test_one_tile_reaches_the_network_alike_in_training_predict_and_classify(tmp
     the µm/px read from the file) and as `classify` reads a slide holding it (its source)."""
     import torch
 
-    from ossiclass.data import TileTable, load_tiles
+    from ossiclass.datasets import TileTable, load_tiles
     from ossiclass.imageio import read_image
     from ossiclass.predict import image_tiles
     from ossiclass.preprocessing import Preprocessing

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ossiclass.classes import CLASSES
+from ossiclass.datasets import read_tile_table
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
 from ossiclass.synth.tiles import (
@@ -32,14 +33,21 @@ def test_writes_class_folders_and_a_manifest(tmp_path, small):
     with open(manifest, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 * len(CLASSES)
-    assert list(rows[0]) == ["path", "label", "domain", "seed"]
+    assert list(rows[0]) == ["path", "label", "domain", "seed", "mpp"]
     assert {row["label"] for row in rows} == set(CLASSES)
     assert {row["domain"] for row in rows} == {"0", "1", "2"}
     for row in rows:
         assert row["path"].startswith(row["label"] + "/") and row["seed"] == "5"
+        assert row["mpp"] == "0.5"  # µm per pixel, as training reads it
         image = read_image(manifest.parent / row["path"])
         assert image.shape == (64, 64, 3)
     assert not list((tmp_path / "tiles").rglob(".*partial"))
+
+
+def test_the_manifest_records_the_scale_training_reads(tmp_path):
+    settings = TileSettings(per_class=1, size_px=32, mpp=0.25, seed=5, domains=1)
+    table = read_tile_table(write_tile_dataset(tmp_path / "tiles", settings, progress=False))
+    assert table.mpp.tolist() == [0.25] * len(CLASSES)
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path, small):

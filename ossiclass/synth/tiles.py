@@ -25,7 +25,7 @@ from ossiclass.files import save_png, write_text_atomic
 from ossiclass.synth.painters import paint
 from ossiclass.synth.stains import StainDomain, render, sample_domains
 
-MANIFEST_COLUMNS = ("path", "label", "domain", "seed")
+MANIFEST_COLUMNS = ("path", "label", "domain", "seed", "mpp")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _write_tile(job: tuple[str, int], root: Path, settings: TileSettings, domain
             class_name, index, settings.seed, domains, settings.size_px, settings.mpp
         )
         save_png(image, path)
-    return [relative, class_name, domain, settings.seed]
+    return [relative, class_name, domain, settings.seed, settings.mpp]
 
 
 def write_tile_dataset(
@@ -78,8 +78,9 @@ def write_tile_dataset(
 ) -> Path:
     """Write `settings.per_class` tiles of every class under `root`, and `root/manifest.csv`.
 
-    Layout: `root/<class>/<class>_<index>.png`, `root/manifest.csv` (path, label, domain, seed;
-    paths relative to the manifest) and `root/synth.json` (the settings and stain domains).
+    Layout: `root/<class>/<class>_<index>.png`, `root/manifest.csv` (path, label, domain, seed,
+    mpp in µm per pixel; paths relative to the manifest) and `root/synth.json` (the settings
+    and stain domains).
     Re-running with the same settings resumes; other settings in the same folder are refused.
     Returns the manifest path.
     """
