@@ -1,4 +1,4 @@
-"""The real check: a model on the labelled real H&E fields of `reference-he/labels.tsv`.
+"""`real`: the real check, a model on the labelled real H&E fields of `reference-he/labels.tsv`.
 
     python scripts/benchmark.py real --model MODEL [--reference ../shared/reference-he]
 
@@ -24,13 +24,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
+from skimage.color import rgb2hed
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from ossiclass.bundle import ModelSettings
+from ossiclass.bundle import ModelSettings, load_bundle
 from ossiclass.classes import CLASSES
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
+from ossiclass.network import build_backbone
+from ossiclass.predict import InferenceNetwork, Predictor
 from ossiclass.preprocess.tiling import resize
 from ossiclass.preprocess.tissue import tissue_fraction
+from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.tiles import make_tile
 
 PAIR = ("hyaline_cartilage", "lamellar_bone")
 """The distinction the real check is about: the only two classes with labelled real fields."""
@@ -107,8 +118,6 @@ def real_tiles(folder: Path, model: ModelSettings):
 
 def colour_features(images: np.ndarray) -> np.ndarray:
     """Per-channel mean and std in RGB and in HED (scikit-image's rgb2hed): (N, 12) float."""
-    from skimage.color import rgb2hed
-
     features = []
     for image in images:
         rgb = image.reshape(-1, 3).astype(np.float64) / 255.0
@@ -120,8 +129,6 @@ def colour_features(images: np.ndarray) -> np.ndarray:
 def texture_features(images: np.ndarray) -> np.ndarray:
     """Grey-level texture at the model's scale: gradient and Laplacian-of-Gaussian energy at 1
     and 3 px, the shares of bright (glass, lacunae) and dark (nuclei) pixels: (N, 6) float."""
-    from scipy import ndimage as ndi
-
     features = []
     for image in images:
         grey = image.astype(np.float32).mean(-1) / 255.0
@@ -142,8 +149,6 @@ def realism_features(images: np.ndarray) -> np.ndarray:
 def _network_features(network: torch.nn.Module, tiles: np.ndarray) -> np.ndarray:
     """Penultimate features (N, F) of (N, S, S, 3) uint8 tiles, through `predict`'s own
     inference network (standardised, folded, fp32) with the head taken off."""
-    from ossiclass.predict import InferenceNetwork
-
     if hasattr(network, "fc"):
         network.fc = torch.nn.Identity()
     else:  # mobilenet, efficientnet: the last layer of `classifier`
@@ -160,11 +165,6 @@ def _network_features(network: torch.nn.Module, tiles: np.ndarray) -> np.ndarray
 def _out_of_fold(features, labels, groups, splits: int, method: str = "predict") -> np.ndarray:
     """A standardised logistic regression's out-of-fold answers, in `splits` folds grouped by
     `groups` (no group on both sides) and stratified by label."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     folds = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=0)
     return cross_val_predict(model, features, labels, groups=groups, cv=folds, method=method)
@@ -172,8 +172,6 @@ def _out_of_fold(features, labels, groups, splits: int, method: str = "predict")
 
 def grouped_probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
     """Balanced accuracy of a linear probe, out of fold, in 5 folds grouped by `groups`."""
-    from sklearn.metrics import balanced_accuracy_score
-
     predicted = _out_of_fold(features, labels, groups, 5)
     return float(balanced_accuracy_score(labels, predicted))
 
@@ -182,8 +180,6 @@ def realism(synthetic: np.ndarray, labs: np.ndarray, real: np.ndarray, fields: n
     """ROC AUC of telling synthetic from real tiles apart (out of fold, grouped: no synthetic
     lab and no real field on both sides), in `realism_features` space. 0.5: indistinguishable.
     `labs` (N,) are the synthetic tiles' stain domains, `fields` the real tiles' fields."""
-    from sklearn.metrics import roc_auc_score
-
     features = np.concatenate([realism_features(synthetic), realism_features(real)])
     is_real = np.r_[np.zeros(len(synthetic)), np.ones(len(real))]
     groups = np.r_[[f"lab {lab}" for lab in labs], fields]
@@ -196,9 +192,6 @@ def synthetic_tiles(name: str, count: int, seed: int, domains: int, tile_px: int
     """`count` training tiles of class `name` (256 px at 0.5 µm/px from `seed`'s `domains`
     labs, as `ossiclass synth tiles` makes them) resized to the model's input, as training
     loads them: ((count, tile_px, tile_px, 3) uint8, (count,) their labs' indices)."""
-    from ossiclass.synth.stains import sample_domains
-    from ossiclass.synth.tiles import make_tile
-
     labs = sample_domains(seed, domains)
     tiles, drawn = [], []
     for index in range(count):
@@ -213,20 +206,23 @@ def _counts(names: np.ndarray) -> dict[str, int]:
     return {str(v): int(n) for v, n in zip(values, counts, strict=True)}
 
 
-def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, domains: int = 32):
-    """Every figure of the real check, as a dict (see the module's docstring)."""
-    from ossiclass.bundle import load_bundle
-    from ossiclass.network import build_backbone
-    from ossiclass.predict import Predictor
+def run(
+    *, model: str | Path, reference: str | Path, per_class: int, seed: int = 0, domains: int = 32
+) -> dict:
+    """Every figure of the real check on the fields of `reference`, as a dict (see the module's
+    docstring), with `per_class` synthetic tiles per class from `seed`'s `domains` labs; only
+    `{"skipped": why}` where `reference` holds no label table."""
+    reason = missing_reason(Path(reference))
+    if reason:
+        return {"what": "the real check, skipped", "skipped": reason}
 
     predictor = Predictor(model, precision="fp32")
-    tiles, labels, groups = real_tiles(folder, predictor.settings)
+    prep = predictor.preprocessing
+    tiles, labels, groups = real_tiles(Path(reference), predictor.settings)
     probabilities = np.concatenate(
         [
             predictor.probabilities(
-                torch.from_numpy(predictor.preprocessing.normalize(tiles[i : i + 64])).permute(
-                    0, 3, 1, 2
-                )
+                torch.from_numpy(prep.normalize(tiles[i : i + 64])).permute(0, 3, 1, 2)
             ).numpy()
             for i in range(0, len(tiles), 64)
         ]
@@ -246,30 +242,21 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
     torch.manual_seed(0)
     untrained = build_backbone(settings.backbone, len(CLASSES))
     colour = colour_features(tiles)
-    seen = predictor.preprocessing.normalize(
-        tiles
-    )  # as the network sees them: stain-normalised, if at all
+    seen = prep.normalize(tiles)  # as the network sees them: stain-normalised, if at all
     probe = {
         "colour statistics": grouped_probe(colour, labels, groups),
         "trained features": grouped_probe(_network_features(trained, seen), labels, groups),
         "random features": grouped_probe(_network_features(untrained, seen), labels, groups),
     }
 
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    synthetic = {
-        c: synthetic_tiles(c, per_class, seed, domains, predictor.preprocessing.input_px)
-        for c in PAIR
-    }
+    synthetic = {c: synthetic_tiles(c, per_class, seed, domains, prep.input_px) for c in PAIR}
     features = np.concatenate([colour_features(synthetic[c][0]) for c in PAIR])
     classes = np.repeat(np.array(PAIR), per_class)
     colour_model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     transferred = colour_model.fit(features, classes).predict(colour)
     realism_auc = {c: realism(*synthetic[c], tiles[labels == c], groups[labels == c]) for c in PAIR}
     return {
+        "what": "recall, balanced accuracy and ROC AUC of the real check (see real.py)",
         "model": str(model),
         "model_mpp": predictor.settings.model_mpp,
         "tiles": {c: int((labels == c).sum()) for c in PAIR},
@@ -289,6 +276,8 @@ def run(model: str | Path, folder: Path, per_class: int = 200, seed: int = 0, do
 
 def report(figures: dict) -> str:
     """The figures of `run` as lines of text."""
+    if "skipped" in figures:
+        return f"real check {figures['skipped']}"
     tiles = ", ".join(
         f"{figures['tiles'][c]} {c} tiles from {figures['fields'][c]} fields" for c in PAIR
     )

@@ -1,0 +1,63 @@
+"""What several benchmarks share: synthetic tiles in memory, the `ossiclass` command, timing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+
+from ossiclass.classes import CLASSES
+from ossiclass.synth.stains import StainDomain
+from ossiclass.synth.tiles import make_tile, worker_pool
+
+MPP = 0.5
+"""µm per pixel of every synthetic tile and slide the benchmarks make (a 20x scan)."""
+
+
+def ossiclass_command(*arguments: object) -> list[str]:
+    """The command line that runs `ossiclass` with `arguments` in this Python."""
+    return [sys.executable, "-m", "ossiclass", *(str(argument) for argument in arguments)]
+
+
+def seconds_of(command: list[str]) -> float:
+    """Wall seconds of `command` run to its end, output captured; a failure raises."""
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def rate(function: Callable[[], object], count: int, repeats: int = 3) -> float:
+    """Items per second of `function()` over `count` items, best of `repeats` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return count / best
+
+
+def tiles(
+    jobs: list[tuple[str, int]], seed: int, domains: list[StainDomain], size_px: int, workers: int
+) -> np.ndarray:
+    """Synthetic tiles in memory, (N, size_px, size_px, 3) uint8 at `MPP`: one per (class name,
+    index) job from `seed`'s generator in `domains`, made by `workers` processes."""
+    task = partial(_render, seed=seed, domains=domains, size_px=size_px)
+    with worker_pool(workers) as pool:
+        return np.stack(list(pool.imap(task, jobs, chunksize=16) if pool else map(task, jobs)))
+
+
+def labelled_tiles(
+    per_class: int, seed: int, domains: list[StainDomain], workers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` 256 px tiles of every class: ((N, 256, 256, 3) uint8, (N,) class indices)."""
+    jobs = [(name, i) for name in CLASSES for i in range(per_class)]
+    labels = np.array([CLASSES.index(name) for name, _ in jobs])
+    return tiles(jobs, seed, domains, 256, workers), labels
+
+
+def _render(job: tuple[str, int], seed: int, domains: list[StainDomain], size_px: int):
+    return make_tile(job[0], job[1], seed, domains, size_px, MPP)[0]
