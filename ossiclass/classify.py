@@ -36,7 +36,7 @@ from ossiclass import outputs, parts
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import write_text_atomic
 from ossiclass.predict import InferenceNetwork, Predictor
-from ossiclass.preprocess.tissue import IO, white_balance, white_balance_gains
+from ossiclass.preprocess.tissue import white_balance, white_balance_gains
 from ossiclass.preprocessing import Preprocessing
 from ossiclass.sources import TileSource, open_source
 
@@ -52,7 +52,7 @@ class Tiling:
         input size, no overlap).
     min_tissue : least share of a tile the tissue mask must cover for it to be classified.
     input_mpp : the input's µm/px, overriding what the files record (see `resolve_mpp`).
-    white_balance : scale a slide's channels so that its glass reads neutral (`IO` in each)
+    white_balance : scale a slide's channels so that its glass reads neutral (240 in each)
         before anything else: a lab's tinted or dim glass otherwise reads as stain. Slides
         only: a tile alone shows too little glass to go by.
     """
@@ -277,7 +277,7 @@ def _plan(source, predictor, tiling, running, model, out, resume, trainer) -> Pl
         "input": str(source.path.resolve()),
         "model_sha256": outputs.sha256(model),
         "items": len(source),
-        "glass_rgb": _glass_rgb(source),
+        "glass_rgb": outputs.glass_rgb(source),
         "tiling": asdict(tiling),
         "batch_size": running.batch_size,
         "precision": running.precision,
@@ -332,23 +332,6 @@ def _slide_stains(source: TileSource, prep: Preprocessing, glass: np.ndarray | N
     return normalizer.estimate(tiles)
 
 
-def _glass_rgb(source: TileSource) -> list[float] | None:
-    """The glass colour found, as plain data for job.json and summary.json."""
-    return None if source.glass is None else np.round(source.glass, 1).tolist()
-
-
-def _white_balance_note(source: TileSource, tiling: Tiling) -> str:
-    """What white balance a run applied, for the summary and the command line."""
-    if not source.boxes:
-        return "none: a tile alone shows too little glass to go by"
-    if source.glass is None:
-        return "none: no bare glass around the tissue; colours as scanned"
-    if not tiling.white_balance:
-        return "off: colours as scanned"
-    glass = "/".join(f"{value:.0f}" for value in source.glass)
-    return f"glass (RGB {glass}) scaled to {IO:.0f} in each channel"
-
-
 def _trainer(running: Running) -> pl.Trainer:
     """A quiet Trainer for prediction on the accelerator and devices asked for; one that
     cannot be had (no GPU here, an unknown name) is a `BadInputError`."""
@@ -376,7 +359,7 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
     rows, skipped = parts.merge(plan.parts)
     source = plan.source
     outputs.write_tiles_csv(out / "tiles.csv", rows, source.key_columns)
-    summary = _summary(plan, rows, skipped, predictor, tiling)
+    summary = outputs.summary(plan, rows, skipped, predictor, tiling)
     if source.boxes:
         write_text_atomic(out / "tiles.geojson", json.dumps(outputs.geojson(rows)))
         outputs.write_map(out / "map.png", source.path, summary["input_mpp"], rows)
@@ -387,38 +370,3 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
     outputs.write_json(out / "run.json", run)
     shutil.rmtree(plan.parts)
     return summary
-
-
-def _summary(plan: Plan, rows, skipped, predictor: Predictor, tiling: Tiling) -> dict:
-    """Composition (tiles, share and, for slides, area in mm² per class), counts, settings."""
-    source, prep = plan.source, predictor.preprocessing
-    # Each tile stands for the stride's square of tissue: tiles never count an area twice.
-    tile_mm2 = ((tiling.stride_px or prep.input_px) * prep.model_mpp / 1000) ** 2
-    confidences = [row["confidence"] for row in rows]
-    return {
-        "input": str(source.path),
-        "kind": source.kind,
-        **source.scales(),
-        "tiles": {"classified": len(rows), "skipped": len(skipped)},
-        "classes": outputs.composition(rows, tile_mm2 if source.boxes else None),
-        "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
-        "glass_rgb": _glass_rgb(source),
-        "white_balance": _white_balance_note(source, tiling),
-        "stains": (
-            "estimated once for the slide"
-            if plan.stains is not None
-            else "estimated per tile"
-            if prep.normalizer
-            else "not normalised"
-        ),  # fmt: skip
-        "model": {
-            "file": str(predictor.path),
-            "backbone": predictor.settings.backbone,
-            "input_px": prep.input_px,
-            "model_mpp": prep.model_mpp,
-            "normalizer": (prep.normalizer or {}).get("method"),
-            "temperature": predictor.settings.temperature,
-            "precision": predictor.precision,
-        },
-        "tiling": asdict(tiling),
-    }

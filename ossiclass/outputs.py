@@ -10,7 +10,9 @@ import io
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +20,12 @@ import torch
 from ossiclass import __version__
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.files import save_png, write_text_atomic
+from ossiclass.preprocess.tissue import IO
+
+if TYPE_CHECKING:
+    from ossiclass.classify import Plan, Tiling
+    from ossiclass.predict import Predictor
+    from ossiclass.sources import TileSource
 
 RESULT_COLUMNS = ("label", "confidence", *(f"prob_{name}" for name in CLASSES))
 BOX_COLUMNS = ("minx", "miny", "width", "height")
@@ -131,3 +139,55 @@ def run_record(job: dict, model: Path, precision: str, started: float, classifie
 def write_json(path: Path, content: dict) -> None:
     """Plain data as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(content, indent=2))
+
+
+def glass_rgb(source: TileSource) -> list[float] | None:
+    """The glass colour found, as plain data for job.json and summary.json."""
+    return None if source.glass is None else np.round(source.glass, 1).tolist()
+
+
+def _white_balance_note(source: TileSource, tiling: Tiling) -> str:
+    """What white balance a run applied, for the summary and the command line."""
+    if not source.boxes:
+        return "none: a tile alone shows too little glass to go by"
+    if source.glass is None:
+        return "none: no bare glass around the tissue; colours as scanned"
+    if not tiling.white_balance:
+        return "off: colours as scanned"
+    glass = "/".join(f"{value:.0f}" for value in source.glass)
+    return f"glass (RGB {glass}) scaled to {IO:.0f} in each channel"
+
+
+def summary(plan: Plan, rows, skipped, predictor: Predictor, tiling: Tiling) -> dict:
+    """Composition (tiles, share and, for slides, area in mm² per class), counts, settings."""
+    source, prep = plan.source, predictor.preprocessing
+    # Each tile stands for the stride's square of tissue: tiles never count an area twice.
+    tile_mm2 = ((tiling.stride_px or prep.input_px) * prep.model_mpp / 1000) ** 2
+    confidences = [row["confidence"] for row in rows]
+    return {
+        "input": str(source.path),
+        "kind": source.kind,
+        **source.scales(),
+        "tiles": {"classified": len(rows), "skipped": len(skipped)},
+        "classes": composition(rows, tile_mm2 if source.boxes else None),
+        "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
+        "glass_rgb": glass_rgb(source),
+        "white_balance": _white_balance_note(source, tiling),
+        "stains": (
+            "estimated once for the slide"
+            if plan.stains is not None
+            else "estimated per tile"
+            if prep.normalizer
+            else "not normalised"
+        ),  # fmt: skip
+        "model": {
+            "file": str(predictor.path),
+            "backbone": predictor.settings.backbone,
+            "input_px": prep.input_px,
+            "model_mpp": prep.model_mpp,
+            "normalizer": (prep.normalizer or {}).get("method"),
+            "temperature": predictor.settings.temperature,
+            "precision": predictor.precision,
+        },
+        "tiling": asdict(tiling),
+    }

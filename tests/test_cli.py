@@ -52,7 +52,7 @@ def test_synth_tiles_sheet_and_slide(tmp_path, capsys):
     "argv, message",
     [
         (["synth", "slide", "{tmp}/slide.png"], "written as .tif"),
-        (["synth", "slide", "{tmp}/s.tif", "--width", "99"], "--width must be"),
+        (["synth", "slide", "{tmp}/s.tif", "--width", "99"], "width must be"),
         (["synth", "tiles", "{tmp}/occupied", "--per-class", "1"], "not empty"),
         (["synth", "sheet", "{tmp}/sheet.xyz", "--per-class", "1", "--size", "32"], "cannot write"),
     ],

@@ -80,8 +80,8 @@ def test_same_seed_same_slide_whatever_the_workers(tmp_path):
     "settings, message",
     [
         (SlideSettings("femur"), "unknown layout"),
-        (SlideSettings(width=100), "--width"),
-        (SlideSettings(mpp=9.0), "--mpp"),
+        (SlideSettings(width=100), "width must"),
+        (SlideSettings(mpp=9.0), "mpp must"),
     ],
 )
 def test_settings_are_checked(tmp_path, settings, message):

@@ -89,10 +89,10 @@ def test_refuses_a_folder_made_with_other_settings(tmp_path, small):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (TileSettings(0), "per-class"),
-        (TileSettings(1, size_px=8), "--size"),
-        (TileSettings(1, mpp=0.0), "--mpp"),
-        (TileSettings(1, domains=0), "--domains"),
+        (TileSettings(0), "per_class must"),
+        (TileSettings(1, size_px=8), "size_px must"),
+        (TileSettings(1, mpp=0.0), "mpp must"),
+        (TileSettings(1, domains=0), "domains must"),
     ],
 )
 def test_settings_are_checked(tmp_path, settings, message):

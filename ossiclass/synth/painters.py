@@ -5,6 +5,10 @@ A painter is `paint(rng, shape, mpp, orientation=None) -> (4, H, W) float32` (ch
 `orientation` (radians from the x axis) aligns columns, lamellae and fibres along a slide's axis;
 None draws it at random. Each painter follows its section of TISSUES.md and varies density,
 size, orientation and proportions widely, so no two tiles look alike.
+
+The six painters stay in this one file (a little over 400 lines) so that they can be read and
+tuned side by side against TISSUES.md; their shared shapes and cells live in `shapes.py` and
+`cells.py`.
 """
 
 from __future__ import annotations

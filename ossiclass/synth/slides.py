@@ -52,11 +52,11 @@ class SlideSettings:
             raise BadInputError(
                 f"unknown layout {self.layout!r}; expected one of {', '.join(LAYOUTS)}"
             )
-        for name, size in (("--width", self.width), ("--height", self.height)):
+        for name, size in (("width", self.width), ("height", self.height)):
             if not 1024 <= size <= 131072:
                 raise BadInputError(f"{name} must be between 1024 and 131072 px, got {size}")
         if not 0.1 <= self.mpp <= 4.0:
-            raise BadInputError(f"--mpp must be between 0.1 and 4 µm/px, got {self.mpp}")
+            raise BadInputError(f"mpp must be between 0.1 and 4 µm/px, got {self.mpp}")
 
 
 class SlideFields:

@@ -40,13 +40,13 @@ class TileSettings:
 
     def validate(self) -> None:
         if self.per_class < 1:
-            raise BadInputError(f"--per-class must be at least 1, got {self.per_class}")
+            raise BadInputError(f"per_class must be at least 1, got {self.per_class}")
         if not 16 <= self.size_px <= 4096:
-            raise BadInputError(f"--size must be between 16 and 4096 px, got {self.size_px}")
+            raise BadInputError(f"size_px must be between 16 and 4096 px, got {self.size_px}")
         if not 0.1 <= self.mpp <= 4.0:
-            raise BadInputError(f"--mpp must be between 0.1 and 4 µm/px, got {self.mpp}")
+            raise BadInputError(f"mpp must be between 0.1 and 4 µm/px, got {self.mpp}")
         if self.domains < 1:
-            raise BadInputError(f"--domains must be at least 1, got {self.domains}")
+            raise BadInputError(f"domains must be at least 1, got {self.domains}")
 
 
 def make_tile(

@@ -1,0 +1,223 @@
+"""What each `ossiclass` command does with its parsed arguments (`cli.py` defines the
+arguments): each handler imports what it needs when it runs, calls the library, prints, and
+returns the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ossiclass.errors import OssiclassError
+
+
+def synth_tiles(args: argparse.Namespace) -> int:
+    from ossiclass.synth.tiles import TileSettings, write_tile_dataset
+
+    settings = TileSettings(args.per_class, args.size, args.mpp, args.seed, args.domains)
+    manifest = write_tile_dataset(args.out, settings, workers=args.workers, progress=not args.quiet)
+    print(f"wrote {settings.per_class * 6} tiles and {manifest}")
+    return 0
+
+
+def synth_slide(args: argparse.Namespace) -> int:
+    from ossiclass.synth.slides import SlideSettings, write_slide
+
+    settings = SlideSettings(args.layout, args.width, args.height, args.mpp, args.seed)
+    path = write_slide(args.out, settings, workers=args.workers, progress=not args.quiet)
+    print(f"wrote {path}, {path.with_suffix('.labels.png')} and {path.with_suffix('.tissue.png')}")
+    return 0
+
+
+def synth_sheet(args: argparse.Namespace) -> int:
+    from ossiclass.synth.tiles import contact_sheet
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet = contact_sheet(args.per_class, args.seed, args.size, args.mpp)
+    if args.width:
+        sheet = sheet.resize((args.width, round(sheet.height * args.width / sheet.width)))
+    try:
+        sheet.save(out, quality=args.quality)
+    except (ValueError, OSError) as error:
+        raise OssiclassError(f"{out}: cannot write the contact sheet ({error})") from None
+    print(f"wrote {out}")
+    return 0
+
+
+def normalize_images(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from ossiclass.imageio import read_image
+    from ossiclass.preprocess.stain import NORMALIZERS, normalizer_from_dict
+
+    reference = Path(args.reference)
+    if reference.suffix.lower() == ".json":
+        if args.mpp is not None:
+            print(
+                f"ossiclass: note: {reference} carries its own µm/px; --mpp ignored",
+                file=sys.stderr,
+            )
+        try:
+            normalizer = normalizer_from_dict(json.loads(reference.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise OssiclassError(f"{reference}: not a saved stain reference ({error})") from None
+    else:
+        try:
+            normalizer = NORMALIZERS[args.method].fit(read_image(reference), mpp=args.mpp or 0.5)
+        except ValueError as error:
+            raise OssiclassError(f"{reference}: {error}") from None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if args.save_reference:
+            Path(args.save_reference).write_text(json.dumps(normalizer.to_dict(), indent=2))
+    except OSError as error:
+        raise OssiclassError(f"cannot write to {error.filename}: {error.strerror}") from None
+    failed = 0
+    for name in tqdm(args.images, desc="normalize", unit="image", disable=len(args.images) < 2):
+        try:
+            image = read_image(name)
+        except OssiclassError as error:
+            print(f"ossiclass: skipped: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        normalized, ok = normalizer.normalize(image)
+        if not np.all(ok):
+            print(
+                f"ossiclass: note: {name}: too little tissue to normalise; copied as it is",
+                file=sys.stderr,
+            )
+        target = out / (Path(name).stem + ".png")
+        Image.fromarray(normalized).save(target)
+    print(f"wrote {len(args.images) - failed} images to {out}")
+    return 2 if failed else 0
+
+
+def evaluate_model(args: argparse.Namespace) -> int:
+    from ossiclass.classes import CLASSES
+    from ossiclass.evaluate import evaluate_bundle
+
+    result, as_trained = evaluate_bundle(
+        args.model, args.data, args.out, args.calibrate, args.label_map, not args.quiet
+    )
+    if args.calibrate:
+        temperature = result["temperature"]
+        print(f"fitted temperature {temperature:.3f} on {args.calibrate}; stored in {args.model}")
+    print(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}")
+    for name in CLASSES:
+        row = result["per_class"][name]
+        print(f"{name:<20}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}")
+    print(
+        f"{result['tiles']} tiles: accuracy {result['accuracy']:.3f}, "
+        f"macro-F1 {result['macro_f1']:.3f}, ECE {result['ece']:.3f} "
+        f"(before calibration {as_trained['ece']:.3f}); outputs in {args.out}"
+    )
+    return 0
+
+
+def predict_images(args: argparse.Namespace) -> int:
+    import json
+
+    from ossiclass.imageio import read_image
+    from ossiclass.predict import Predictor, predict_array
+    from ossiclass.slides import DEFAULT_MPP, image_mpp, resolve_mpp
+
+    predictor = Predictor(args.model, precision=args.precision)
+    failed, width, assumed = 0, max(len("image"), *map(len, args.images)), []
+    if not args.json:
+        print(f"{'image':<{width}}  {'label':<18} {'confidence':>10}  top {args.top_k}")
+    for path in args.images:
+        try:
+            scale = resolve_mpp(args.mpp, image_mpp(path))
+            result = predict_array(predictor, read_image(path), scale.mpp, args.tta, name=path)
+            assumed += [path] if scale.note(path) else []
+        except OssiclassError as error:  # reported; the other images still get their answer
+            message = str(error) if path in str(error) else f"{path}: {error}"
+            print(f"ossiclass: error: {message}", file=sys.stderr)
+            failed += 1
+            continue
+        top = result.top(args.top_k)
+        if args.json:
+            print(json.dumps({"image": path, **result.to_dict(args.top_k), "mpp": scale.mpp}))
+            continue
+        ranked = ", ".join(f"{c} {p:.2f}" for c, p in top)
+        note = f"  (mean of {result.tiles} tiles)" if result.tiles > 1 else ""
+        print(f"{path:<{width}}  {result.label:<18} {result.confidence:>10.3f}  {ranked}{note}")
+    if assumed:
+        what = resolve_mpp(None, None).note(assumed[0])
+        if len(assumed) > 1:
+            what = f"{len(assumed)} images record no µm per pixel; assumed {DEFAULT_MPP:g}"
+        print(f"ossiclass: note: {what}; give it with --mpp", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def classify_inputs(args: argparse.Namespace) -> int:
+    from ossiclass.classify import Running, Tiling, classify
+    from ossiclass.errors import BadInputError
+
+    tiling = Tiling(args.stride, args.min_tissue, args.mpp, not args.no_white_balance)
+    running = Running(args.batch_size, args.workers, args.accelerator, args.devices, args.precision)
+    if args.devices > 1 and len(args.inputs) > 1:
+        raise BadInputError("--devices splits one input's tiles: give one input per run")
+    failed, reports = 0, []
+    for source, out in _outputs(args.inputs, Path(args.out)):
+        try:
+            summary = classify(
+                source, args.model, out, tiling, running, args.resume, not args.quiet
+            )
+            if summary is not None and args.report and summary["kind"] == "slide":
+                from ossiclass.slide_report import write_report
+
+                reports.append(write_report(out))
+        except OssiclassError as error:
+            if len(args.inputs) == 1:
+                raise
+            print(f"ossiclass: error: {error}", file=sys.stderr)  # the other inputs go on
+            failed += 1
+            continue
+        if summary is None:  # a second process under DDP: the first one reports
+            continue
+        tiles = summary["tiles"]
+        print(f"{source}: {tiles['classified']} tiles, {tiles['skipped']} skipped; in {out}:")
+        for note in summary.get("notes", []):
+            print(f"  note: {note}; give it with --mpp")
+        if "white_balance" in summary:  # a run finished by an older version has none
+            print(f"  white balance: {summary['white_balance']}")
+        for name, row in summary["classes"].items():
+            area = f"{row['area_mm2']:>9.3f} mm2" if "area_mm2" in row else ""
+            print(f"  {name:<20}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
+    if len(reports) > 1:
+        from ossiclass.slide_report import write_index
+
+        reports.append(write_index(reports, Path(args.out) / "index.html"))
+    for report in reports:
+        print(f"report: {report}")
+    return 2 if failed else 0
+
+
+def write_reports(args: argparse.Namespace) -> int:
+    from ossiclass.slide_report import write_index, write_report
+
+    reports = [write_report(folder) for folder in args.results]
+    if len(reports) > 1 or args.index:
+        index = Path(args.index or Path(args.results[0]).parent / "index.html")
+        reports.append(write_index(reports[: len(args.results)], index))
+    for report in reports:
+        print(f"wrote {report}")
+    return 0
+
+
+def _outputs(inputs: list[str], out: Path) -> list[tuple[str, Path]]:
+    """(input, its output folder): OUT itself for one input, OUT/<name> for several."""
+    if len(inputs) == 1:
+        return [(inputs[0], out)]
+    names = [Path(source).stem for source in inputs]
+    return [
+        (source, out / (name if names.count(name) == 1 else f"{name}-{index}"))
+        for index, (source, name) in enumerate(zip(inputs, names, strict=True))
+    ]
