@@ -224,7 +224,7 @@ class ChunkWriter(BasePredictionWriter):
 @dataclass
 class Plan:
     """What a run does: the source, its slide-level stains (or None), the white balance, the
-    job that identifies the run for resuming, and the chunks still to classify."""
+    job that identifies the run for resuming, the chunks still to classify, and how to run."""
 
     source: TileSource
     stains: object
@@ -232,6 +232,7 @@ class Plan:
     job: dict
     parts: Path
     todo: list[int]
+    running: Running
 
 
 def classify(
@@ -289,7 +290,7 @@ def _plan(source, predictor, tiling, running, model, out, resume, trainer) -> Pl
     # Every process lists the finished chunks before any process writes one (they meet in
     # the process group's set-up first), so all agree on what is left to do.
     todo = [c for c in range(-(-len(source) // running.batch_size)) if c not in done]
-    return Plan(source, stains, glass, job, folder, todo)
+    return Plan(source, stains, glass, job, folder, todo, running)
 
 
 def _run(plan: Plan, predictor: Predictor, running: Running, trainer, device) -> None:
@@ -322,7 +323,7 @@ def _slide_stains(source: TileSource, prep: Preprocessing, glass: np.ndarray | N
     tile's own statistics (`per_slide` False), the input is no slide, or the tiles show too
     little H&E: then each tile its own."""
     normalizer = prep.stain_normalizer
-    if normalizer is None or not normalizer.per_slide or not source.boxes:
+    if normalizer is None or not normalizer.per_slide or not source.has_boxes:
         return None
     picks = np.unique(np.linspace(0, len(source) - 1, min(STAIN_SAMPLE_TILES, len(source))).round())
     with source.open() as slide:
@@ -335,7 +336,9 @@ def _slide_stains(source: TileSource, prep: Preprocessing, glass: np.ndarray | N
 def _trainer(running: Running) -> pl.Trainer:
     """A quiet Trainer for prediction on the accelerator and devices asked for; one that
     cannot be had (no GPU here, an unknown name) is a `BadInputError`."""
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no banner of devices
+    lightning_log = logging.getLogger("pytorch_lightning")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)  # no banner of devices, for this Trainer only
     try:
         return pl.Trainer(
             accelerator=running.accelerator,
@@ -351,6 +354,8 @@ def _trainer(running: Running) -> pl.Trainer:
         raise BadInputError(
             f"accelerator {running.accelerator!r} with {running.devices} devices: {reason}"
         ) from None
+    finally:
+        lightning_log.setLevel(level)
 
 
 def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started: float,
@@ -360,7 +365,7 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
     source = plan.source
     outputs.write_tiles_csv(out / "tiles.csv", rows, source.key_columns)
     summary = outputs.summary(plan, rows, skipped, predictor, tiling)
-    if source.boxes:
+    if source.has_boxes:
         write_text_atomic(out / "tiles.geojson", json.dumps(outputs.geojson(rows)))
         outputs.write_map(out / "map.png", source.path, summary["input_mpp"], rows)
     if skipped:

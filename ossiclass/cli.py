@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit a temperature on these tiles (validation) and store it in the model",
     )
     evaluate.add_argument("--label-map", help="JSON label map for data sets with other labels")
+    evaluate.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="as predict and classify run: bf16 where the hardware runs it fast (auto), or fp32",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=commands.evaluate_model)
 

@@ -54,6 +54,7 @@ def normalize_images(args: argparse.Namespace) -> int:
 
     from ossiclass.imageio import read_image
     from ossiclass.preprocess.stain import NORMALIZERS, normalizer_from_dict
+    from ossiclass.slides import image_mpp, resolve_mpp
 
     reference = Path(args.reference)
     if reference.suffix.lower() == ".json":
@@ -67,8 +68,14 @@ def normalize_images(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise OssiclassError(f"{reference}: not a saved stain reference ({error})") from None
     else:
+        scale = resolve_mpp(args.mpp, image_mpp(reference))
+        if scale.note(str(reference)):
+            print(
+                f"ossiclass: note: {scale.note(str(reference))}; give it with --mpp",
+                file=sys.stderr,
+            )
         try:
-            normalizer = NORMALIZERS[args.method].fit(read_image(reference), mpp=args.mpp or 0.5)
+            normalizer = NORMALIZERS[args.method].fit(read_image(reference), mpp=scale.mpp)
         except ValueError as error:
             raise OssiclassError(f"{reference}: {error}") from None
     out = Path(args.out)
@@ -103,8 +110,9 @@ def evaluate_model(args: argparse.Namespace) -> int:
     from ossiclass.evaluate import evaluate_bundle
 
     result, as_trained = evaluate_bundle(
-        args.model, args.data, args.out, args.calibrate, args.label_map, not args.quiet
-    )
+        args.model, args.data, args.out, args.calibrate, args.label_map, not args.quiet,
+        args.precision,
+    )  # fmt: skip
     if args.calibrate:
         temperature = result["temperature"]
         print(f"fitted temperature {temperature:.3f} on {args.calibrate}; stored in {args.model}")
@@ -115,7 +123,8 @@ def evaluate_model(args: argparse.Namespace) -> int:
     print(
         f"{result['tiles']} tiles: accuracy {result['accuracy']:.3f}, "
         f"macro-F1 {result['macro_f1']:.3f}, ECE {result['ece']:.3f} "
-        f"(before calibration {as_trained['ece']:.3f}); outputs in {args.out}"
+        f"(before calibration {as_trained['ece']:.3f}), {result['precision']}; "
+        f"outputs in {args.out}"
     )
     return 0
 
@@ -125,7 +134,7 @@ def predict_images(args: argparse.Namespace) -> int:
 
     from ossiclass.imageio import read_image
     from ossiclass.predict import Predictor, predict_array
-    from ossiclass.slides import DEFAULT_MPP, image_mpp, resolve_mpp
+    from ossiclass.slides import assumed_note, image_mpp, resolve_mpp
 
     predictor = Predictor(args.model, precision=args.precision)
     failed, width, assumed = 0, max(len("image"), *map(len, args.images)), []
@@ -149,10 +158,8 @@ def predict_images(args: argparse.Namespace) -> int:
         note = f"  (mean of {result.tiles} tiles)" if result.tiles > 1 else ""
         print(f"{path:<{width}}  {result.label:<18} {result.confidence:>10.3f}  {ranked}{note}")
     if assumed:
-        what = resolve_mpp(None, None).note(assumed[0])
-        if len(assumed) > 1:
-            what = f"{len(assumed)} images record no µm per pixel; assumed {DEFAULT_MPP:g}"
-        print(f"ossiclass: note: {what}; give it with --mpp", file=sys.stderr)
+        what = assumed[0] if len(assumed) == 1 else f"{len(assumed)} of {len(args.images)} images"
+        print(f"ossiclass: note: {assumed_note(what)}; give it with --mpp", file=sys.stderr)
     return 2 if failed else 0
 
 

@@ -29,7 +29,7 @@ from ossiclass.datasets import (
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
 from ossiclass.preprocess.augment import HEDJitter, RandomStainDomain, training_transform
-from ossiclass.preprocess.stain import NORMALIZERS
+from ossiclass.preprocess.stain import NORMALIZERS, normalizer_from_dict
 from ossiclass.preprocessing import Preprocessing
 
 
@@ -187,6 +187,8 @@ class TileDataModule(pl.LightningDataModule):
             fitted = method.fit(sample, mpp=model_mpp)
         except ValueError as error:
             raise BadInputError(f"cannot fit the {hp.normalizer} reference: {error}") from None
+        if self.stream and hp.num_workers:  # the stream normalises in its DataLoader workers
+            fitted = normalizer_from_dict(fitted.to_dict(), model_mpp, threads=1)
 
         def normalize(batch: torch.Tensor) -> torch.Tensor:
             images, ok = normalize_tiles(fitted, batch)

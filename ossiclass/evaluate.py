@@ -100,7 +100,7 @@ def evaluate_bundle(
     and `predict`'s network at `precision` ("auto", "fp32", "bf16"; the one used is reported).
     Returns (metrics, metrics as trained)."""
     from ossiclass.bundle import load_bundle, save_bundle
-    from ossiclass.datasets import load_tiles, read_tile_table
+    from ossiclass.datasets import field_um, read_tile_table, read_tiles
     from ossiclass.files import write_text_atomic
     from ossiclass.predict import Predictor
     from ossiclass.report import confusion_figure, reliability_figure
@@ -110,7 +110,9 @@ def evaluate_bundle(
 
     def logits_and_labels(source):
         table = read_tile_table(source, label_map)
-        tiles = load_tiles(table, prep.input_px, progress=progress)
+        tiles, widths = read_tiles(table, prep.input_px, progress=progress)
+        if table.mpp is not None:  # a set that records its scale must cover the model's field
+            field_um(table, widths, prep.model_mpp, expected_um=prep.field_um)
         tiles = torch.from_numpy(prep.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy()))
         return predict_logits(predictor, tiles.permute(0, 3, 1, 2)), torch.from_numpy(table.labels)
 
@@ -151,6 +153,7 @@ def slide_agreement(tiles_csv: str | Path, label_mask: str | Path, pure: float =
     from PIL import Image
 
     from ossiclass.classes import BACKGROUND_LABEL
+    from ossiclass.preprocess.tiling import BOX_COLUMNS
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the generator's own file
     try:
@@ -163,7 +166,7 @@ def slide_agreement(tiles_csv: str | Path, label_mask: str | Path, pure: float =
     confusion = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
     agree_all = counted_all = 0
     for row in rows:
-        x, y, w, h = (int(row[k]) for k in ("minx", "miny", "width", "height"))
+        x, y, w, h = (int(row[k]) for k in BOX_COLUMNS)
         counts = np.bincount(mask[y : y + h, x : x + w].ravel(), minlength=256)
         counts[BACKGROUND_LABEL] = 0
         if counts.sum() == 0:

@@ -114,7 +114,16 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray | None:
         raise
     except tifffile.TiffFileError as error:
         raise ImageReadError(f"{path}: corrupt or not a TIFF file ({error})") from None
-    except Exception:  # a codec tifffile lacks (e.g. JPEG without imagecodecs): let Pillow try
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        NotImplementedError,
+        RuntimeError,
+        OSError,
+    ):
+        # a codec tifffile lacks (e.g. JPEG without imagecodecs): let Pillow try
         return None
     while array.ndim > 3:  # pages, z or time: the first plane
         array = array[0]

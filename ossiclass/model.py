@@ -69,6 +69,14 @@ class TissueClassifier(pl.LightningModule):
             }
         )
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the standardisation was its own module kept its buffers
+        as `mean` and `std`: resume them too."""
+        state = checkpoint["state_dict"]
+        for name in ("mean", "std"):
+            if name in state:
+                state[f"standardize.{name}"] = state.pop(name)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N, 6) of (N, 3, H, W) uint8 tiles."""
         return self.network(self.standardize(images))

@@ -20,6 +20,7 @@ import torch
 from ossiclass import __version__
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.files import save_png, write_text_atomic
+from ossiclass.preprocess.tiling import BOX_COLUMNS
 from ossiclass.preprocess.tissue import IO
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from ossiclass.sources import TileSource
 
 RESULT_COLUMNS = ("label", "confidence", *(f"prob_{name}" for name in CLASSES))
-BOX_COLUMNS = ("minx", "miny", "width", "height")
 
 
 def result_columns(probabilities: list[float]) -> dict:
@@ -148,7 +148,7 @@ def glass_rgb(source: TileSource) -> list[float] | None:
 
 def _white_balance_note(source: TileSource, tiling: Tiling) -> str:
     """What white balance a run applied, for the summary and the command line."""
-    if not source.boxes:
+    if not source.has_boxes:
         return "none: a tile alone shows too little glass to go by"
     if source.glass is None:
         return "none: no bare glass around the tissue; colours as scanned"
@@ -169,7 +169,7 @@ def summary(plan: Plan, rows, skipped, predictor: Predictor, tiling: Tiling) -> 
         "kind": source.kind,
         **source.scales(),
         "tiles": {"classified": len(rows), "skipped": len(skipped)},
-        "classes": composition(rows, tile_mm2 if source.boxes else None),
+        "classes": composition(rows, tile_mm2 if source.has_boxes else None),
         "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
         "glass_rgb": glass_rgb(source),
         "white_balance": _white_balance_note(source, tiling),
@@ -190,4 +190,5 @@ def summary(plan: Plan, rows, skipped, predictor: Predictor, tiling: Tiling) -> 
             "precision": predictor.precision,
         },
         "tiling": asdict(tiling),
+        "running": asdict(plan.running),
     }

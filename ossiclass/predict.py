@@ -31,6 +31,7 @@ def bf16_available(device: torch.device) -> bool:
     """Whether bf16 matrix maths is fast here: AVX-512 BF16 or AMX on a CPU, bf16 on a GPU."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    # torch has no public query for the CPU's bf16 instructions; absent, say no.
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 

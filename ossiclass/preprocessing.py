@@ -1,9 +1,11 @@
-"""How an image becomes the network's input, written once: training, evaluation, `predict` and
-`classify` all call the `Preprocessing` that travels in the model bundle.
+"""How an image becomes the network's input: the `Preprocessing` that training records in
+the model bundle (`data.TileDataModule.preprocessing`) and that evaluation, `predict` and
+`classify` read back from it.
 
-The steps, in order: resample to the model's µm/px (`preprocess.tiling.resize`: area average
-when shrinking, Lanczos when growing), stain-normalise with the fitted normaliser, and
-standardise each channel (`Standardize`, inside the network's first layer).
+The steps, in order, each written once and shared with training: resample to the model's µm/px
+(`preprocess.tiling.resize`: area average when shrinking, Lanczos when growing; training's
+loader calls it too), stain-normalise with the fitted normaliser (the one training fitted), and
+standardise each channel (`Standardize`, the first layer of training's LightningModule too).
 """
 
 from __future__ import annotations

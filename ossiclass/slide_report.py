@@ -63,14 +63,14 @@ def _histogram(confidences: list[float]) -> Image.Image:
 
 def _least_sure_crops(slide_path: Path, mpp: float | None, rows: list[dict]) -> list[tuple]:
     """(crop image, row) for the LEAST_SURE tiles of lowest confidence, read from the slide."""
-    from ossiclass.preprocess.tiling import TileBox, read_tile
+    from ossiclass.preprocess.tiling import BOX_COLUMNS, TileBox, read_tile
     from ossiclass.slides import open_slide
 
     chosen = sorted(rows, key=lambda row: float(row["confidence"]))[:LEAST_SURE]
     with open_slide(slide_path, mpp) as slide:
         crops = []
         for row in chosen:
-            box = TileBox(*(int(row[k]) for k in ("minx", "miny", "width", "height")), 1.0)
+            box = TileBox(*(int(row[k]) for k in BOX_COLUMNS), 1.0)
             crops.append((Image.fromarray(read_tile(slide, box, 128)), row))
     return crops
 
@@ -136,7 +136,8 @@ def write_report(result_dir: str | Path) -> Path:
     model = summary["model"]
     described = {
         **{f"model {k}": v for k, v in model.items()},
-        **{f"tiling {k}": v for k, v in summary["tiling"].items()},
+        # Summaries written before 0.x kept these under "settings" and "mpp".
+        **{f"tiling {k}": v for k, v in summary.get("tiling", summary.get("settings", {})).items()},
         "stains": summary["stains"],
         "ossiclass": run.get("ossiclass"),
         "model sha256": run.get("model_sha256"),
@@ -152,7 +153,7 @@ def write_report(result_dir: str | Path) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>{title}</h1>
 <p class="note">{tiles["classified"]} tiles classified, {tiles["skipped"]} skipped, at
-{model["model_mpp"]:g} µm/px ({model["input_px"]} px tiles); mean confidence
+{model.get("model_mpp", model.get("mpp")):g} µm/px ({model["input_px"]} px tiles); mean confidence
 {summary["mean_confidence"]:.2f}. Made {html.escape(run.get("finished", ""))}.</p>
 <h2>Tissue map</h2>
 <img class="map" id="map" src="{_data_uri(tissue_map.convert("RGB"), "JPEG")}" alt="tissue map">

@@ -35,18 +35,26 @@ class Scale:
     source: str
 
     def note(self, name: str) -> str | None:
-        """A line for the user where the scale was assumed; None where it is known."""
-        if self.source != "assumed":
-            return None
-        return f"{name} records no µm per pixel; assumed {self.mpp:g} (a 20x scan)"
+        """A line for the user where the scale was assumed (`name`: what it is about); None
+        where it is known."""
+        return None if self.source != "assumed" else assumed_note(name)
+
+
+PLAUSIBLE_MPP = (0.05, 50.0)
+"""µm per pixel a microscope scan can have; recorded values outside (a 72 dpi tag) are none."""
+
+
+def assumed_note(name: str) -> str:
+    """The note for inputs (`name`: one file, or "3 of 10 images") that record no scale."""
+    return f"{name}: no µm per pixel recorded; assumed {DEFAULT_MPP:g} (a 20x scan)"
 
 
 def resolve_mpp(given: float | None, recorded: float | None) -> Scale:
     """The one rule for an input's scale: `given` (a user's override), else `recorded` (the
-    file's metadata), else `DEFAULT_MPP`."""
+    file's metadata, where plausible), else `DEFAULT_MPP`."""
     if given is not None:
         return Scale(float(given), "given")
-    if recorded is not None:
+    if recorded is not None and PLAUSIBLE_MPP[0] <= recorded <= PLAUSIBLE_MPP[1]:
         return Scale(float(recorded), "file")
     return Scale(DEFAULT_MPP, "assumed")
 
@@ -60,9 +68,13 @@ class Slide:
         self._handle = handle  # an open file behind lazily read levels, closed by `close`
         self._levels = levels  # (H, W, 3)-indexable arrays, largest first
         self.scale = scale
-        self.mpp = scale.mpp
         self.dimensions = (levels[0].shape[1], levels[0].shape[0])  # (width, height)
         self.level_downsamples = [self.dimensions[0] / level.shape[1] for level in levels]
+
+    @property
+    def mpp(self) -> float:
+        """µm per pixel at level 0."""
+        return self.scale.mpp
 
     def close(self) -> None:
         if self._handle is not None:

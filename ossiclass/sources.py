@@ -17,9 +17,15 @@ import numpy as np
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.predict import image_tiles
-from ossiclass.preprocess.tiling import TileBox, read_tile, slide_tissue_mask, tile_grid
+from ossiclass.preprocess.tiling import (
+    BOX_COLUMNS,
+    TileBox,
+    read_tile,
+    slide_tissue_mask,
+    tile_grid,
+)
 from ossiclass.preprocessing import Preprocessing
-from ossiclass.slides import Scale, Slide, image_mpp, open_slide, resolve_mpp
+from ossiclass.slides import Scale, Slide, assumed_note, image_mpp, open_slide, resolve_mpp
 
 
 class TileSource(Protocol):
@@ -28,7 +34,7 @@ class TileSource(Protocol):
     kind : "slide" or "tile folder", as the summary names it.
     path : the input.
     key_columns : the columns of `tiles.csv` that name an item (its box, or its file).
-    boxes : True where items are level-0 boxes (then GeoJSON and a map are written).
+    has_boxes : True where items are level-0 boxes (then GeoJSON and a map are written).
     glass : (3,) RGB of the bare glass to white-balance against, None where none is known.
     cpu_workers : DataLoader workers worth having on a CPU (reading vs the forward pass).
     """
@@ -36,7 +42,7 @@ class TileSource(Protocol):
     kind: str
     path: Path
     key_columns: tuple[str, ...]
-    boxes: bool
+    has_boxes: bool
     glass: np.ndarray | None
     cpu_workers: int
 
@@ -52,13 +58,15 @@ class TileSource(Protocol):
         """The key columns of item `index`."""
 
     def scales(self) -> dict:
-        """The input's µm per pixel for the summary, and notes where a scale was assumed."""
+        """For the summary: `input_mpp` (one value, or the distinct ones of a folder),
+        `mpp_from` ("given", "file", "assumed", or a folder's count of each) and `notes`
+        where a scale was assumed."""
 
 
 class SlideSource:
     """The tissue tiles of a slide or a large plain image: one item per box, in level-0 px."""
 
-    kind, key_columns, boxes, cpu_workers = "slide", ("minx", "miny", "width", "height"), True, 0
+    kind, key_columns, has_boxes, cpu_workers = "slide", BOX_COLUMNS, True, 0
 
     def __init__(self, path: Path, scale: Scale, boxes: list[TileBox], glass: np.ndarray | None):
         self.path, self.scale, self.tile_boxes, self.glass = path, scale, boxes, glass
@@ -74,7 +82,7 @@ class SlideSource:
 
     def key(self, index: int) -> dict:
         box = self.tile_boxes[index]
-        return {"minx": box.x, "miny": box.y, "width": box.width, "height": box.height}
+        return dict(zip(BOX_COLUMNS, (box.x, box.y, box.width, box.height), strict=True))
 
     def scales(self) -> dict:
         note = self.scale.note(self.path.name)
@@ -86,7 +94,7 @@ class FolderSource:
     """A folder of tile images: one item per file, each at its own µm/px; a file larger than
     the model's field is cut into tiles whose probabilities are averaged."""
 
-    kind, key_columns, boxes, cpu_workers = "tile folder", ("path",), False, 2
+    kind, key_columns, has_boxes, cpu_workers = "tile folder", ("path",), False, 2
     glass = None  # a tile alone shows too little glass to white-balance against
 
     def __init__(self, path: Path, files: list[Path], scales: list[Scale]):
@@ -109,13 +117,13 @@ class FolderSource:
         values = sorted({scale.mpp for scale in self.file_scales})
         sources = Counter(scale.source for scale in self.file_scales)
         assumed = sources.get("assumed", 0)
-        notes = [
-            f"{assumed} of {len(self.files)} images record no µm per pixel; assumed "
-            f"{self.file_scales[0].mpp:g} (a 20x scan)"
-        ] * bool(assumed)
+        notes = [assumed_note(f"{assumed} of {len(self.files)} images")] if assumed else []
         return {
             "input_mpp": values[0] if len(values) == 1 else values,
-            "mpp_from": dict(sorted(sources.items())),
+            "mpp_from": ", ".join(
+                source if len(sources) == 1 else f"{source} {count}"
+                for source, count in sorted(sources.items())
+            ),
             "notes": notes,
         }
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -66,7 +66,8 @@ class _ContinuingWriter(ExperimentWriter):
         self._trimmed = False
         super().__init__(log_dir)
 
-    def _check_log_dir_exists(self) -> None:  # the base class deletes metrics.csv here
+    # Lightning offers no public hook for this: its writer deletes metrics.csv in this method.
+    def _check_log_dir_exists(self) -> None:
         pass
 
     def save(self) -> None:
@@ -123,6 +124,23 @@ class FlushLogsOnCheckpoint(Callback):
 
 
 class _TrainingCLI(LightningCLI):
+    """LightningCLI with the callbacks every run has, so that configs do not repeat them: the
+    `BundleWriter` (options under `bundle.`) and a `ModelCheckpoint` keeping the best epoch by
+    validation macro-F1 and the last (options under `checkpoint.`)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(BundleWriter, "bundle")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/macro_f1",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:02d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
     def before_fit(self) -> None:
         add_tensorboard(self.trainer)
         self.trainer.callbacks.append(FlushLogsOnCheckpoint())

@@ -392,3 +392,20 @@ def test_the_same_tissue_scanned_at_two_scales_gets_the_same_answers(tiny_model,
         assert clear.mean() > 0.8
         labels = [(tiles_f[box][0], tiles_c[box][0]) for box in tiles_f]
         assert all(f == c for (f, c), sure in zip(labels, clear, strict=True) if sure)
+
+
+def test_a_folder_s_images_each_have_their_own_scale(tiny_model, tmp_path):
+    import tifffile
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    tile = make_tile("woven_bone", 0, 2, sample_domains(2, 1), 256, 0.25)[0]  # 64 µm at 0.25
+    tifffile.imwrite(
+        folder / "tagged.tif", tile, photometric="rgb", resolution=(4e4, 4e4),
+        resolutionunit="CENTIMETER",
+    )  # fmt: skip
+    Image.fromarray(tile[::2, ::2]).save(folder / "plain.png")  # 64 µm at the assumed 0.5
+    summary = classify(folder, tiny_model, tmp_path / "out", running=FAST, progress=False)
+    assert summary["input_mpp"] == [0.25, 0.5] and summary["mpp_from"] == "assumed 1, file 1"
+    assert summary["notes"] == ["1 of 2 images: no µm per pixel recorded; assumed 0.5 (a 20x scan)"]
+    assert summary["tiles"] == {"classified": 2, "skipped": 0}

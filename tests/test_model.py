@@ -42,6 +42,10 @@ def test_every_config_instantiates(config, tmp_path):
     assert cli.model.hparams.backbone == settings["model"]["backbone"]
     assert cli.datamodule.hparams.input_px == settings["data"]["input_px"]
     assert cli.trainer.max_epochs == settings["trainer"]["max_epochs"]
+    # Every run writes a bundle and keeps its best epoch, without the config repeating it.
+    kinds = [type(callback).__name__ for callback in cli.trainer.callbacks]
+    assert kinds.count("BundleWriter") == 1 and kinds.count("ModelCheckpoint") == 1
+    assert cli.trainer.checkpoint_callback.monitor == "val/macro_f1"
 
 
 @pytest.mark.slow

@@ -97,7 +97,7 @@ def test_predict_cli_reports_bad_images_and_answers_the_rest(tiny_model, tile, t
     assert len(answers[0]["top_k"]) == 2 and len(answers[0]["probabilities"]) == 6
     errors = [line for line in err.splitlines() if line.startswith("ossiclass: error")]
     assert len(errors) == 2 and "bad.png" in errors[0] and "missing.png" in errors[1]
-    assert "good.png records no µm per pixel" in err  # one note, for the one image answered
+    assert "good.png: no µm per pixel recorded" in err  # one note, for the one image answered
 
 
 def test_predict_cli_table(tiny_model, tile, tmp_path, capsys):
@@ -134,6 +134,7 @@ def test_a_scale_is_given_else_read_else_assumed_with_a_note(tiny_model, tile, t
 
     assert resolve_mpp(0.3, 0.25).source == "given" and resolve_mpp(None, 0.25).mpp == 0.25
     assert resolve_mpp(None, None).mpp == 0.5 and resolve_mpp(None, None).note("x")
+    assert resolve_mpp(None, 352.8).source == "assumed"  # a 72 dpi tag is no microscope's scale
     Image.fromarray(tile).save(tmp_path / "plain.png")
     tifffile.imwrite(
         tmp_path / "tagged.tif", tile, photometric="rgb", resolution=(2e4, 2e4),
@@ -143,4 +144,4 @@ def test_a_scale_is_given_else_read_else_assumed_with_a_note(tiny_model, tile, t
         assert main(["predict", str(tmp_path / name), "--model", str(tiny_model), "--json"]) == 0
         out, err = capsys.readouterr()
         assert json.loads(out)["mpp"] == 0.5
-        assert ("records no µm per pixel; assumed 0.5" in err) == note
+        assert ("no µm per pixel recorded; assumed 0.5" in err) == note

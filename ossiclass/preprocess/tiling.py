@@ -32,6 +32,10 @@ THUMBNAIL_MPP = 8.0
 """Tissue is detected on a thumbnail of about this many µm per pixel."""
 
 
+BOX_COLUMNS = ("minx", "miny", "width", "height")
+"""A box's columns in tables, in level-0 pixels, as WSInfer writes them."""
+
+
 @dataclass(frozen=True)
 class TileBox:
     """A tile's box in level-0 pixels, and the share of it the tissue mask covers."""
