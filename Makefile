@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO := outputs/demo
 
-.PHONY: install test demo lint clean
+.PHONY: install test test-slow demo lint clean
 
 install: $(INSTALLED)
 
@@ -18,6 +18,10 @@ $(INSTALLED): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The slow tests (training runs, DDP over two processes, many workers): a few minutes more.
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 # Synthetic tiles, training, evaluation on unseen labs, three slides classified with reports.
 demo: install

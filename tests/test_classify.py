@@ -325,6 +325,7 @@ def test_several_inputs_are_not_split_over_devices(tiny_model, small_slide, tmp_
     assert "give one input per run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_same_tissue_scanned_at_two_scales_gets_the_same_answers(tiny_model, tmp_path, capsys):
     """DESIGN's promise: tissue scanned at 0.25 and at 0.5 µm/px gets the same label and
     probabilities within 0.02, from `predict` and from `classify`, with the scale read from the

@@ -67,6 +67,7 @@ def test_painted_tissue_follows_the_label_mask(slides):
     assert darkness("lamellar_bone") > darkness("mesenchyme")
 
 
+@pytest.mark.slow
 def test_same_seed_same_slide_whatever_the_workers(tmp_path):
     settings = SlideSettings("fracture_callus", 1024, 1024, 1.0, 9)
     one = write_slide(tmp_path / "one.tif", settings, workers=1, progress=False)
