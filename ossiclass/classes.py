@@ -1,13 +1,29 @@
-"""The six tissue classes: the one source of truth for their order, names and map colours."""
+"""Tissue classes: the six of ossiclass (the default, defined here once), the extra tissues a
+lab may add, and class lists as a model or a tile set carries them.
+
+A class list is a tuple of `TissueClass` in model-output order. A tile set records its own in
+`classes.json` beside its manifest (`{"classes": [{"name", "display_name", "colour"}, ...]}`);
+a set without one holds the six. Machine names (`hyaline_cartilage`) name columns and files;
+display names (`Hyaline cartilage`, or a lab's own QuPath class name) are what people see.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
+
+CLASS_LIST_FILE = "classes.json"
+"""The file beside a tile set's manifest that records its class list."""
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""Machine names: lower case, digits and underscores, starting with a letter."""
 
 
 @dataclass(frozen=True)
 class TissueClass:
-    """One tissue class: index in model outputs, machine name, display name, map colour (RGB)."""
+    """One tissue class: index in model outputs, machine name, display name, colour (RGB)."""
 
     index: int
     name: str
@@ -27,17 +43,120 @@ TISSUE_CLASSES: tuple[TissueClass, ...] = (
     TissueClass(4, "lamellar_bone", "Lamellar bone", (227, 26, 28)),
     TissueClass(5, "callus", "Callus", (255, 127, 0)),
 )
+"""The six classes of ossiclass: the default class list."""
+
+EXTRA_TISSUES: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "marrow": ("Marrow", (178, 223, 138)),
+    "fat": ("Fat", (255, 237, 111)),
+    "muscle": ("Muscle", (202, 178, 214)),
+    "fibrous_tissue": ("Fibrous tissue", (177, 89, 40)),
+    "other": ("Other", (153, 153, 153)),
+}
+"""Tissues a real slide holds beyond the six, with the display name and colour they get when
+a tile set gives none: machine name -> (display name, RGB)."""
 
 CLASSES: tuple[str, ...] = tuple(c.name for c in TISSUE_CLASSES)
-"""Class names in model-output order."""
+"""The six class names in model-output order."""
 
 BACKGROUND_LABEL = 255
 """Label-mask value for pixels outside the tissue."""
 
 
 def class_index(name: str) -> int:
-    """Index of a class name; raises ValueError naming the valid choices."""
+    """Index of one of the six class names; raises ValueError naming the valid choices."""
     try:
         return CLASSES.index(name)
     except ValueError:
         raise ValueError(f"unknown class {name!r}; expected one of {', '.join(CLASSES)}") from None
+
+
+def known_class(name: str, index: int) -> TissueClass:
+    """A class of the six or of `EXTRA_TISSUES` by machine name, at position `index`."""
+    for tissue in TISSUE_CLASSES:
+        if tissue.name == name:
+            return TissueClass(index, name, tissue.display_name, tissue.colour)
+    if name in EXTRA_TISSUES:
+        display_name, colour = EXTRA_TISSUES[name]
+        return TissueClass(index, name, display_name, colour)
+    raise ValueError(
+        f"unknown class {name!r}; give its display name and colour, or use one of "
+        f"{', '.join((*CLASSES, *EXTRA_TISSUES))}"
+    )
+
+
+def machine_name(display_name: str) -> str:
+    """The machine name for a display name: `"Bone marrow (red)"` -> `"bone_marrow_red"`."""
+    name = re.sub(r"[^a-z0-9]+", "_", display_name.lower()).strip("_")
+    return name if name[:1].isalpha() else f"class_{name}"
+
+
+def class_list_from_dict(entries: list) -> tuple[TissueClass, ...]:
+    """A class list from its plain form: a list of names (of the six or `EXTRA_TISSUES`) or of
+    `{"name", "display_name", "colour"}` objects. Raises ValueError saying what is wrong."""
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("a class list is a non-empty list")
+    classes = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, str):
+            classes.append(known_class(entry, index))
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ValueError(f"class {index}: expected a name or an object with a 'name'")
+        name = entry["name"]
+        if not NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"class {index}: {name!r} is not a machine name (a-z, 0-9 and _, from a letter)"
+            )
+        colour = entry.get("colour")
+        display_name = entry.get("display_name")
+        if colour is None or display_name is None:
+            known = known_class(name, index) if name in (*CLASSES, *EXTRA_TISSUES) else None
+            display_name = display_name or (known.display_name if known else name)
+            colour = colour or (known.colour if known else _fallback_colour(index))
+        if not (
+            isinstance(colour, (list, tuple))
+            and len(colour) == 3
+            and all(isinstance(v, int) and 0 <= v <= 255 for v in colour)
+        ):
+            raise ValueError(f"class {name!r}: colour must be three integers 0-255, got {colour}")
+        classes.append(TissueClass(index, name, str(display_name), tuple(colour)))
+    names = [c.name for c in classes]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"classes named twice: {', '.join(repeated)}")
+    return tuple(classes)
+
+
+def class_list_to_dict(classes: tuple[TissueClass, ...]) -> list[dict]:
+    """The plain form of a class list, as `classes.json` and bundles store it."""
+    return [
+        {"name": c.name, "display_name": c.display_name, "colour": list(c.colour)} for c in classes
+    ]
+
+
+def read_class_list(tile_set: str | Path) -> tuple[TissueClass, ...]:
+    """The class list of a tile set (its folder or manifest): `classes.json` beside the
+    manifest, else the six. Raises ValueError naming the file when it is malformed."""
+    root = Path(tile_set)
+    path = (root if root.is_dir() else root.parent) / CLASS_LIST_FILE
+    if not path.exists():
+        return TISSUE_CLASSES
+    try:
+        return class_list_from_dict(json.loads(path.read_text())["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a class list ({error})") from None
+
+
+def write_class_list(tile_set: str | Path, classes: tuple[TissueClass, ...]) -> Path:
+    """Write `classes.json` into a tile set's folder; returns its path."""
+    from ossiclass.files import write_text_atomic
+
+    path = Path(tile_set) / CLASS_LIST_FILE
+    write_text_atomic(path, json.dumps({"classes": class_list_to_dict(classes)}, indent=1) + "\n")
+    return path
+
+
+def _fallback_colour(index: int) -> tuple[int, int, int]:
+    """A colour for a class that brings none: ColorBrewer Paired, after the six's colours."""
+    palette = ((51, 160, 44), (253, 191, 111), (202, 178, 214), (255, 255, 153), (177, 89, 40))
+    return palette[index % len(palette)]
