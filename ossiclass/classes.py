@@ -134,6 +134,16 @@ def class_list_to_dict(classes: tuple[TissueClass, ...]) -> list[dict]:
     ]
 
 
+def merge_class_lists(
+    first: tuple[TissueClass, ...], second: tuple[TissueClass, ...]
+) -> tuple[TissueClass, ...]:
+    """`first`, then the classes of `second` it lacks (by machine name), renumbered in order:
+    a model's classes extended by those a lab's tile set adds."""
+    names = {c.name for c in first}
+    merged = (*first, *(c for c in second if c.name not in names))
+    return tuple(TissueClass(i, c.name, c.display_name, c.colour) for i, c in enumerate(merged))
+
+
 def read_class_list(tile_set: str | Path) -> tuple[TissueClass, ...]:
     """The class list of a tile set (its folder or manifest): `classes.json` beside the
     manifest, else the six. Raises ValueError naming the file when it is malformed."""

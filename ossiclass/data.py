@@ -16,7 +16,7 @@ from lightning_fabric.utilities.seed import pl_worker_init_function
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler, default_collate
 
-from ossiclass.classes import CLASSES
+from ossiclass.classes import TISSUE_CLASSES, TissueClass, merge_class_lists, read_class_list
 from ossiclass.datasets import (
     SyntheticStream,
     SyntheticTiles,
@@ -68,8 +68,10 @@ class TrainingAugmentation:
 class TileDataModule(pl.LightningDataModule):
     """Training, validation and test tiles for the tissue classifier.
 
-    After `setup`, `preprocessing` says what a model trained on these tiles expects (its µm/px,
-    input size and fitted stain normaliser); the model bundle carries it.
+    `classes` are the classes a model trained on these tiles learns: the training set's own
+    (`classes.json`, else the six), after those of `init_bundle` when fine-tuning. After
+    `setup`, `preprocessing` says what such a model expects (its µm/px, input size and fitted
+    stain normaliser); the model bundle carries it.
 
     Parameters
     ----------
@@ -94,6 +96,9 @@ class TileDataModule(pl.LightningDataModule):
         model bundle.
     seed : the validation split, the normaliser's sample, the sampler and the augmentation
         (offset by the process's rank, so each process of a run draws its own).
+    init_bundle : the bundle a fine-tuned model starts from (the training CLI links it to
+        `model.init_bundle`): its preprocessing is used as it is, so `input_px`, `normalizer`
+        and `reference` are not, and the tiles must cover its field.
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class TileDataModule(pl.LightningDataModule):
         normalizer: str | None = None,
         reference: str | None = None,
         seed: int = 0,
+        init_bundle: str | None = None,
     ):
         super().__init__()
         if (train is None) == (synthetic is None):
@@ -123,6 +129,23 @@ class TileDataModule(pl.LightningDataModule):
         self.jitter: HEDJitter | None = None  # made with the training loader, seeded by rank
         self.datasets: dict[str, TensorDataset | SyntheticTiles] = {}
         self._preprocessing: Preprocessing | None = None
+        self.start: Preprocessing | None = None  # the init_bundle's
+        try:
+            own = read_class_list(train) if train else TISSUE_CLASSES
+        except ValueError as error:
+            raise BadInputError(str(error)) from None
+        self.classes: tuple[TissueClass, ...] = own
+        if init_bundle:
+            from ossiclass.bundle import load_bundle
+
+            _, settings = load_bundle(init_bundle)
+            self.start = settings.preprocessing
+            self.classes = merge_class_lists(settings.classes, own)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The machine names of `classes`, in model-output order."""
+        return [c.name for c in self.classes]
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -139,37 +162,47 @@ class TileDataModule(pl.LightningDataModule):
         hp = self.hparams
         if self.stream:
             field = self.stream.field_um
-            val_tiles, val_labels = self.stream.validation(hp.input_px).tensors
+            val_tiles, val_labels = self.stream.validation(self.input_px).tensors
             normalize, state = self._fit_normalizer(
-                val_tiles, val_labels.numpy(), field / hp.input_px
+                val_tiles, val_labels.numpy(), field / self.input_px
             )
             self.datasets["val"] = TensorDataset(normalize(val_tiles), val_labels)
             self.datasets["train"] = SyntheticTiles(
-                self.stream, hp.input_px, hp.batch_size, normalize
+                self.stream, self.input_px, hp.batch_size, normalize
             )
         else:
-            table = read_tile_table(hp.train, hp.label_map)
+            table = read_tile_table(hp.train, hp.label_map, self.classes if self.start else None)
             rest, held = grouped_split(table, hp.val_fraction, hp.seed)
-            tiles, widths = read_tiles(table, hp.input_px)
-            field = field_um(table, widths, hp.input_mpp)
+            tiles, widths = read_tiles(table, self.input_px)
+            expected = self.start.field_um if self.start else None
+            field = field_um(table, widths, hp.input_mpp, expected_um=expected)
             normalize, state = self._fit_normalizer(
-                tiles[rest], table.labels[rest], field / hp.input_px
+                tiles[rest], table.labels[rest], field / self.input_px
             )
             tiles = normalize(tiles)
             labels = torch.from_numpy(table.labels)
             self.datasets["train"] = TensorDataset(tiles[rest], labels[rest])
             self.datasets["val"] = TensorDataset(tiles[held], labels[held])
         if hp.test:
-            test = read_tile_table(hp.test, hp.label_map)
-            tiles, widths = read_tiles(test, hp.input_px)
+            test = read_tile_table(hp.test, hp.label_map, self.classes)
+            tiles, widths = read_tiles(test, self.input_px)
             field_um(test, widths, hp.input_mpp, expected_um=field)
             self.datasets["test"] = TensorDataset(normalize(tiles), torch.from_numpy(test.labels))
-        self._preprocessing = Preprocessing(field / hp.input_px, hp.input_px, state)
+        self._preprocessing = self.start or Preprocessing(field / hp.input_px, hp.input_px, state)
+
+    @property
+    def input_px(self) -> int:
+        """The model's input size: the init_bundle's, else `input_px`."""
+        return self.start.input_px if self.start else self.hparams.input_px
 
     def _fit_normalizer(self, tiles: torch.Tensor, labels: np.ndarray, model_mpp: float):
         """A function that stain-normalises (N, 3, S, S) uint8 tiles, fitted as configured on
         tiles at `model_mpp` µm per pixel, and the fitted state (None: no normaliser)."""
         hp = self.hparams
+        if self.start:
+            if self.start.normalizer is None:
+                return (lambda batch: batch), None
+            return self._normalizing(self.start.stain_normalizer), self.start.normalizer
         if hp.normalizer is None:
             return (lambda batch: batch), None
         method = NORMALIZERS.get(hp.normalizer)
@@ -189,6 +222,12 @@ class TileDataModule(pl.LightningDataModule):
             raise BadInputError(f"cannot fit the {hp.normalizer} reference: {error}") from None
         if self.stream and hp.num_workers:  # the stream normalises in its DataLoader workers
             fitted = normalizer_from_dict(fitted.to_dict(), model_mpp, threads=1)
+        return self._normalizing(fitted), fitted.to_dict()
+
+    @staticmethod
+    def _normalizing(fitted):
+        """A function that stain-normalises (N, 3, S, S) uint8 tiles with a fitted normaliser,
+        warning when many are left as they are."""
 
         def normalize(batch: torch.Tensor) -> torch.Tensor:
             images, ok = normalize_tiles(fitted, batch)
@@ -199,7 +238,7 @@ class TileDataModule(pl.LightningDataModule):
                 )
             return images
 
-        return normalize, fitted.to_dict()
+        return normalize
 
     def _loader(self, split: str, **settings) -> DataLoader:
         return DataLoader(
@@ -226,10 +265,12 @@ class TileDataModule(pl.LightningDataModule):
             return DataLoader(stream, batch_size=None, num_workers=hp.num_workers, **settings)
         labels = stream.tensors[1]
         if hp.balanced:
-            weights = (1.0 / torch.bincount(labels, minlength=len(CLASSES)).clamp(min=1))[labels]
+            weights = (1.0 / torch.bincount(labels, minlength=len(self.classes)).clamp(min=1))[
+                labels
+            ]
             generator = torch.Generator().manual_seed(hp.seed)
-            settings["sampler"] = WeightedRandomSampler(
-                weights.double(), len(labels), generator=generator
+            settings["sampler"] = WeightedRandomSampler(  # a small set still makes a batch
+                weights.double(), max(len(labels), hp.batch_size), generator=generator
             )
         else:
             settings["shuffle"] = True

@@ -2,6 +2,7 @@
 
 Tiles come from class folders (`ROOT/<class>/*.png`) or a manifest CSV (`path,label[,group]
 [,mpp]`, paths relative to the manifest), optionally through a label map for public data sets.
+A set's classes are the six unless a `classes.json` beside it lists its own (`classes.py`).
 A manifest's `mpp` column records each tile's µm per pixel as stored; a set without one is at
 the scale its user states. They are decoded and resized once to the model's input size and held
 as one `(N, 3, S, S)` uint8 tensor: on two cores, decoding PNGs every epoch would cost more than
@@ -24,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import IterableDataset, TensorDataset, get_worker_info
 from tqdm import tqdm
 
-from ossiclass.classes import CLASSES
+from ossiclass.classes import CLASSES, TissueClass, read_class_list
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.preprocess.tiling import resize
@@ -38,59 +39,74 @@ FIELD_TOLERANCE = 0.01
 
 @dataclass(frozen=True)
 class TileTable:
-    """Tiles of a data set: file paths, (N,) int64 class indices, groups (slide or source) for
-    splits, and (N,) float64 µm per pixel as stored, or None where the set records none."""
+    """Tiles of a data set: file paths, (N,) int64 indices into `classes`, groups (slide or
+    source) for splits, and (N,) float64 µm per pixel as stored, or None where the set records
+    none."""
 
     paths: list[Path]
     labels: np.ndarray
     groups: list[str]
     mpp: np.ndarray | None = None
+    classes: tuple[TissueClass, ...] = ()
 
 
-def read_tile_table(source: str | Path, label_map: str | Path | None = None) -> TileTable:
+def read_tile_table(
+    source: str | Path,
+    label_map: str | Path | None = None,
+    classes: tuple[TissueClass, ...] | None = None,
+) -> TileTable:
     """Read a class-folder data set or a manifest CSV; errors name the file or line at fault.
 
-    A label map is a JSON object from the data set's labels to ours, with null to drop a label.
-    A manifest with an `mpp` column gives every tile's µm per pixel (a positive number a row).
+    A label map is a JSON object from the data set's labels to class names, with null to drop a
+    label. A manifest with an `mpp` column gives every tile's µm per pixel (a positive number a
+    row). `classes` is the class list to index labels by (a model's): every label must be in
+    it, and a class may have no tiles; by default the set's own list, every class with tiles.
     """
     source = Path(source)
-    mapping = read_label_map(label_map) if label_map else {name: name for name in CLASSES}
+    own = classes is None
+    try:
+        classes = read_class_list(source) if own else classes
+    except ValueError as error:
+        raise BadInputError(str(error)) from None
+    names = [c.name for c in classes]
+    mapping = read_label_map(label_map, names) if label_map else {name: name for name in names}
     if source.is_dir() and (source / "manifest.csv").exists():
         source = source / "manifest.csv"
     rows = _manifest_rows(source) if source.is_file() else _folder_rows(source)
     paths, labels, groups, scales = [], [], [], []
     for where, path, label, group, mpp in rows:
         if label not in mapping:
-            raise BadInputError(f"{where}: label {label!r} is not in the label map")
+            known = "the label map" if label_map else f"the classes {', '.join(names)}"
+            raise BadInputError(f"{where}: label {label!r} is not in {known}")
         if mapping[label] is None:
             continue
         if not path.is_file():
             raise BadInputError(f"{where}: {path} does not exist")
         paths.append(path)
-        labels.append(CLASSES.index(mapping[label]))
+        labels.append(names.index(mapping[label]))
         groups.append(group)
         scales.append(mpp)
     recorded = np.asarray(scales, dtype=np.float64) if scales and scales[0] is not None else None
-    table = TileTable(paths, np.asarray(labels, dtype=np.int64), groups, recorded)
-    empty = [name for index, name in enumerate(CLASSES) if not (table.labels == index).any()]
-    if empty:
+    table = TileTable(paths, np.asarray(labels, dtype=np.int64), groups, recorded, classes)
+    empty = [name for index, name in enumerate(names) if not (table.labels == index).any()]
+    if empty and (own or len(empty) == len(names)):
         raise BadInputError(f"{source}: no tiles for {', '.join(empty)}")
     return table
 
 
-def read_label_map(path: str | Path) -> dict[str, str | None]:
-    """A JSON object from a data set's labels to ours (null: drop the label)."""
+def read_label_map(
+    path: str | Path, names: tuple[str, ...] | list[str] = CLASSES
+) -> dict[str, str | None]:
+    """A JSON object from a data set's labels to class `names` (null: drop the label)."""
     try:
         mapping = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise BadInputError(f"{path}: not a readable JSON label map ({error})") from None
     if not isinstance(mapping, dict):
         raise BadInputError(f"{path}: a label map is a JSON object {{label: class or null}}")
-    wrong = {k: v for k, v in mapping.items() if v is not None and v not in CLASSES}
+    wrong = {k: v for k, v in mapping.items() if v is not None and v not in names}
     if wrong:
-        raise BadInputError(
-            f"{path}: maps to unknown classes {wrong}; ours are {', '.join(CLASSES)}"
-        )
+        raise BadInputError(f"{path}: maps to unknown classes {wrong}; ours are {', '.join(names)}")
     return mapping
 
 

@@ -9,19 +9,25 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 import torchmetrics
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from ossiclass.classes import CLASSES
-from ossiclass.network import build_backbone
+from ossiclass.errors import BadInputError
+from ossiclass.network import build_backbone, transfer_weights
 from ossiclass.preprocessing import Standardize
 
 
 class TissueClassifier(pl.LightningModule):
-    """Six-class tissue classifier.
+    """Tissue classifier over a class list (by default the six).
 
     Parameters
     ----------
-    backbone : a name from `BACKBONES`.
+    backbone : a name from `BACKBONES` (default resnet18, or the `init_bundle`'s).
+    classes : class names in output order; the training CLI sets them from the data
+        (`TileDataModule.class_names`).
+    init_bundle : a model bundle to fine-tune: its network is the starting point (the head's
+        rows of the classes it knows included), and the data module takes its preprocessing.
     weights_path : optional local file of pretrained weights for the backbone.
     lr, weight_decay : AdamW settings; the learning rate follows a one-cycle schedule.
     label_smoothing : cross-entropy label smoothing.
@@ -30,7 +36,9 @@ class TissueClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
+        backbone: str | None = None,
+        classes: list[str] | None = None,
+        init_bundle: str | None = None,
         weights_path: str | None = None,
         lr: float = 3e-3,
         weight_decay: float = 0.05,
@@ -39,35 +47,55 @@ class TissueClassifier(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.network = build_backbone(backbone, len(CLASSES), weights_path)
-        self.network = self.network.to(memory_format=torch.channels_last)
+        self.class_names = list(classes or CLASSES)
         self.standardize = Standardize()
+        if init_bundle:
+            self.backbone_name, self.network = self._start_from(init_bundle, backbone)
+        else:
+            self.backbone_name = backbone or "resnet18"
+            self.network = build_backbone(self.backbone_name, len(self.class_names), weights_path)
+        self.network = self.network.to(memory_format=torch.channels_last)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        count = len(self.class_names)
         metrics = lambda: torchmetrics.MetricCollection(  # noqa: E731
             {
-                "accuracy": torchmetrics.Accuracy("multiclass", num_classes=len(CLASSES)),
-                "macro_f1": torchmetrics.F1Score(
-                    "multiclass", num_classes=len(CLASSES), average="macro"
-                ),
+                "accuracy": torchmetrics.Accuracy("multiclass", num_classes=count),
+                "macro_f1": torchmetrics.F1Score("multiclass", num_classes=count, average="macro"),
             }
         )
         # ModuleDict keys must not shadow nn.Module attributes (train): "<stage>_".
         self.metrics = nn.ModuleDict({f"{stage}_": metrics() for stage in ("train", "val", "test")})
         self.recall = nn.ModuleDict(
             {
-                f"{stage}_": torchmetrics.Recall(
-                    "multiclass", num_classes=len(CLASSES), average="none"
-                )
+                f"{stage}_": torchmetrics.Recall("multiclass", num_classes=count, average="none")
                 for stage in ("val", "test")
             }
         )
         self.confusion = nn.ModuleDict(
             {
-                f"{stage}_": torchmetrics.ConfusionMatrix("multiclass", num_classes=len(CLASSES))
+                f"{stage}_": torchmetrics.ConfusionMatrix("multiclass", num_classes=count)
                 for stage in ("val", "test")
             }
         )
+
+    def _start_from(self, path: str, backbone: str | None) -> tuple[str, nn.Module]:
+        """A bundle's backbone name and network with a head for our classes: every layer
+        copied, and the head's rows of the classes the bundle knows; its standardisation."""
+        from ossiclass.bundle import load_bundle
+
+        network, settings = load_bundle(path)
+        if backbone not in (None, settings.backbone):
+            raise BadInputError(
+                f"{path} is a {settings.backbone}: leave model.backbone out or set it to that"
+            )
+        self.standardize = settings.preprocessing.standardize()
+        tuned = build_backbone(settings.backbone, len(self.class_names))
+        known = [c.name for c in settings.classes]
+        new = transfer_weights(network, tuned, known, self.class_names)
+        if new:
+            rank_zero_info(f"classes the bundle does not know, learnt from scratch: {new}")
+        return settings.backbone, tuned
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints written before the standardisation was its own module kept its buffers
@@ -78,7 +106,7 @@ class TissueClassifier(pl.LightningModule):
                 state[f"standardize.{name}"] = state.pop(name)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 6) of (N, 3, H, W) uint8 tiles."""
+        """Logits (N, classes) of (N, 3, H, W) uint8 tiles."""
         return self.network(self.standardize(images))
 
     def _step(self, batch, stage: str) -> torch.Tensor:
@@ -122,7 +150,7 @@ class TissueClassifier(pl.LightningModule):
         recall, confusion = self.recall[f"{stage}_"], self.confusion[f"{stage}_"]
         values = recall.compute()
         self.log_dict(
-            {f"{stage}/recall_{name}": v for name, v in zip(CLASSES, values, strict=True)},
+            {f"{stage}/recall_{name}": v for name, v in zip(self.class_names, values, strict=True)},
             sync_dist=True,  # the same on every process: torchmetrics already gathered them
         )
         self.last_confusion = confusion.compute().cpu()

@@ -13,13 +13,43 @@ import torchvision
 from torch import nn
 
 
+def head(model: nn.Module) -> nn.Linear:
+    """The last layer of a network of `BACKBONES`: the one that names the classes."""
+    return model.fc if hasattr(model, "fc") else model.classifier[-1]
+
+
 def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    layer = nn.Linear(head(model).in_features, num_classes)
     if hasattr(model, "fc"):
-        model.fc = nn.Linear(model.fc.in_features, num_classes)
+        model.fc = layer
     else:  # mobilenet, efficientnet: the last layer of `classifier`
-        last = model.classifier[-1]
-        model.classifier[-1] = nn.Linear(last.in_features, num_classes)
+        model.classifier[-1] = layer
     return model
+
+
+def transfer_weights(
+    source: nn.Module, target: nn.Module, source_classes: list[str], target_classes: list[str]
+) -> list[str]:
+    """Copy a trained network into `target` of the same backbone: every layer but the head,
+    and the head's rows of the classes both know (by name). Returns the classes `target`
+    learns anew (their rows keep their fresh initialisation)."""
+    source_head, target_head = head(source), head(target)
+    head_weights = {id(source_head.weight), id(source_head.bias)}
+    head_names = {k for k, v in source.named_parameters() if id(v) in head_weights}
+    state = {k: v for k, v in source.state_dict().items() if k not in head_names}
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != head_names:
+        raise ValueError("the two networks are not of one backbone")
+    new = []
+    with torch.no_grad():
+        for row, name in enumerate(target_classes):
+            if name in source_classes:
+                old = source_classes.index(name)
+                target_head.weight[row] = source_head.weight[old]
+                target_head.bias[row] = source_head.bias[old]
+            else:
+                new.append(name)
+    return new
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import BaseFinetuning, Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -20,10 +20,9 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_info
 
 from ossiclass.bundle import ModelSettings, save_bundle
-from ossiclass.classes import CLASSES
 from ossiclass.data import TileDataModule
 from ossiclass.model import TissueClassifier
-from ossiclass.network import build_backbone
+from ossiclass.network import build_backbone, head
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "-h", "--help")
 
@@ -47,15 +46,42 @@ class BundleWriter(pl.Callback):
             k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")
         }
         data = trainer.datamodule
+        trained_with = {"model": dict(module.hparams), "data": dict(data.hparams)}
+        if module.hparams.init_bundle:
+            from ossiclass.outputs import sha256
+
+            start = Path(module.hparams.init_bundle)
+            trained_with["tuned_from"] = {"path": str(start.resolve()), "sha256": sha256(start)}
         settings = ModelSettings(
-            backbone=module.hparams.backbone,
+            backbone=module.backbone_name,
             preprocessing=data.preprocessing,
-            trained_with={"model": dict(module.hparams), "data": dict(data.hparams)},
+            classes=data.classes,
+            trained_with=trained_with,
         )
-        holder = build_backbone(settings.backbone, len(CLASSES))
+        holder = build_backbone(settings.backbone, len(settings.classes))
         holder.load_state_dict(network)
         path = save_bundle(folder / self.filename, holder, settings)
         rank_zero_info(f"wrote the model bundle {path}")
+
+
+class HeadFirst(BaseFinetuning):
+    """Fine-tuning that trains only the network's last layer for the first `epochs` epochs,
+    then the whole network: new classes' rows settle before they pull on the features. Batch
+    norm statistics stay as they are while the rest is frozen. A model trained from scratch
+    (no `model.init_bundle`) trains whole from the start."""
+
+    def __init__(self, epochs: int = 1):
+        super().__init__()
+        self.epochs = epochs
+
+    def freeze_before_training(self, module: pl.LightningModule) -> None:
+        if self.epochs > 0 and module.hparams.init_bundle:  # from scratch: nothing to keep
+            self.freeze(module.network, train_bn=False)
+            self.make_trainable(head(module.network))
+
+    def finetune_function(self, module: pl.LightningModule, epoch: int, optimizer) -> None:
+        if epoch == self.epochs:
+            self.make_trainable(module.network)
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -126,9 +152,12 @@ class FlushLogsOnCheckpoint(Callback):
 class _TrainingCLI(LightningCLI):
     """LightningCLI with the callbacks every run has, so that configs do not repeat them: the
     `BundleWriter` (options under `bundle.`) and a `ModelCheckpoint` keeping the best epoch by
-    validation macro-F1 and the last (options under `checkpoint.`)."""
+    validation macro-F1 and the last (options under `checkpoint.`). The model learns the data's
+    classes, and a bundle to fine-tune (`model.init_bundle`) gives the data its preprocessing."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.init_bundle", "data.init_bundle")
+        parser.link_arguments("data.class_names", "model.classes", apply_on="instantiate")
         parser.add_lightning_class_args(BundleWriter, "bundle")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(

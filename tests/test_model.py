@@ -33,14 +33,16 @@ def test_classifier_takes_uint8_tiles():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_every_config_instantiates(config, tmp_path):
+def test_every_config_instantiates(config, tmp_path, tiny_model):
+    settings = yaml.safe_load(config.read_text())
+    start = ["--model.init_bundle", str(tiny_model)] if "init_bundle" in settings["model"] else []
     cli = run_cli(
-        ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.devices", "1"],
+        ["--config", str(config), "--trainer.accelerator", "cpu", "--trainer.devices", "1", *start],
         run=False,
     )
-    settings = yaml.safe_load(config.read_text())
-    assert cli.model.hparams.backbone == settings["model"]["backbone"]
-    assert cli.datamodule.hparams.input_px == settings["data"]["input_px"]
+    assert cli.model.backbone_name == settings["model"].get("backbone", "resnet18")
+    # A fine-tuned model takes its input size from the bundle it starts from.
+    assert cli.datamodule.input_px == settings["data"].get("input_px", 32)
     assert cli.trainer.max_epochs == settings["trainer"]["max_epochs"]
     # Every run writes a bundle and keeps its best epoch, without the config repeating it.
     kinds = [type(callback).__name__ for callback in cli.trainer.callbacks]

@@ -27,6 +27,8 @@ MODULES = {
     "agreement": "agreement",
     "classify": "classify",
     "real": "real",
+    "finetune": "finetune",
+    "real-finetune": "real_finetune",
     "all": "table",
 }
 """Subcommand -> its module in this package."""
@@ -106,6 +108,18 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     real.add_argument("--model", required=True)
     real.add_argument("--reference", default="../shared/reference-he", help="labels.tsv's folder")
     real.add_argument("--per-class", type=int, default=200, help="synthetic tiles per class")
+
+    finetune = subcommand["finetune"]
+    finetune.add_argument("--model", required=True)
+    finetune.add_argument("--lab", type=int, default=977, help="the lab seed, one not trained on")
+    finetune.add_argument("--regions", type=int, nargs="+", default=[1, 3, 10])
+    finetune.add_argument("--size", type=int, default=4096, help="slide side in px")
+    finetune.add_argument("--keep", metavar="DIR", help="keep slides, tiles and models here")
+
+    real_tuned = subcommand["real-finetune"]
+    real_tuned.add_argument("--model", required=True)
+    real_tuned.add_argument("--reference", default="../shared/reference-he")
+    real_tuned.add_argument("--synthetic-per-class", type=int, default=50)
 
     everything = subcommand["all"]
     everything.add_argument("--out", default="outputs/benchmarks.md")

@@ -24,9 +24,12 @@ def ossiclass_command(*arguments: object) -> list[str]:
 
 
 def seconds_of(command: list[str]) -> float:
-    """Wall seconds of `command` run to its end, output captured; a failure raises."""
+    """Wall seconds of `command` run to its end, output captured; a failure raises
+    RuntimeError with the end of what it printed on stderr."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - start
 
 

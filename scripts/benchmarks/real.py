@@ -201,6 +201,20 @@ def synthetic_tiles(name: str, count: int, seed: int, domains: int, tile_px: int
     return np.stack(tiles), np.array(drawn)
 
 
+def tile_probabilities(predictor: Predictor, tiles: np.ndarray) -> np.ndarray:
+    """(N, classes) probabilities of (N, S, S, 3) uint8 tiles at the model's scale, through
+    the bundle's normaliser and network, 64 at a time."""
+    prep = predictor.preprocessing
+    return np.concatenate(
+        [
+            predictor.probabilities(
+                torch.from_numpy(prep.normalize(tiles[i : i + 64])).permute(0, 3, 1, 2)
+            ).numpy()
+            for i in range(0, len(tiles), 64)
+        ]
+    )
+
+
 def _counts(names: np.ndarray) -> dict[str, int]:
     values, counts = np.unique(names, return_counts=True)
     return {str(v): int(n) for v, n in zip(values, counts, strict=True)}
@@ -219,14 +233,7 @@ def run(
     predictor = Predictor(model, precision="fp32")
     prep = predictor.preprocessing
     tiles, labels, groups = real_tiles(Path(reference), predictor.settings)
-    probabilities = np.concatenate(
-        [
-            predictor.probabilities(
-                torch.from_numpy(prep.normalize(tiles[i : i + 64])).permute(0, 3, 1, 2)
-            ).numpy()
-            for i in range(0, len(tiles), 64)
-        ]
-    )
+    probabilities = tile_probabilities(predictor, tiles)
     predicted = np.array(CLASSES)[probabilities.argmax(1)]
     recall = {c: float((predicted[labels == c] == c).mean()) for c in PAIR}
     called = {c: _counts(predicted[labels == c]) for c in PAIR}
