@@ -49,6 +49,8 @@ class CutSettings:
     model_mpp, tile_px : the model's µm per pixel and input size: a tile covers
         `tile_px * model_mpp` µm and is written at `tile_px` pixels.
     min_cover : least share of a tile one class's polygons must cover.
+    stride_px : step between tiles in pixels at the model's µm/px (default `tile_px`: the grid
+        `classify` lays; less gives overlapping tiles, more of them from small regions).
     input_mpp : the slides' µm/px, overriding what they record (see `slides.resolve_mpp`).
     white_balance : scale each slide's channels so that its glass reads neutral, as `classify`
         does by default (keep the two alike).
@@ -57,6 +59,7 @@ class CutSettings:
     model_mpp: float
     tile_px: int
     min_cover: float = 0.9
+    stride_px: int | None = None
     input_mpp: float | None = None
     white_balance: bool = True
 
@@ -67,6 +70,8 @@ class CutSettings:
             raise BadInputError(f"tile_px must be at least 8, got {self.tile_px}")
         if not 0 < self.min_cover <= 1:
             raise BadInputError(f"min_cover must lie in (0, 1], got {self.min_cover}")
+        if self.stride_px is not None and self.stride_px < 1:
+            raise BadInputError(f"stride_px must be positive, got {self.stride_px}")
         if self.input_mpp is not None and not 0.05 <= self.input_mpp <= 50:
             raise BadInputError(f"input_mpp must be 0.05 to 50 µm/px, got {self.input_mpp}")
 
@@ -339,7 +344,8 @@ def _covered_boxes(slide: Slide, labelled: list, settings: CutSettings):
     part_class = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
     parts = np.concatenate(parts)
     grid = list(tile_grid(slide.dimensions, input_mpp=slide.mpp,
-                          model_mpp=settings.model_mpp, tile_px=settings.tile_px))  # fmt: skip
+                          model_mpp=settings.model_mpp, tile_px=settings.tile_px,
+                          stride_px=settings.stride_px))  # fmt: skip
     if not grid:
         return [], [], []
     corners = np.array([(b.x, b.y, b.x + b.width, b.y + b.height) for b in grid], np.float64)

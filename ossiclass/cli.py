@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="least share of a tile one class's polygons must cover (default 0.9)",
     )
     annotations.add_argument(
+        "--stride",
+        type=_positive_int,
+        help="tile step in model pixels (default: the tile size, classify's grid; less gives "
+        "overlapping tiles)",
+    )
+    annotations.add_argument(
         "--label-map",
         metavar="MAP",
         help="JSON object: QuPath class -> class name, or null to drop it (default: every class, "

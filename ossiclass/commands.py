@@ -247,7 +247,7 @@ def annotated_tiles(args: argparse.Namespace) -> int:
     else:
         model_mpp, tile_px = args.mpp, args.tile_px
     settings = CutSettings(
-        model_mpp, tile_px, args.min_cover, args.input_mpp, not args.no_white_balance
+        model_mpp, tile_px, args.min_cover, args.stride, args.input_mpp, not args.no_white_balance
     )
     result = cut_annotated_tiles(
         args.slides, args.geojson, args.out, settings, args.label_map, not args.quiet
