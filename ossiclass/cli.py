@@ -90,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     slide.add_argument("--quiet", action="store_true", help="no progress bar")
     slide.set_defaults(run=commands.synth_slide)
 
+    drawn = kinds.add_parser(
+        "annotations", help="QuPath annotations drawn from a synthetic slide's label mask"
+    )
+    drawn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    drawn.add_argument("slide", help="a synthetic slide (.tif, with SLIDE.labels.png beside it)")
+    drawn.add_argument("--regions", type=_positive_int, required=True, help="regions per class")
+    drawn.add_argument("--out", required=True, help="output GeoJSON file")
+    drawn.add_argument(
+        "--classes", nargs="+", metavar="CLASS", help="the classes to outline (default: all)"
+    )
+    drawn.add_argument(
+        "--diameter-um",
+        nargs=2,
+        type=_positive_float,
+        default=(150.0, 600.0),
+        metavar=("MIN", "MAX"),
+        help="a region's size across in µm, smallest and largest (default 150 600)",
+    )
+    drawn.set_defaults(run=commands.synth_annotations)
+
     sheet = kinds.add_parser(
         "sheet", parents=[common], help="a contact sheet: a labelled row per class"
     )
@@ -107,6 +127,63 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality", type=int, default=85, help="JPEG quality when OUT is .jpg (default 85)"
     )
     sheet.set_defaults(run=commands.synth_sheet)
+
+    annotations = subcommands.add_parser(
+        "annotations",
+        help="a tile data set from QuPath annotations (File > Export objects as GeoJSON)",
+    )
+    annotations.add_argument(
+        "slides", nargs="+", metavar="SLIDE", help="slides (any format classify reads)"
+    )
+    annotations.add_argument(
+        "--geojson",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="QuPath GeoJSON exports, one per slide: named after it, or in the same order",
+    )
+    annotations.add_argument(
+        "--out",
+        required=True,
+        help="tile set folder: OUT/<class>/*.png, manifest.csv, classes.json",
+    )
+    scale = annotations.add_mutually_exclusive_group(required=True)
+    scale.add_argument("--model", help="take the µm/px and input size from this model bundle")
+    scale.add_argument("--mpp", type=_input_mpp, help="the model's µm per pixel (with --tile-px)")
+    annotations.add_argument(
+        "--tile-px", type=_positive_int, help="the model's input size in pixels (with --mpp)"
+    )
+    annotations.add_argument(
+        "--min-cover",
+        type=_number(float, lambda v: 0 < v <= 1, "a share above 0, up to 1"),
+        default=0.9,
+        help="least share of a tile one class's polygons must cover (default 0.9)",
+    )
+    annotations.add_argument(
+        "--stride",
+        type=_positive_int,
+        help="tile step in model pixels (default: the tile size, classify's grid; less gives "
+        "overlapping tiles)",
+    )
+    annotations.add_argument(
+        "--label-map",
+        metavar="MAP",
+        help="JSON object: QuPath class -> class name, or null to drop it (default: every class, "
+        "named after its QuPath name)",
+    )
+    annotations.add_argument(
+        "--input-mpp",
+        type=_input_mpp,
+        help="the slides' µm per pixel (default: from the files' metadata, else 0.5, a 20x "
+        "scan, with a note)",
+    )
+    annotations.add_argument(
+        "--no-white-balance",
+        action="store_true",
+        help="leave the slides' colours as scanned (only for a model classify runs so too)",
+    )
+    annotations.add_argument("--quiet", action="store_true", help="no progress bar")
+    annotations.set_defaults(run=commands.annotated_tiles)
 
     # Listed for --help; `main` hands `train` to LightningCLI, which parses its own arguments.
     subcommands.add_parser(

@@ -228,3 +228,54 @@ def _outputs(inputs: list[str], out: Path) -> list[tuple[str, Path]]:
         (source, out / (name if names.count(name) == 1 else f"{name}-{index}"))
         for index, (source, name) in enumerate(zip(inputs, names, strict=True))
     ]
+
+
+def annotated_tiles(args: argparse.Namespace) -> int:
+    from ossiclass.annotations import CutSettings, cut_annotated_tiles
+    from ossiclass.errors import BadInputError
+    from ossiclass.slides import assumed_note
+
+    if args.model is not None:
+        if args.tile_px is not None:
+            raise BadInputError("--tile-px goes with --mpp: a --model gives its own input size")
+        from ossiclass.bundle import load_bundle
+
+        model = load_bundle(args.model)[1]
+        model_mpp, tile_px = model.model_mpp, model.input_px
+    elif args.tile_px is None:
+        raise BadInputError("--mpp needs --tile-px, the model's input size in pixels")
+    else:
+        model_mpp, tile_px = args.mpp, args.tile_px
+    settings = CutSettings(
+        model_mpp, tile_px, args.min_cover, args.stride, args.input_mpp, not args.no_white_balance
+    )
+    result = cut_annotated_tiles(
+        args.slides, args.geojson, args.out, settings, args.label_map, not args.quiet
+    )
+    for warning in result.warnings:
+        print(f"ossiclass: warning: {warning}", file=sys.stderr)
+    for note in result.notes:
+        print(f"ossiclass: note: {note}", file=sys.stderr)
+    for name in result.assumed_scale:
+        print(f"ossiclass: note: {assumed_note(name)}; give it with --input-mpp", file=sys.stderr)
+    tiles = ", ".join(f"{c.display_name} {result.tiles[c.name]}" for c in result.classes)
+    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(result.skipped.items()))
+    print(
+        f"wrote {sum(result.tiles.values())} tiles of {tile_px} px at {model_mpp:g} µm/px "
+        f"({tiles}) and {result.manifest}; skipped {sum(result.skipped.values())} objects"
+        + (f" ({skipped})" if skipped else "")
+    )
+    return 0
+
+
+def synth_annotations(args: argparse.Namespace) -> int:
+    from ossiclass.synth.annotate import write_annotations
+
+    drawn = write_annotations(
+        args.slide, args.out, args.regions, args.seed, args.classes, tuple(args.diameter_um)
+    )
+    for note in drawn.notes:
+        print(f"ossiclass: note: {note}", file=sys.stderr)
+    counts = ", ".join(f"{name} {n}" for name, n in drawn.regions.items())
+    print(f"wrote {sum(drawn.regions.values())} annotations ({counts}) to {drawn.path}")
+    return 0
