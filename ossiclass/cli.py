@@ -78,7 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     slide.add_argument(
         "--layout",
         default="growth_plate",
-        choices=["growth_plate", "fracture_callus", "intramembranous"],
+        choices=["growth_plate", "fracture_callus", "intramembranous", "marrow_cavity"],
+    )
+    slide.add_argument(
+        "--lab",
+        type=_whole_number,
+        metavar="SEED",
+        help="draw the stain domain ('lab') from this seed, so that slides of other seeds "
+        "share one lab (default: from --seed)",
     )
     slide.add_argument(
         "--width", type=_positive_int, default=8192, help="width in pixels (default 8192)"

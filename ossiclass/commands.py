@@ -23,7 +23,7 @@ def synth_tiles(args: argparse.Namespace) -> int:
 def synth_slide(args: argparse.Namespace) -> int:
     from ossiclass.synth.slides import SlideSettings, write_slide
 
-    settings = SlideSettings(args.layout, args.width, args.height, args.mpp, args.seed)
+    settings = SlideSettings(args.layout, args.width, args.height, args.mpp, args.seed, args.lab)
     path = write_slide(args.out, settings, workers=args.workers, progress=not args.quiet)
     print(f"wrote {path}, {path.with_suffix('.labels.png')} and {path.with_suffix('.tissue.png')}")
     return 0

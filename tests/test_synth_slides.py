@@ -1,4 +1,6 @@
 import hashlib
+import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,8 +8,10 @@ import tifffile
 from PIL import Image
 
 from ossiclass.classes import BACKGROUND_LABEL, class_index
+from ossiclass.cli import main
 from ossiclass.errors import BadInputError
-from ossiclass.synth.slides import RegionRandom, SlideSettings, write_slide
+from ossiclass.synth.slides import RegionRandom, SlideSettings, slide_domain, write_slide
+from ossiclass.synth.stains import sample_domains
 
 PROMISED = {
     "growth_plate": {
@@ -83,6 +87,7 @@ def test_same_seed_same_slide_whatever_the_workers(tmp_path):
         (SlideSettings("femur"), "unknown layout"),
         (SlideSettings(width=100), "width must"),
         (SlideSettings(mpp=9.0), "mpp must"),
+        (SlideSettings(lab=-3), "lab must"),
     ],
 )
 def test_settings_are_checked(tmp_path, settings, message):
@@ -99,3 +104,35 @@ def test_region_random_shares_style_but_not_placement():
     assert first.integers(0, 100) == second.integers(0, 100)
     assert not np.array_equal(first.uniform(0, 1, 5), second.uniform(0, 1, 5))  # placement
     assert not np.array_equal(first.random((3, 2)), second.random((3, 2)))
+
+
+def test_slides_of_one_lab_share_their_stain_domain_not_their_tissue(tmp_path):
+    first = SlideSettings("intramembranous", 1024, 1024, 1.0, seed=1, lab=40)
+    second = SlideSettings("growth_plate", 1024, 1024, 1.0, seed=2, lab=40)
+    assert slide_domain(first) == slide_domain(second)
+    assert slide_domain(first) != slide_domain(replace(first, lab=41))
+    # Without a lab, the domain is the slide's own, drawn from its seed as before labs.
+    assert slide_domain(replace(first, lab=None)) == replace(
+        sample_domains(1, 1)[0], vignetting=0.0
+    )
+    assert slide_domain(replace(first, lab=None)) != slide_domain(first)
+    paths = [
+        write_slide(tmp_path / f"{name}.tif", settings, progress=False)
+        for name, settings in (("a", first), ("b", replace(first, seed=2)))
+    ]
+    images = [tifffile.imread(path).astype(int) for path in paths]
+    assert np.abs(images[0] - images[1]).mean() > 5  # other seeds: other tissue
+    with tifffile.TiffFile(paths[0]) as tif:
+        description = json.loads(tif.pages[0].description)
+    assert description["lab"] == 40 and description["seed"] == 1
+    assert description["stain_domain"] == json.loads(json.dumps(slide_domain(first).to_dict()))
+
+
+def test_synth_slide_takes_a_lab(tmp_path):
+    out = tmp_path / "slide.tif"
+    arguments = ["synth", "slide", str(out), "--width", "1024", "--height", "1024", "--quiet"]
+    assert main([*arguments, "--mpp", "1.0", "--lab", "7"]) == 0
+    with tifffile.TiffFile(out) as tif:
+        assert json.loads(tif.pages[0].description)["lab"] == 7
+    with pytest.raises(SystemExit):
+        main([*arguments, "--lab", "-1"])

@@ -39,13 +39,15 @@ MES, HYA, HYP, WOV, LAM, CAL = (class_index(name) for name in CLASSES)
 
 @dataclass(frozen=True)
 class SlideSettings:
-    """A synthetic slide: layout name, size in pixels, µm per pixel, seed."""
+    """A synthetic slide: layout name, size in pixels, µm per pixel, seed, and the seed of its
+    lab (stain domain): None draws the lab from `seed`, as a slide of its own lab."""
 
     layout: str = "growth_plate"
     width: int = 8192
     height: int = 8192
     mpp: float = 0.5
     seed: int = 0
+    lab: int | None = None
 
     def validate(self) -> None:
         if self.layout not in LAYOUTS:
@@ -57,6 +59,9 @@ class SlideSettings:
                 raise BadInputError(f"{name} must be between 1024 and 131072 px, got {size}")
         if not 0.1 <= self.mpp <= 4.0:
             raise BadInputError(f"mpp must be between 0.1 and 4 µm/px, got {self.mpp}")
+        for name, seed in (("seed", self.seed), ("lab", self.lab)):
+            if seed is not None and seed < 0:
+                raise BadInputError(f"{name} must be 0 or more, got {seed}")
 
 
 class SlideFields:
@@ -264,9 +269,12 @@ def _paint_strips(
 
 
 def slide_domain(settings: SlideSettings) -> StainDomain:
-    """The one stain domain ("lab") a slide is rendered with, drawn from its seed. A slide
-    scanner does not vignette (a camera on a microscope does): no vignetting here."""
-    return replace(sample_domains(settings.seed, 1)[0], vignetting=0.0)
+    """The one stain domain ("lab") a slide is rendered with, drawn from its `lab` seed, else
+    from its own seed: slides of one `lab` share it whatever their seeds and layouts, and
+    `lab=s` is the lab of the slide with `seed=s`. A slide scanner does not vignette (a camera
+    on a microscope does): no vignetting here."""
+    seed = settings.seed if settings.lab is None else settings.lab
+    return replace(sample_domains(seed, 1)[0], vignetting=0.0)
 
 
 def _halve(image: np.ndarray) -> np.ndarray:
