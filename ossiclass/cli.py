@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="stain domains ('labs') drawn from the seed (default 8)",
     )
+    tiles.add_argument(
+        "--classes",
+        nargs="+",
+        metavar="NAME",
+        help="classes to paint, in this order (default: the six); beyond the six: marrow, fat. "
+        "Writes OUT/classes.json unless they are the six",
+    )
     tiles.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
     tiles.add_argument("--quiet", action="store_true", help="no progress bar")
     tiles.set_defaults(run=commands.synth_tiles)
@@ -106,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sheet.add_argument(
         "--size", type=_positive_int, default=256, help="tile size in pixels (default 256)"
+    )
+    sheet.add_argument(
+        "--classes", nargs="+", metavar="NAME", help="a row per class (default: the six)"
     )
     sheet.add_argument(
         "--width", type=_positive_int, default=None, help="resize the sheet to this width in pixels"
