@@ -7,10 +7,17 @@ import pytest
 import tifffile
 from PIL import Image
 
-from ossiclass.classes import BACKGROUND_LABEL, class_index
+from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_list_from_dict
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
-from ossiclass.synth.slides import RegionRandom, SlideSettings, slide_domain, write_slide
+from ossiclass.synth.slides import (
+    LAYOUTS,
+    SLIDE_CLASSES,
+    RegionRandom,
+    SlideSettings,
+    slide_domain,
+    write_slide,
+)
 from ossiclass.synth.stains import sample_domains
 
 PROMISED = {
@@ -23,7 +30,9 @@ PROMISED = {
     },
     "fracture_callus": {"mesenchyme", "hyaline_cartilage", "woven_bone", "lamellar_bone", "callus"},
     "intramembranous": {"mesenchyme", "woven_bone", "lamellar_bone"},
+    "marrow_cavity": {"mesenchyme", "woven_bone", "lamellar_bone", "marrow", "fat"},
 }
+INDEX = {tissue.name: tissue.index for tissue in SLIDE_CLASSES}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +66,8 @@ def test_label_mask_has_every_region_the_layout_promises(slides, layout):
     tissue = np.asarray(Image.open(slides[layout].with_suffix(".tissue.png")))
     assert labels.shape == (1536, 2048) and labels.dtype == np.uint8
     for name in PROMISED[layout]:
-        assert (labels == class_index(name)).mean() > 0.01, name
+        assert (labels == INDEX[name]).mean() > 0.01, name
+    assert set(np.unique(labels)) <= {INDEX[name] for name in PROMISED[layout]} | {255}
     np.testing.assert_array_equal(tissue > 0, labels != BACKGROUND_LABEL)
     assert 0.05 < (labels == BACKGROUND_LABEL).mean() < 0.6
 
@@ -67,8 +77,23 @@ def test_painted_tissue_follows_the_label_mask(slides):
     labels = np.asarray(Image.open(slides["growth_plate"].with_suffix(".labels.png")))
     background = image[labels == BACKGROUND_LABEL].astype(float)
     assert background.std(axis=0).max() < 8  # bare glass: flat, only sensor noise
-    darkness = lambda name: 255 - image[labels == class_index(name)].mean()  # noqa: E731
+    darkness = lambda name: 255 - image[labels == INDEX[name]].mean()  # noqa: E731
     assert darkness("lamellar_bone") > darkness("mesenchyme")
+
+
+def test_a_slide_with_marrow_and_fat_names_its_classes(slides):
+    path = slides["marrow_cavity"]
+    entries = json.loads(path.with_suffix(".classes.json").read_text())["classes"]
+    classes = class_list_from_dict(entries)
+    assert classes[:6] == TISSUE_CLASSES
+    assert [(c.index, c.name) for c in classes[6:]] == [(6, "marrow"), (7, "fat")]
+    for layout in LAYOUTS:  # the six alone: no class list, as before
+        assert not slides[layout].with_suffix(".classes.json").exists()
+    image = tifffile.imread(path)
+    labels = np.asarray(Image.open(path.with_suffix(".labels.png")))
+    brightness = lambda name: image[labels == INDEX[name]].mean()  # noqa: E731
+    assert brightness("fat") > brightness("marrow") + 40  # fat is mostly empty glass
+    assert brightness("fat") > brightness("lamellar_bone") + 40
 
 
 @pytest.mark.slow
@@ -107,8 +132,8 @@ def test_region_random_shares_style_but_not_placement():
 
 
 def test_slides_of_one_lab_share_their_stain_domain_not_their_tissue(tmp_path):
-    first = SlideSettings("intramembranous", 1024, 1024, 1.0, seed=1, lab=40)
-    second = SlideSettings("growth_plate", 1024, 1024, 1.0, seed=2, lab=40)
+    first = SlideSettings("intramembranous", 1024, 1024, 0.5, seed=1, lab=40)
+    second = SlideSettings("growth_plate", 1024, 1024, 0.5, seed=2, lab=40)
     assert slide_domain(first) == slide_domain(second)
     assert slide_domain(first) != slide_domain(replace(first, lab=41))
     # Without a lab, the domain is the slide's own, drawn from its seed as before labs.
@@ -131,7 +156,7 @@ def test_slides_of_one_lab_share_their_stain_domain_not_their_tissue(tmp_path):
 def test_synth_slide_takes_a_lab(tmp_path):
     out = tmp_path / "slide.tif"
     arguments = ["synth", "slide", str(out), "--width", "1024", "--height", "1024", "--quiet"]
-    assert main([*arguments, "--mpp", "1.0", "--lab", "7"]) == 0
+    assert main([*arguments, "--lab", "7"]) == 0
     with tifffile.TiffFile(out) as tif:
         assert json.loads(tif.pages[0].description)["lab"] == 7
     with pytest.raises(SystemExit):

@@ -66,10 +66,8 @@ def check_classes(classes: tuple[str, ...]) -> None:
     """Refuse a class list the generator cannot paint: empty, unknown or repeated names."""
     unknown = [name for name in classes if name not in PAINTED_CLASSES]
     if not classes or unknown:
-        raise BadInputError(
-            f"no painter for class {', '.join(unknown) or '(none given)'}; "
-            f"the generator paints {', '.join(PAINTED_CLASSES)}"
-        )
+        problem = f"no painter for class {', '.join(unknown)}" if unknown else "no classes given"
+        raise BadInputError(f"{problem}; the generator paints {', '.join(PAINTED_CLASSES)}")
     repeated = sorted({name for name in classes if classes.count(name) > 1})
     if repeated:
         raise BadInputError(f"classes named twice: {', '.join(repeated)}")
