@@ -32,7 +32,7 @@ def paint_marrow(rng, shape, mpp, orientation=None) -> np.ndarray:
     cytoplasm = 1 + 0.3 * smooth_noise(rng, shape, 5 / mpp)
     maps[EOSIN] = rng.uniform(0.12, 0.28) * cytoplasm
     maps[MATRIX_H] = rng.uniform(0.04, 0.12) * cytoplasm
-    # Cells 6-9 µm apart: erythroid precursors (small, round, the darkest), myeloid cells and
+    # Cells 6.5-9.5 µm apart: erythroid precursors (small, round, the darkest), myeloid cells and
     # lymphocytes (larger, paler, some oval or bean-shaped), in proportions that vary.
     centres = jittered_grid(rng, shape, rng.uniform(6.5, 9.5) / mpp, 0.45, rng.uniform(0, np.pi))
     centres = centres[rng.random(len(centres)) < rng.uniform(0.65, 0.95)]
@@ -121,8 +121,8 @@ def paint_fat(rng, shape, mpp, orientation=None) -> np.ndarray:
     if rng.random() < 0.3:  # a fibrovascular septum between lobules
         septum = ridges(smooth_noise(rng, shape, 90 / mpp), rng.uniform(0.02, 0.05))
         maps[EOSIN] += rng.uniform(0.2, 0.4) * septum
-        count = int(cells.field_count(shape, mpp, 20) * septum.mean() * 10)
-        fibroblasts = scatter(rng, shape, count, density=septum)
+        count = int(cells.field_count(shape, mpp, rng.uniform(4, 12)))
+        fibroblasts = scatter(rng, shape, count, density=septum)  # fewer where it is thin
         radii = np.stack(
             [rng.uniform(4, 7, len(fibroblasts)), rng.uniform(1.0, 1.6, len(fibroblasts))], 1
         )
