@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="stain domains ('labs') drawn from the seed (default 8)",
     )
+    tiles.add_argument(
+        "--classes",
+        nargs="+",
+        metavar="NAME",
+        help="classes to paint, in this order (default: the six); beyond the six: marrow, fat. "
+        "Writes OUT/classes.json unless they are the six",
+    )
     tiles.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
     tiles.add_argument("--quiet", action="store_true", help="no progress bar")
     tiles.set_defaults(run=commands.synth_tiles)
@@ -78,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     slide.add_argument(
         "--layout",
         default="growth_plate",
-        choices=["growth_plate", "fracture_callus", "intramembranous"],
+        choices=["growth_plate", "fracture_callus", "intramembranous", "marrow_cavity"],
+    )
+    slide.add_argument(
+        "--lab",
+        type=_whole_number,
+        metavar="SEED",
+        help="draw the stain domain ('lab') from this seed, so that slides of other seeds "
+        "share one lab (default: from --seed)",
     )
     slide.add_argument(
         "--width", type=_positive_int, default=8192, help="width in pixels (default 8192)"
@@ -119,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sheet.add_argument(
         "--size", type=_positive_int, default=256, help="tile size in pixels (default 256)"
+    )
+    sheet.add_argument(
+        "--classes", nargs="+", metavar="NAME", help="a row per class (default: the six)"
     )
     sheet.add_argument(
         "--width", type=_positive_int, default=None, help="resize the sheet to this width in pixels"

@@ -12,29 +12,37 @@ from ossiclass.errors import OssiclassError
 
 
 def synth_tiles(args: argparse.Namespace) -> int:
+    from ossiclass.classes import CLASSES
     from ossiclass.synth.tiles import TileSettings, write_tile_dataset
 
-    settings = TileSettings(args.per_class, args.size, args.mpp, args.seed, args.domains)
+    classes = tuple(args.classes or CLASSES)
+    settings = TileSettings(args.per_class, args.size, args.mpp, args.seed, args.domains, classes)
     manifest = write_tile_dataset(args.out, settings, workers=args.workers, progress=not args.quiet)
-    print(f"wrote {settings.per_class * 6} tiles and {manifest}")
+    extra = " and classes.json" if classes != CLASSES else ""
+    print(f"wrote {settings.per_class * len(classes)} tiles, {manifest}{extra}")
     return 0
 
 
 def synth_slide(args: argparse.Namespace) -> int:
     from ossiclass.synth.slides import SlideSettings, write_slide
 
-    settings = SlideSettings(args.layout, args.width, args.height, args.mpp, args.seed)
+    settings = SlideSettings(args.layout, args.width, args.height, args.mpp, args.seed, args.lab)
     path = write_slide(args.out, settings, workers=args.workers, progress=not args.quiet)
-    print(f"wrote {path}, {path.with_suffix('.labels.png')} and {path.with_suffix('.tissue.png')}")
+    written = [
+        path.with_suffix(suffix) for suffix in (".labels.png", ".tissue.png", ".classes.json")
+    ]
+    print(f"wrote {path}, {', '.join(str(p) for p in written if p.exists())}")
     return 0
 
 
 def synth_sheet(args: argparse.Namespace) -> int:
+    from ossiclass.classes import CLASSES
     from ossiclass.synth.tiles import contact_sheet
 
+    classes = tuple(args.classes or CLASSES)
+    sheet = contact_sheet(args.per_class, args.seed, args.size, args.mpp, classes)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet = contact_sheet(args.per_class, args.seed, args.size, args.mpp)
     if args.width:
         sheet = sheet.resize((args.width, round(sheet.height * args.width / sheet.width)))
     try:

@@ -1,13 +1,15 @@
 import numpy as np
 import pytest
 from skimage.measure import label
+from threadpoolctl import threadpool_limits
 
 from ossiclass.classes import CLASSES
-from ossiclass.synth.painters import PAINTERS, _fibrous_tissue, paint, paint_shape
-from ossiclass.synth.stains import DYES, EOSIN, MATRIX_H, NUCLEI, RBC
+from ossiclass.synth.extra_painters import EXTRA_PAINTERS, PAINTED_CLASSES
+from ossiclass.synth.painters import PAINTERS, _fibrous_tissue, paint, paint_shape, painter
+from ossiclass.synth.stains import DYES, EOSIN, MATRIX_H, NUCLEI, RBC, render, sample_domains
 
 
-@pytest.mark.parametrize("name", CLASSES)
+@pytest.mark.parametrize("name", PAINTED_CLASSES)
 def test_every_painter_gives_finite_non_negative_dye_maps(name):
     for seed in range(3):
         maps = paint(name, np.random.default_rng(seed), (128, 96), 0.5)
@@ -18,6 +20,10 @@ def test_every_painter_gives_finite_non_negative_dye_maps(name):
 
 def test_one_painter_per_class():
     assert tuple(PAINTERS) == CLASSES
+    assert PAINTED_CLASSES == (*CLASSES, "marrow", "fat")
+    assert painter("fat") is EXTRA_PAINTERS["fat"]
+    with pytest.raises(ValueError, match="no painter for class 'muscle'"):
+        painter("muscle")
 
 
 def test_painting_resolution_is_at_most_halved():
@@ -92,3 +98,52 @@ def test_orientation_turns_the_hypertrophic_columns(seed):
     correlation = lambda a, b: np.corrcoef(a.ravel(), b.ravel())[0, 1]  # noqa: E731
     assert correlation(along_y[1], np.rot90(along_x[1], -1)) > 0.8
     assert abs(correlation(along_y[1], along_x[1])) < 0.3
+
+
+def _statistics(name, seeds=range(6), size=(192, 192)):
+    """Per tile of `name`: share of unstained dye map, nuclear coverage, share of pixels as
+    white as the lab's glass once rendered (a lab per tile)."""
+    labs = sample_domains(0, len(seeds))
+    clear, nuclei, white = [], [], []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        maps = paint(name, rng, size, 0.5)
+        clear.append((maps.sum(axis=0) < 0.05).mean())
+        nuclei.append((maps[NUCLEI] > 0.5).mean())
+        lab = labs[seed % len(labs)]
+        image = render(maps, lab, rng, size).astype(float)
+        white.append((np.abs(image - lab.background).max(axis=-1) < 20).mean())
+    return np.array(clear), np.array(nuclei), np.array(white)
+
+
+@pytest.fixture(scope="module")
+def statistics():
+    with threadpool_limits(1):  # BLAS threads slow painting's small products down many times
+        return {name: _statistics(name) for name in PAINTED_CLASSES}
+
+
+def test_fat_is_mostly_empty_glass_unlike_any_of_the_six(statistics):
+    # TISSUES.md: fat is large empty spaces with thin membranes, almost no nuclei; the six,
+    # hypertrophic lacunae and mesenchyme's clear space included, are mostly stained.
+    clear, nuclei, white = statistics["fat"]
+    assert clear.min() > 0.8 and nuclei.mean() < 0.005 and white.mean() > 0.7
+    for name in CLASSES:
+        assert statistics[name][2].mean() < 0.35, name
+        assert statistics[name][0].mean() < 0.3, name
+
+
+def test_marrow_is_packed_with_nuclei_beyond_any_of_the_six(statistics):
+    # Haematopoietic marrow: dense small nuclei, more than mesenchyme's condensations, callus'
+    # fibroblasts, the hypertrophic zone's few pyknotic nuclei, or woven bone's marrow spaces.
+    marrow = statistics["marrow"][1]
+    assert marrow.min() > 0.08
+    for name in CLASSES:
+        assert marrow.mean() > 1.5 * statistics[name][1].mean(), name
+
+
+def test_marrow_sinusoids_hold_red_cells():
+    fields = [
+        paint("marrow", np.random.default_rng(seed), (512, 512), 0.5, None, False)
+        for seed in range(8)
+    ]
+    assert sum((maps[RBC] > 0.5).mean() > 0.005 for maps in fields) >= 6

@@ -1,13 +1,24 @@
 import hashlib
+import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from ossiclass.classes import BACKGROUND_LABEL, class_index
+from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_list_from_dict
+from ossiclass.cli import main
 from ossiclass.errors import BadInputError
-from ossiclass.synth.slides import RegionRandom, SlideSettings, write_slide
+from ossiclass.synth.slides import (
+    LAYOUTS,
+    SLIDE_CLASSES,
+    RegionRandom,
+    SlideSettings,
+    slide_domain,
+    write_slide,
+)
+from ossiclass.synth.stains import sample_domains
 
 PROMISED = {
     "growth_plate": {
@@ -19,7 +30,9 @@ PROMISED = {
     },
     "fracture_callus": {"mesenchyme", "hyaline_cartilage", "woven_bone", "lamellar_bone", "callus"},
     "intramembranous": {"mesenchyme", "woven_bone", "lamellar_bone"},
+    "marrow_cavity": {"mesenchyme", "woven_bone", "lamellar_bone", "marrow", "fat"},
 }
+INDEX = {tissue.name: tissue.index for tissue in SLIDE_CLASSES}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +66,8 @@ def test_label_mask_has_every_region_the_layout_promises(slides, layout):
     tissue = np.asarray(Image.open(slides[layout].with_suffix(".tissue.png")))
     assert labels.shape == (1536, 2048) and labels.dtype == np.uint8
     for name in PROMISED[layout]:
-        assert (labels == class_index(name)).mean() > 0.01, name
+        assert (labels == INDEX[name]).mean() > 0.01, name
+    assert set(np.unique(labels)) <= {INDEX[name] for name in PROMISED[layout]} | {255}
     np.testing.assert_array_equal(tissue > 0, labels != BACKGROUND_LABEL)
     assert 0.05 < (labels == BACKGROUND_LABEL).mean() < 0.6
 
@@ -63,8 +77,23 @@ def test_painted_tissue_follows_the_label_mask(slides):
     labels = np.asarray(Image.open(slides["growth_plate"].with_suffix(".labels.png")))
     background = image[labels == BACKGROUND_LABEL].astype(float)
     assert background.std(axis=0).max() < 8  # bare glass: flat, only sensor noise
-    darkness = lambda name: 255 - image[labels == class_index(name)].mean()  # noqa: E731
+    darkness = lambda name: 255 - image[labels == INDEX[name]].mean()  # noqa: E731
     assert darkness("lamellar_bone") > darkness("mesenchyme")
+
+
+def test_a_slide_with_marrow_and_fat_names_its_classes(slides):
+    path = slides["marrow_cavity"]
+    entries = json.loads(path.with_suffix(".classes.json").read_text())["classes"]
+    classes = class_list_from_dict(entries)
+    assert classes[:6] == TISSUE_CLASSES
+    assert [(c.index, c.name) for c in classes[6:]] == [(6, "marrow"), (7, "fat")]
+    for layout in LAYOUTS:  # the six alone: no class list, as before
+        assert not slides[layout].with_suffix(".classes.json").exists()
+    image = tifffile.imread(path)
+    labels = np.asarray(Image.open(path.with_suffix(".labels.png")))
+    brightness = lambda name: image[labels == INDEX[name]].mean()  # noqa: E731
+    assert brightness("fat") > brightness("marrow") + 40  # fat is mostly empty glass
+    assert brightness("fat") > brightness("lamellar_bone") + 40
 
 
 @pytest.mark.slow
@@ -83,6 +112,7 @@ def test_same_seed_same_slide_whatever_the_workers(tmp_path):
         (SlideSettings("femur"), "unknown layout"),
         (SlideSettings(width=100), "width must"),
         (SlideSettings(mpp=9.0), "mpp must"),
+        (SlideSettings(lab=-3), "lab must"),
     ],
 )
 def test_settings_are_checked(tmp_path, settings, message):
@@ -99,3 +129,35 @@ def test_region_random_shares_style_but_not_placement():
     assert first.integers(0, 100) == second.integers(0, 100)
     assert not np.array_equal(first.uniform(0, 1, 5), second.uniform(0, 1, 5))  # placement
     assert not np.array_equal(first.random((3, 2)), second.random((3, 2)))
+
+
+def test_slides_of_one_lab_share_their_stain_domain_not_their_tissue(tmp_path):
+    first = SlideSettings("intramembranous", 1024, 1024, 0.5, seed=1, lab=40)
+    second = SlideSettings("growth_plate", 1024, 1024, 0.5, seed=2, lab=40)
+    assert slide_domain(first) == slide_domain(second)
+    assert slide_domain(first) != slide_domain(replace(first, lab=41))
+    # Without a lab, the domain is the slide's own, drawn from its seed as before labs.
+    assert slide_domain(replace(first, lab=None)) == replace(
+        sample_domains(1, 1)[0], vignetting=0.0
+    )
+    assert slide_domain(replace(first, lab=None)) != slide_domain(first)
+    paths = [
+        write_slide(tmp_path / f"{name}.tif", settings, progress=False)
+        for name, settings in (("a", first), ("b", replace(first, seed=2)))
+    ]
+    images = [tifffile.imread(path).astype(int) for path in paths]
+    assert np.abs(images[0] - images[1]).mean() > 5  # other seeds: other tissue
+    with tifffile.TiffFile(paths[0]) as tif:
+        description = json.loads(tif.pages[0].description)
+    assert description["lab"] == 40 and description["seed"] == 1
+    assert description["stain_domain"] == json.loads(json.dumps(slide_domain(first).to_dict()))
+
+
+def test_synth_slide_takes_a_lab(tmp_path):
+    out = tmp_path / "slide.tif"
+    arguments = ["synth", "slide", str(out), "--width", "1024", "--height", "1024", "--quiet"]
+    assert main([*arguments, "--lab", "7"]) == 0
+    with tifffile.TiffFile(out) as tif:
+        assert json.loads(tif.pages[0].description)["lab"] == 7
+    with pytest.raises(SystemExit):
+        main([*arguments, "--lab", "-1"])

@@ -64,10 +64,17 @@ def points_in_ellipse(
     return np.stack([y, x], axis=1).astype(np.float32)
 
 
-def add_capillaries(maps: np.ndarray, rng: np.random.Generator, mpp: float, count: int) -> None:
-    """Thin-walled capillaries: a clear lumen, flat endothelial nuclei, red cells inside."""
+def add_capillaries(
+    maps: np.ndarray,
+    rng: np.random.Generator,
+    mpp: float,
+    count: int,
+    density: np.ndarray | None = None,
+) -> None:
+    """Thin-walled capillaries: a clear lumen, flat endothelial nuclei, red cells inside.
+    `density` (H, W in [0, 1]) says where they run (default: anywhere)."""
     shape = maps.shape[1:]
-    for centre in scatter(rng, shape, count, margin_px=10 / mpp):
+    for centre in scatter(rng, shape, count, density, margin_px=10 / mpp):
         radii = rng.uniform([4.0, 3.0], [12.0, 8.0]) / mpp
         angle = rng.uniform(0, np.pi)
         lumen = np.clip(ellipses(shape, centre[None], radii, angle), 0, 1)
@@ -101,14 +108,20 @@ def add_marrow(maps: np.ndarray, rng: np.random.Generator, space: np.ndarray, mp
     add_red_cells(
         maps, scatter(rng, shape, int(field_count(shape, mpp, rng.uniform(3, 40))), space), mpp
     )
-    if rng.random() < 0.5:  # fat: large empty round spaces 30-100 µm
-        fat_count = int(field_count(shape, mpp, rng.uniform(1, 8)))
-        fat_centres = scatter(rng, shape, fat_count, density=space)
-        fat_radii = rng.uniform(15, 50, (len(fat_centres), 1)) * rng.uniform(
-            0.8, 1.0, (len(fat_centres), 2)
-        )
-        fat = ellipses(shape, fat_centres, fat_radii / mpp, rng.uniform(0, np.pi, len(fat_centres)))
-        carve(maps, np.clip(fat, 0, 1) * space)
+    if rng.random() < 0.5:
+        add_fat_vacuoles(maps, rng, space, mpp, rng.uniform(1, 8))
+
+
+def add_fat_vacuoles(
+    maps: np.ndarray, rng: np.random.Generator, space: np.ndarray, mpp: float, per_field: float
+) -> None:
+    """Carve fat cells of marrow into `space` (H, W in [0, 1]): large empty round spaces
+    30-100 µm across, `per_field` of them per 128 µm field."""
+    shape = maps.shape[1:]
+    centres = scatter(rng, shape, int(field_count(shape, mpp, per_field)), density=space)
+    radii = rng.uniform(15, 50, (len(centres), 1)) * rng.uniform(0.8, 1.0, (len(centres), 2))
+    fat = ellipses(shape, centres, radii / mpp, rng.uniform(0, np.pi, len(centres)))
+    carve(maps, np.clip(fat, 0, 1) * space)
 
 
 def add_section_artefacts(maps: np.ndarray, rng: np.random.Generator, mpp: float) -> None:

@@ -8,7 +8,8 @@ size, orientation and proportions widely, so no two tiles look alike.
 
 The six painters stay in this one file (a little over 400 lines) so that they can be read and
 tuned side by side against TISSUES.md; their shared shapes and cells live in `shapes.py` and
-`cells.py`.
+`cells.py`, and the painters of tissues beyond the six (marrow, fat) in `extra_painters.py`,
+which `paint` and `painter` reach by name.
 """
 
 from __future__ import annotations
@@ -378,6 +379,19 @@ PAINTERS: dict[str, Painter] = {
 assert tuple(PAINTERS) == CLASSES, "one painter per class, in class order"
 
 
+def painter(name: str) -> Painter:
+    """The painter of class `name`: one of the six here, or an extra tissue of
+    `extra_painters` (imported here, as it builds on this module). Raises ValueError for a
+    class without one."""
+    if name in PAINTERS:
+        return PAINTERS[name]
+    from ossiclass.synth.extra_painters import EXTRA_PAINTERS, PAINTED_CLASSES
+
+    if name not in EXTRA_PAINTERS:
+        raise ValueError(f"no painter for class {name!r}; painted: {', '.join(PAINTED_CLASSES)}")
+    return EXTRA_PAINTERS[name]
+
+
 PAINT_MPP = 1.0
 """Painters work at up to this many µm per pixel (never coarser than half the output's
 resolution); `stains.render` resizes to the output. Four times cheaper at 20x, and finer than the
@@ -399,13 +413,14 @@ def paint(
     orientation: float | None = None,
     artefacts: bool = True,
 ) -> np.ndarray:
-    """Paint class `name` at `mpp` µm/px: (4, h, w) float32 dye maps.
+    """Paint class `name` (one of the six or an extra tissue with a painter) at `mpp` µm/px:
+    (4, h, w) float32 dye maps.
 
     The maps are at painting resolution (see `paint_shape`); pass `shape` to `stains.render`.
     `artefacts` adds the section artefacts of `cells.add_section_artefacts`.
     """
     work_shape, paint_mpp = paint_shape(shape, mpp)
-    maps = PAINTERS[name](rng, work_shape, paint_mpp, orientation)
+    maps = painter(name)(rng, work_shape, paint_mpp, orientation)
     np.maximum(maps, 0.0, out=maps)
     # The fine grain of fixed tissue: no matrix is perfectly smooth under the objective.
     grain = 1 + rng.uniform(0.03, 0.12) * smooth_noise(rng, work_shape, 1.5 / paint_mpp)

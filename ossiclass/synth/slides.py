@@ -8,6 +8,11 @@ made in well under 2 GB of memory.
 Files for `OUT.tif`: `OUT.tif` (RGB, 256 px tiles, zlib, a pyramid down to about 1024 px, µm/px
 in the resolution tags and the description), `OUT.labels.png` (one byte per pixel: class index,
 255 = background) and `OUT.tissue.png` (255 on tissue, 0 on glass).
+
+Label indices are positions in `SLIDE_CLASSES`: the six (0-5, as in `classes.TISSUE_CLASSES`),
+then marrow (6) and fat (7). A layout that holds marrow or fat (`marrow_cavity`) also writes
+`OUT.classes.json` (`{"classes": [...]}`, as `classes.class_list_to_dict` writes them), so that
+tools know what 6 and 7 mean; a mask without one holds the six only.
 """
 
 from __future__ import annotations
@@ -23,8 +28,17 @@ import tifffile
 from PIL import Image
 from tqdm import tqdm
 
-from ossiclass.classes import BACKGROUND_LABEL, CLASSES, class_index
+from ossiclass.classes import (
+    BACKGROUND_LABEL,
+    CLASSES,
+    TISSUE_CLASSES,
+    TissueClass,
+    class_index,
+    class_list_to_dict,
+    known_class,
+)
 from ossiclass.errors import BadInputError
+from ossiclass.files import write_text_atomic
 from ossiclass.synth.painters import paint, paint_shape
 from ossiclass.synth.shapes import noise_weights
 from ossiclass.synth.stains import DYES, StainDomain, render, sample_domains
@@ -35,28 +49,40 @@ TIFF_TILE_PX = 256
 PYRAMID_MIN_PX = 1024
 
 MES, HYA, HYP, WOV, LAM, CAL = (class_index(name) for name in CLASSES)
+SLIDE_CLASSES: tuple[TissueClass, ...] = (
+    *TISSUE_CLASSES,
+    known_class("marrow", len(CLASSES)),
+    known_class("fat", len(CLASSES) + 1),
+)
+"""The classes a label mask indexes: the six, then the extra tissues the layouts paint."""
+MAR, FAT = len(CLASSES), len(CLASSES) + 1
 
 
 @dataclass(frozen=True)
 class SlideSettings:
-    """A synthetic slide: layout name, size in pixels, µm per pixel, seed."""
+    """A synthetic slide: layout name, size in pixels, µm per pixel, seed, and the seed of its
+    lab (stain domain): None draws the lab from `seed`, as a slide of its own lab."""
 
     layout: str = "growth_plate"
     width: int = 8192
     height: int = 8192
     mpp: float = 0.5
     seed: int = 0
+    lab: int | None = None
 
     def validate(self) -> None:
-        if self.layout not in LAYOUTS:
+        if self.layout not in ALL_LAYOUTS:
             raise BadInputError(
-                f"unknown layout {self.layout!r}; expected one of {', '.join(LAYOUTS)}"
+                f"unknown layout {self.layout!r}; expected one of {', '.join(ALL_LAYOUTS)}"
             )
         for name, size in (("width", self.width), ("height", self.height)):
             if not 1024 <= size <= 131072:
                 raise BadInputError(f"{name} must be between 1024 and 131072 px, got {size}")
         if not 0.1 <= self.mpp <= 4.0:
             raise BadInputError(f"mpp must be between 0.1 and 4 µm/px, got {self.mpp}")
+        for name, seed in (("seed", self.seed), ("lab", self.lab)):
+            if seed is not None and seed < 0:
+                raise BadInputError(f"{name} must be 0 or more, got {seed}")
 
 
 class SlideFields:
@@ -142,18 +168,47 @@ def intramembranous(y, x, f, rng) -> np.ndarray:
     return labels
 
 
+def marrow_cavity(y, x, f, rng) -> np.ndarray:
+    """A long bone's shaft (diaphysis) in long section, axis horizontal: two lamellar cortices
+    around a marrow cavity of haematopoietic marrow with patches of fat, woven trabeculae along
+    the endosteum, periosteal mesenchyme outside."""
+    yw = y + 0.02 * f[1] + 0.004 * f[2]
+    depth = np.abs(yw - 0.5)
+    endosteum = 0.25 + 0.015 * f[0]
+    periosteum = 0.35 + 0.01 * f[1]
+    labels = np.full(y.shape, MAR, dtype=np.uint8)
+    labels[f[2] + 0.6 * f[1] > rng.uniform(0.5, 0.9)] = FAT  # fatty marrow in patches
+    labels[(depth > endosteum - 0.05) & (f[2] > 0.3)] = WOV  # endosteal trabeculae
+    labels[depth > endosteum] = LAM
+    labels[depth > periosteum] = MES
+    labels[depth > periosteum + 0.05 + 0.01 * f[0]] = BACKGROUND_LABEL
+    return labels
+
+
 LAYOUTS: dict[str, Layout] = {
     "growth_plate": growth_plate,
     "fracture_callus": fracture_callus,
     "intramembranous": intramembranous,
 }
+"""Layouts of the six classes only: what a six-class model is scored on (the demo and the
+benchmarks classify one slide of each)."""
+EXTRA_LAYOUTS: dict[str, Layout] = {"marrow_cavity": marrow_cavity}
+"""Layouts that hold classes beyond the six (indices into `SLIDE_CLASSES`)."""
+ALL_LAYOUTS: dict[str, Layout] = {**LAYOUTS, **EXTRA_LAYOUTS}
 
 # Direction (radians from the x axis) that columns and lamellae run in, per layout and class.
 ORIENTATIONS = {
     "growth_plate": {HYA: np.pi / 2, HYP: np.pi / 2, LAM: np.pi / 2},
     "fracture_callus": {LAM: 0.0},
     "intramembranous": {LAM: 0.0},
+    "marrow_cavity": {LAM: 0.0},
 }
+
+
+def layout_classes(layout: str) -> tuple[TissueClass, ...]:
+    """The class list a layout's label mask indexes: `SLIDE_CLASSES` where it holds extra
+    tissues, else the six."""
+    return SLIDE_CLASSES if layout in EXTRA_LAYOUTS else TISSUE_CLASSES
 
 
 _SIZE_ARGUMENT = {
@@ -200,7 +255,7 @@ def label_window(
     y, x = np.broadcast_arrays(y, x)
     values = [fields.window(i, top, left, height, width) for i in range(len(fields.grids))]
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 0x1A]))
-    return LAYOUTS[settings.layout](y, x, values, rng)
+    return ALL_LAYOUTS[settings.layout](y, x, values, rng)
 
 
 def paint_chunk(
@@ -225,9 +280,8 @@ def paint_chunk(
             ),
         )
         where = work_labels == label
-        painted = paint(
-            CLASSES[label], rng, (height, width), settings.mpp, orientations.get(label), False
-        )
+        name = SLIDE_CLASSES[label].name
+        painted = paint(name, rng, (height, width), settings.mpp, orientations.get(label), False)
         maps[:, where] = painted[:, where]
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, top, left, 0xC0]))
     return render(maps, domain, rng, (height, width)), labels
@@ -264,9 +318,12 @@ def _paint_strips(
 
 
 def slide_domain(settings: SlideSettings) -> StainDomain:
-    """The one stain domain ("lab") a slide is rendered with, drawn from its seed. A slide
-    scanner does not vignette (a camera on a microscope does): no vignetting here."""
-    return replace(sample_domains(settings.seed, 1)[0], vignetting=0.0)
+    """The one stain domain ("lab") a slide is rendered with, drawn from its `lab` seed, else
+    from its own seed: slides of one `lab` share it whatever their seeds and layouts, and
+    `lab=s` is the lab of the slide with `seed=s`. A slide scanner does not vignette (a camera
+    on a microscope does): no vignetting here."""
+    seed = settings.seed if settings.lab is None else settings.lab
+    return replace(sample_domains(seed, 1)[0], vignetting=0.0)
 
 
 def _halve(image: np.ndarray) -> np.ndarray:
@@ -289,7 +346,8 @@ def _tiles(strip: np.ndarray) -> Iterator[np.ndarray]:
 def write_slide(
     out: str | Path, settings: SlideSettings, workers: int = 1, progress: bool = True
 ) -> Path:
-    """Paint a synthetic slide and write `out` (.tif), its labels and tissue masks beside it.
+    """Paint a synthetic slide and write `out` (.tif), its labels and tissue masks beside it,
+    and its class list (`OUT.classes.json`) where the layout holds classes beyond the six.
 
     Memory: the label mask (1 byte/px), the first pyramid level (3/4 byte/px) and a strip.
     Returns the TIFF path.
@@ -311,6 +369,12 @@ def write_slide(
     label_image.point(lambda value: 0 if value == BACKGROUND_LABEL else 255).save(
         out.with_suffix(".tissue.png")
     )
+    class_path, classes = out.with_suffix(".classes.json"), layout_classes(settings.layout)
+    if classes != TISSUE_CLASSES:
+        text = json.dumps({"classes": class_list_to_dict(classes)}, indent=1)
+        write_text_atomic(class_path, text + "\n")
+    else:  # a class list left by an earlier slide of this name would misname its labels
+        class_path.unlink(missing_ok=True)
     partial_path.replace(out)
     return out
 

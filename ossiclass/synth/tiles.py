@@ -1,7 +1,9 @@
-"""Synthetic tile data sets and contact sheets.
+"""Synthetic tile data sets and contact sheets, of the six classes or any classes painted.
 
 Tile `i` of class `c` is drawn from its own seed `(seed, c, i)`, so a data set is byte-identical
-whatever the number of workers, and an interrupted run resumes where it stopped.
+whatever the number of workers, and an interrupted run resumes where it stopped. `c` is the
+class's position in `extra_painters.PAINTED_CLASSES` (the six 0-5, then marrow 6 and fat 7): a
+tile is the same whichever other classes its data set holds.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from PIL import Image, ImageDraw, ImageFont
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from ossiclass.classes import CLASSES, TISSUE_CLASSES
+from ossiclass.classes import CLASSES, TissueClass, known_class, write_class_list
 from ossiclass.errors import BadInputError
 from ossiclass.files import save_png, write_text_atomic
+from ossiclass.synth.extra_painters import PAINTED_CLASSES
 from ossiclass.synth.painters import paint
 from ossiclass.synth.stains import StainDomain, render, sample_domains
 
@@ -30,13 +33,15 @@ MANIFEST_COLUMNS = ("path", "label", "domain", "seed", "mpp")
 
 @dataclass(frozen=True)
 class TileSettings:
-    """What a synthetic data set is made from; stored as `synth.json` beside the manifest."""
+    """What a synthetic data set is made from; stored as `synth.json` beside the manifest
+    (`classes` only when they are not the six, so that six-class sets stay as they were)."""
 
     per_class: int
     size_px: int = 256
     mpp: float = 0.5
     seed: int = 0
     domains: int = 8
+    classes: tuple[str, ...] = CLASSES
 
     def validate(self) -> None:
         if self.per_class < 1:
@@ -47,13 +52,33 @@ class TileSettings:
             raise BadInputError(f"mpp must be between 0.1 and 4 µm/px, got {self.mpp}")
         if self.domains < 1:
             raise BadInputError(f"domains must be at least 1, got {self.domains}")
+        check_classes(self.classes)
+
+    def to_dict(self) -> dict:
+        """The settings as `synth.json` records them."""
+        settings = asdict(self)
+        if self.classes == CLASSES:
+            del settings["classes"]
+        return settings
+
+
+def check_classes(classes: tuple[str, ...]) -> None:
+    """Refuse a class list the generator cannot paint: empty, unknown or repeated names."""
+    unknown = [name for name in classes if name not in PAINTED_CLASSES]
+    if not classes or unknown:
+        problem = f"no painter for class {', '.join(unknown)}" if unknown else "no classes given"
+        raise BadInputError(f"{problem}; the generator paints {', '.join(PAINTED_CLASSES)}")
+    repeated = sorted({name for name in classes if classes.count(name) > 1})
+    if repeated:
+        raise BadInputError(f"classes named twice: {', '.join(repeated)}")
 
 
 def make_tile(
     class_name: str, index: int, seed: int, domains: list[StainDomain], size_px: int, mpp: float
 ) -> tuple[np.ndarray, int]:
     """Tile `index` of a class: ((size_px, size_px, 3) uint8 image, its stain-domain index)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, CLASSES.index(class_name), index]))
+    stream = PAINTED_CLASSES.index(class_name)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
     domain = index % len(domains)
     maps = paint(class_name, rng, (size_px, size_px), mpp)
     return render(maps, domains[domain], rng, (size_px, size_px)), domain
@@ -79,15 +104,16 @@ def write_tile_dataset(
     """Write `settings.per_class` tiles of every class under `root`, and `root/manifest.csv`.
 
     Layout: `root/<class>/<class>_<index>.png`, `root/manifest.csv` (path, label, domain, seed,
-    mpp in µm per pixel; paths relative to the manifest) and `root/synth.json` (the settings
-    and stain domains).
+    mpp in µm per pixel; paths relative to the manifest), `root/synth.json` (the settings
+    and stain domains) and, for classes other than the six, `root/classes.json` (their class
+    list, in the order given).
     Re-running with the same settings resumes; other settings in the same folder are refused.
     Returns the manifest path.
     """
     settings.validate()
     root = Path(root)
     domains = sample_domains(settings.seed, settings.domains)
-    description = {"settings": asdict(settings), "domains": [d.to_dict() for d in domains]}
+    description = {"settings": settings.to_dict(), "domains": [d.to_dict() for d in domains]}
     text = json.dumps(description, indent=2)
     description_path = root / "synth.json"
     if description_path.exists():
@@ -97,10 +123,12 @@ def write_tile_dataset(
             )
     elif root.exists() and any(root.iterdir()):
         raise BadInputError(f"{root} is not empty and holds no synthetic data set")
-    for name in CLASSES:
+    for name in settings.classes:
         (root / name).mkdir(parents=True, exist_ok=True)
     write_text_atomic(description_path, text)
-    jobs = [(name, index) for name in CLASSES for index in range(settings.per_class)]
+    if settings.classes != CLASSES:
+        write_class_list(root, class_list(settings.classes))
+    jobs = [(name, index) for name in settings.classes for index in range(settings.per_class)]
     task = partial(_write_tile, root=root, settings=settings, domains=domains)
     rows = []
     with (
@@ -133,19 +161,30 @@ def worker_pool(workers: int) -> Iterator[multiprocessing.pool.Pool | None]:
         yield pool
 
 
+def class_list(names: tuple[str, ...]) -> tuple[TissueClass, ...]:
+    """The class list of painted classes `names`, in that order (display names and colours of
+    `classes.py`)."""
+    return tuple(known_class(name, index) for index, name in enumerate(names))
+
+
 def contact_sheet(
-    per_class: int = 6, seed: int = 0, size_px: int = 256, mpp: float = 0.5
+    per_class: int = 6,
+    seed: int = 0,
+    size_px: int = 256,
+    mpp: float = 0.5,
+    classes: tuple[str, ...] = CLASSES,
 ) -> Image.Image:
-    """A labelled grid for people to judge the look: one row per class, one stain domain per
-    column. Returns an RGB Pillow image."""
+    """A labelled grid for people to judge the look: one row per class (of `classes`), one
+    stain domain per column. Returns an RGB Pillow image."""
+    check_classes(classes)
     domains = sample_domains(seed, per_class)
     label_width, gap = 230, 4
     width = label_width + per_class * (size_px + gap)
-    height = len(CLASSES) * (size_px + gap)
+    height = len(classes) * (size_px + gap)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=22)
-    for row, tissue in enumerate(TISSUE_CLASSES):
+    for row, tissue in enumerate(class_list(classes)):
         top = row * (size_px + gap)
         draw.rectangle(
             [8, top + size_px // 2 - 40, 28, top + size_px // 2 - 20], fill=tissue.colour
