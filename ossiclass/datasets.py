@@ -47,14 +47,17 @@ class TileTable:
     mpp: np.ndarray | None = None
 
 
-def read_tile_table(source: str | Path, label_map: str | Path | None = None) -> TileTable:
+def read_tile_table(
+    source: str | Path, label_map: str | Path | None = None, classes: tuple[str, ...] = CLASSES
+) -> TileTable:
     """Read a class-folder data set or a manifest CSV; errors name the file or line at fault.
 
     A label map is a JSON object from the data set's labels to ours, with null to drop a label.
     A manifest with an `mpp` column gives every tile's µm per pixel (a positive number a row).
+    `classes`: the class names the labels index, in order (by default the six).
     """
     source = Path(source)
-    mapping = read_label_map(label_map) if label_map else {name: name for name in CLASSES}
+    mapping = read_label_map(label_map, classes) if label_map else {c: c for c in classes}
     if source.is_dir() and (source / "manifest.csv").exists():
         source = source / "manifest.csv"
     rows = _manifest_rows(source) if source.is_file() else _folder_rows(source)
@@ -67,29 +70,29 @@ def read_tile_table(source: str | Path, label_map: str | Path | None = None) -> 
         if not path.is_file():
             raise BadInputError(f"{where}: {path} does not exist")
         paths.append(path)
-        labels.append(CLASSES.index(mapping[label]))
+        labels.append(classes.index(mapping[label]))
         groups.append(group)
         scales.append(mpp)
     recorded = np.asarray(scales, dtype=np.float64) if scales and scales[0] is not None else None
     table = TileTable(paths, np.asarray(labels, dtype=np.int64), groups, recorded)
-    empty = [name for index, name in enumerate(CLASSES) if not (table.labels == index).any()]
+    empty = [name for index, name in enumerate(classes) if not (table.labels == index).any()]
     if empty:
         raise BadInputError(f"{source}: no tiles for {', '.join(empty)}")
     return table
 
 
-def read_label_map(path: str | Path) -> dict[str, str | None]:
-    """A JSON object from a data set's labels to ours (null: drop the label)."""
+def read_label_map(path: str | Path, classes: tuple[str, ...] = CLASSES) -> dict[str, str | None]:
+    """A JSON object from a data set's labels to ours, of `classes` (null: drop the label)."""
     try:
         mapping = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise BadInputError(f"{path}: not a readable JSON label map ({error})") from None
     if not isinstance(mapping, dict):
         raise BadInputError(f"{path}: a label map is a JSON object {{label: class or null}}")
-    wrong = {k: v for k, v in mapping.items() if v is not None and v not in CLASSES}
+    wrong = {k: v for k, v in mapping.items() if v is not None and v not in classes}
     if wrong:
         raise BadInputError(
-            f"{path}: maps to unknown classes {wrong}; ours are {', '.join(CLASSES)}"
+            f"{path}: maps to unknown classes {wrong}; ours are {', '.join(classes)}"
         )
     return mapping
 
