@@ -122,14 +122,17 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
     state = content.get("state_dict")
     try:
         network = build_backbone(settings.backbone, len(settings.classes))
-        outputs = _head_outputs(network, state)
-        if outputs is not None and outputs != len(settings.classes):
-            raise BadModelError(
-                f"{path}: the network has {outputs} outputs but the bundle lists "
-                f"{len(settings.classes)} classes ({', '.join(settings.class_names)})"
-            )
+    except ValueError as error:
+        raise BadModelError(f"{path}: {error}") from None
+    outputs = _head_outputs(network, state)
+    if outputs is not None and outputs != len(settings.classes):
+        raise BadModelError(
+            f"{path}: the network has {outputs} outputs but the bundle lists "
+            f"{len(settings.classes)} classes ({', '.join(settings.class_names)})"
+        )
+    try:
         network.load_state_dict(state)
-    except (ValueError, RuntimeError, KeyError, TypeError) as error:
+    except (RuntimeError, KeyError, TypeError) as error:
         reason = " ".join(str(error).split())[:160]  # one line, however long the torch message
         raise BadModelError(
             f"{path}: weights do not fit backbone {settings.backbone} ({reason})"
