@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchmetrics.functional.classification as tmf
@@ -12,6 +13,9 @@ from torch import nn
 
 from ossiclass.classes import TISSUE_CLASSES, TissueClass
 from ossiclass.errors import BadInputError, OssiclassError
+
+if TYPE_CHECKING:
+    from ossiclass.datasets import TileTable
 
 ECE_BINS = 15
 
@@ -151,7 +155,7 @@ def evaluate_bundle(
 
 def model_labels(
     source: str | Path, label_map: str | Path | None, classes: tuple[TissueClass, ...]
-) -> tuple:
+) -> tuple[TileTable, torch.Tensor]:
     """A tile set's table (see `datasets.read_tile_table`) and its (N,) int64 labels as indices
     into `classes`, a model's class list. The set's classes (its `classes.json`, else the six)
     must all be among them; else a `BadInputError` naming those that are not."""
