@@ -2,9 +2,10 @@
 
 A bundle holds plain data only (tensors, strings, numbers, lists, dicts), so it loads with
 `torch.load(weights_only=True)` and never runs code from the file: the network's weights, the
-class names in order, the backbone name, the `Preprocessing` (input size in pixels, the model's
-µm per pixel, the stain normaliser and its fitted reference, the standardisation) and the
-softmax temperature. Version 1 bundles (the preprocessing as flat fields) still load.
+class list in output order (names, display names, colours), the backbone name, the
+`Preprocessing` (input size in pixels, the model's µm per pixel, the stain normaliser and its
+fitted reference, the standardisation) and the softmax temperature. Version 1 bundles (the
+preprocessing as flat fields) and version 2 ones (the classes as names) still load.
 """
 
 from __future__ import annotations
@@ -18,26 +19,31 @@ import torch
 from torch import nn
 
 from ossiclass import __version__
-from ossiclass.classes import CLASSES
+from ossiclass.classes import TISSUE_CLASSES, TissueClass, class_list_from_dict, class_list_to_dict
 from ossiclass.errors import BadModelError
 from ossiclass.network import build_backbone
 from ossiclass.preprocessing import Preprocessing
 
 BUNDLE_FORMAT = "ossiclass-model"
-BUNDLE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+BUNDLE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """What travels with a model: backbone, preprocessing, classes, softmax temperature and
-    the training settings it was made with."""
+    """What travels with a model: backbone, preprocessing, class list (output order), softmax
+    temperature and the training settings it was made with."""
 
     backbone: str
     preprocessing: Preprocessing
-    classes: tuple[str, ...] = CLASSES
+    classes: tuple[TissueClass, ...] = TISSUE_CLASSES
     temperature: float = 1.0
     trained_with: dict = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes' machine names in output order."""
+        return tuple(c.name for c in self.classes)
 
     @property
     def input_px(self) -> int:
@@ -49,7 +55,8 @@ class ModelSettings:
 
     @classmethod
     def from_dict(cls, data: dict, version: int) -> ModelSettings:
-        """Settings from a bundle's plain data (`asdict` of them; version 1: flat fields)."""
+        """Settings from a bundle's plain data (`to_dict`; version 1: flat fields, versions 1
+        and 2: the classes as names). Raises ValueError for a malformed class list."""
         data = dict(data)
         if version == 1:
             data["preprocessing"] = {
@@ -61,8 +68,13 @@ class ModelSettings:
         for key in ("mean", "std"):
             if key in prep:
                 prep[key] = tuple(prep[key])
-        classes = tuple(data.pop("classes"))
+        classes = class_list_from_dict(list(data.pop("classes")))
         return cls(**data, preprocessing=Preprocessing(**prep), classes=classes)
+
+    def to_dict(self) -> dict:
+        """Plain data for the bundle: the dataclass's fields, the class list as
+        `class_list_to_dict` writes it."""
+        return {**asdict(self), "classes": class_list_to_dict(self.classes)}
 
 
 def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -> Path:
@@ -73,7 +85,7 @@ def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "ossiclass": __version__,
-        "settings": asdict(settings),
+        "settings": settings.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
     }
     partial = path.with_name(f".{path.name}.partial")
@@ -105,16 +117,32 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
         settings = ModelSettings.from_dict(content["settings"], content["version"])
     except (KeyError, TypeError) as error:
         raise BadModelError(f"{path}: the bundle's settings are incomplete ({error})") from None
-    if settings.classes != CLASSES:
-        raise BadModelError(
-            f"{path}: the model's classes {settings.classes} are not ours {CLASSES}"
-        )
+    except ValueError as error:
+        raise BadModelError(f"{path}: the bundle's class list is malformed ({error})") from None
+    state = content.get("state_dict")
     try:
         network = build_backbone(settings.backbone, len(settings.classes))
-        network.load_state_dict(content["state_dict"])
-    except (ValueError, RuntimeError, KeyError) as error:
+    except ValueError as error:
+        raise BadModelError(f"{path}: {error}") from None
+    outputs = _head_outputs(network, state)
+    if outputs is not None and outputs != len(settings.classes):
+        raise BadModelError(
+            f"{path}: the network has {outputs} outputs but the bundle lists "
+            f"{len(settings.classes)} classes ({', '.join(settings.class_names)})"
+        )
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as error:
         reason = " ".join(str(error).split())[:160]  # one line, however long the torch message
         raise BadModelError(
             f"{path}: weights do not fit backbone {settings.backbone} ({reason})"
         ) from None
     return network.eval(), settings
+
+
+def _head_outputs(network: nn.Module, state: object) -> int | None:
+    """Outputs of a state dict's head (the tensor of the network's last 2-D weight), or None
+    where it lacks one."""
+    head = [key for key, value in network.state_dict().items() if value.ndim == 2][-1]
+    given = state.get(head) if isinstance(state, dict) else None
+    return given.shape[0] if isinstance(given, torch.Tensor) else None

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ossiclass import outputs, parts
+from ossiclass.classes import TissueClass
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import write_text_atomic
 from ossiclass.predict import InferenceNetwork, Predictor
@@ -181,12 +182,17 @@ class ChunkClassifier(pl.LightningModule):
 
 
 class ChunkWriter(BasePredictionWriter):
-    """Writes each chunk's rows to `parts/chunk-NNNNNN.json` the moment it is classified, and
-    shows tiles done and tiles per second."""
+    """Writes each chunk's rows (columns for `classes`, the model's class list) to
+    `parts/chunk-NNNNNN.json` the moment it is classified, and shows tiles done and tiles per
+    second."""
 
-    def __init__(self, folder: Path, source, total_items: int, progress: bool = True):
+    def __init__(
+        self, folder: Path, source, classes: tuple[TissueClass, ...], total_items: int,
+        progress: bool = True,
+    ):  # fmt: skip
         super().__init__(write_interval="batch")
         self.folder, self.source, self.total_items = folder, source, total_items
+        self.classes = classes
         self.progress = progress
         self.bar: tqdm | None = None
         self.done = 0
@@ -204,7 +210,7 @@ class ChunkWriter(BasePredictionWriter):
                            dataloader_idx=0) -> None:  # fmt: skip
         pairs = zip(prediction["items"], prediction["probabilities"].tolist(), strict=True)
         rows = [
-            {"item": item, **self.source.key(item), **outputs.result_columns(p)}
+            {"item": item, **self.source.key(item), **outputs.result_columns(p, self.classes)}
             for item, p in pairs
         ]
         skipped = [
@@ -261,7 +267,8 @@ def classify(
     source = open_source(input_path, predictor.preprocessing, tiling.input_mpp,
                          tiling.stride_px, tiling.min_tissue)  # fmt: skip
     plan = _plan(source, predictor, tiling, running, model, out, resume, trainer)
-    writer = ChunkWriter(plan.parts, source, len(plan.todo) * running.batch_size, progress)
+    total = len(plan.todo) * running.batch_size
+    writer = ChunkWriter(plan.parts, source, predictor.classes, total, progress)
     trainer.callbacks.append(writer)
     if plan.todo:
         _run(plan, predictor, running, trainer, device)
@@ -362,12 +369,12 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
            classified_now: int) -> dict:  # fmt: skip
     """Merge the chunks into the final outputs, write them atomically, and remove the parts."""
     rows, skipped = parts.merge(plan.parts)
-    source = plan.source
-    outputs.write_tiles_csv(out / "tiles.csv", rows, source.key_columns)
+    source, classes = plan.source, predictor.classes
+    outputs.write_tiles_csv(out / "tiles.csv", rows, source.key_columns, classes)
     summary = outputs.summary(plan, rows, skipped, predictor, tiling)
     if source.has_boxes:
-        write_text_atomic(out / "tiles.geojson", json.dumps(outputs.geojson(rows)))
-        outputs.write_map(out / "map.png", source.path, summary["input_mpp"], rows)
+        write_text_atomic(out / "tiles.geojson", json.dumps(outputs.geojson(rows, classes)))
+        outputs.write_map(out / "map.png", source.path, summary["input_mpp"], rows, classes)
     if skipped:
         outputs.write_skipped(out / "skipped.txt", skipped)
     outputs.write_json(out / "summary.json", summary)

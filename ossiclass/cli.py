@@ -38,7 +38,8 @@ _input_mpp = _number(float, lambda v: 0.05 <= v <= 50, "0.05 to 50 µm per pixel
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ossiclass",
-        description="Classify H&E tiles of developing and healing bone into six tissue classes.",
+        description="Classify H&E tiles of developing and healing bone into tissue classes "
+        "(the six of ossiclass, or those a model carries).",
     )
     parser.add_argument("--version", action="version", version=f"ossiclass {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

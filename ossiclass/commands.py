@@ -114,7 +114,6 @@ def normalize_images(args: argparse.Namespace) -> int:
 
 
 def evaluate_model(args: argparse.Namespace) -> int:
-    from ossiclass.classes import CLASSES
     from ossiclass.evaluate import evaluate_bundle
 
     result, as_trained = evaluate_bundle(
@@ -124,10 +123,11 @@ def evaluate_model(args: argparse.Namespace) -> int:
     if args.calibrate:
         temperature = result["temperature"]
         print(f"fitted temperature {temperature:.3f} on {args.calibrate}; stored in {args.model}")
-    print(f"{'class':<20}{'precision':>10}{'recall':>10}{'f1':>10}")
-    for name in CLASSES:
-        row = result["per_class"][name]
-        print(f"{name:<20}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}")
+    width = max(20, *(len(name) + 2 for name in result["per_class"]))
+    print(f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}")
+    for name, row in result["per_class"].items():
+        scores = f"{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}"
+        print(f"{name:<{width}}{scores}")
     print(
         f"{result['tiles']} tiles: accuracy {result['accuracy']:.3f}, "
         f"macro-F1 {result['macro_f1']:.3f}, ECE {result['ece']:.3f} "
@@ -146,8 +146,9 @@ def predict_images(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, precision=args.precision)
     failed, width, assumed = 0, max(len("image"), *map(len, args.images)), []
+    label_width = max(18, *(len(c.name) for c in predictor.classes))
     if not args.json:
-        print(f"{'image':<{width}}  {'label':<18} {'confidence':>10}  top {args.top_k}")
+        print(f"{'image':<{width}}  {'label':<{label_width}} {'confidence':>10}  top {args.top_k}")
     for path in args.images:
         try:
             scale = resolve_mpp(args.mpp, image_mpp(path))
@@ -164,7 +165,8 @@ def predict_images(args: argparse.Namespace) -> int:
             continue
         ranked = ", ".join(f"{c} {p:.2f}" for c, p in top)
         note = f"  (mean of {result.tiles} tiles)" if result.tiles > 1 else ""
-        print(f"{path:<{width}}  {result.label:<18} {result.confidence:>10.3f}  {ranked}{note}")
+        label = f"{result.label:<{label_width}} {result.confidence:>10.3f}"
+        print(f"{path:<{width}}  {label}  {ranked}{note}")
     if assumed:
         what = assumed[0] if len(assumed) == 1 else f"{len(assumed)} of {len(args.images)} images"
         print(f"ossiclass: note: {assumed_note(what)}; give it with --mpp", file=sys.stderr)
@@ -203,9 +205,10 @@ def classify_inputs(args: argparse.Namespace) -> int:
             print(f"  note: {note}; give it with --mpp")
         if "white_balance" in summary:  # a run finished by an older version has none
             print(f"  white balance: {summary['white_balance']}")
+        width = max(20, *(len(name) + 2 for name in summary["classes"]))
         for name, row in summary["classes"].items():
             area = f"{row['area_mm2']:>9.3f} mm2" if "area_mm2" in row else ""
-            print(f"  {name:<20}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
+            print(f"  {name:<{width}}{row['tiles']:>7} tiles {row['fraction']:>7.1%}{area}")
     if len(reports) > 1:
         from ossiclass.slide_report import write_index
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchmetrics.functional.classification as tmf
 from torch import nn
 
-from ossiclass.classes import CLASSES
-from ossiclass.errors import OssiclassError
+from ossiclass.classes import TISSUE_CLASSES, TissueClass
+from ossiclass.errors import BadInputError, OssiclassError
+
+if TYPE_CHECKING:
+    from ossiclass.datasets import TileTable
 
 ECE_BINS = 15
 
 
 @torch.inference_mode()
 def predict_logits(predictor, tiles: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Logits (N, 6) of (N, 3, S, S) uint8 normalised tiles through a `Predictor`'s network
+    """Logits (N, C) of (N, 3, S, S) uint8 normalised tiles through a `Predictor`'s network
     (the one `predict` and `classify` serve: folded batch norm, its precision), in batches."""
     outputs = [
         predictor.network(tiles[start : start + batch_size].to(predictor.device)).cpu()
@@ -43,10 +47,18 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_temperature.detach().exp())
 
 
-def metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict:
+def metrics(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+    classes: tuple[TissueClass, ...] = TISSUE_CLASSES,
+) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix and expected
-    calibration error (15 bins) of logits at a softmax temperature. Plain data."""
-    count = len(CLASSES)
+    calibration error (15 bins) of (N, C) logits at a softmax temperature, over `classes`
+    (the model's C classes, in output order; (N,) labels index them). Plain data."""
+    count = len(classes)
+    if logits.shape[1] != count:
+        raise ValueError(f"{logits.shape[1]} logits a tile for {count} classes")
     probabilities = (logits / temperature).softmax(dim=1)
     predicted = probabilities.argmax(dim=1)
     per_class = {
@@ -62,9 +74,10 @@ def metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
             tmf.multiclass_calibration_error(probabilities, labels, count, n_bins=ECE_BINS)
         ),
         "temperature": temperature,
+        "classes": [c.name for c in classes],
         "per_class": {
-            name: {key: float(values[i]) for key, values in per_class.items()}
-            for i, name in enumerate(CLASSES)
+            c.name: {key: float(values[i]) for key, values in per_class.items()}
+            for i, c in enumerate(classes)
         },
         "confusion": tmf.multiclass_confusion_matrix(predicted, labels, count).tolist(),
     }
@@ -95,12 +108,13 @@ def evaluate_bundle(
     precision: str = "auto",
 ) -> tuple[dict, dict]:
     """Evaluate a model bundle on labelled tiles and write `metrics.json`, `confusion.png` and
-    `reliability.png` under `out`. With `calibrate` (validation tiles), fit a softmax
-    temperature there and store it in the bundle. Tiles go through the bundle's preprocessing
-    and `predict`'s network at `precision` ("auto", "fp32", "bf16"; the one used is reported).
-    Returns (metrics, metrics as trained)."""
+    `reliability.png` under `out`, over the bundle's classes. With `calibrate` (validation
+    tiles), fit a softmax temperature there and store it in the bundle. Tiles go through the
+    bundle's preprocessing and `predict`'s network at `precision` ("auto", "fp32", "bf16"; the
+    one used is reported). A tile set's classes (its `classes.json`, else the six) must all be
+    the model's. Returns (metrics, metrics as trained)."""
     from ossiclass.bundle import load_bundle, save_bundle
-    from ossiclass.datasets import field_um, read_tile_table, read_tiles
+    from ossiclass.datasets import field_um, read_tiles
     from ossiclass.files import write_text_atomic
     from ossiclass.predict import Predictor
     from ossiclass.report import confusion_figure, reliability_figure
@@ -109,22 +123,22 @@ def evaluate_bundle(
     settings, prep = predictor.settings, predictor.preprocessing
 
     def logits_and_labels(source):
-        table = read_tile_table(source, label_map)
+        table, labels = model_labels(source, label_map, settings.classes)
         tiles, widths = read_tiles(table, prep.input_px, progress=progress)
         if table.mpp is not None:  # a set that records its scale must cover the model's field
             field_um(table, widths, prep.model_mpp, expected_um=prep.field_um)
         tiles = torch.from_numpy(prep.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy()))
-        return predict_logits(predictor, tiles.permute(0, 3, 1, 2)), torch.from_numpy(table.labels)
+        return predict_logits(predictor, tiles.permute(0, 3, 1, 2)), labels
 
     logits, labels = logits_and_labels(data)
     curves = {"as trained": reliability(logits, labels, settings.temperature)}
-    as_trained = metrics(logits, labels, settings.temperature)
+    as_trained = metrics(logits, labels, settings.temperature, settings.classes)
     if calibrate:
         temperature = fit_temperature(*logits_and_labels(calibrate))
         settings = replace(settings, temperature=temperature)
         save_bundle(model, load_bundle(model)[0], settings)
         curves[f"temperature {temperature:.2f}"] = reliability(logits, labels, temperature)
-    result = metrics(logits, labels, settings.temperature)
+    result = metrics(logits, labels, settings.temperature, settings.classes)
     result["before_calibration"] = {k: as_trained[k] for k in ("ece", "temperature")}
     result["precision"] = predictor.precision
     out = Path(out)
@@ -132,20 +146,51 @@ def evaluate_bundle(
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
         title = f"{data}: macro-F1 {result['macro_f1']:.3f}"
-        confusion_figure(result["confusion"], out / "confusion.png", title)
+        confusion_figure(result["confusion"], out / "confusion.png", title, settings.classes)
         reliability_figure(curves, out / "reliability.png")
     except OSError as error:
         raise OssiclassError(f"cannot write to {out}: {error.strerror}") from None
     return result, as_trained
 
 
-def slide_agreement(tiles_csv: str | Path, label_mask: str | Path, pure: float = 0.75) -> dict:
+def model_labels(
+    source: str | Path, label_map: str | Path | None, classes: tuple[TissueClass, ...]
+) -> tuple[TileTable, torch.Tensor]:
+    """A tile set's table (see `datasets.read_tile_table`) and its (N,) int64 labels as indices
+    into `classes`, a model's class list. The set's classes (its `classes.json`, else the six)
+    must all be among them; else a `BadInputError` naming those that are not."""
+    from ossiclass.classes import read_class_list
+    from ossiclass.datasets import read_tile_table
+
+    try:
+        own = read_class_list(source)
+    except ValueError as error:
+        raise BadInputError(str(error)) from None
+    names = [c.name for c in classes]
+    missing = [c.name for c in own if c.name not in names]
+    if missing:
+        raise BadInputError(
+            f"{source}: classes {', '.join(missing)} are not the model's "
+            f"({', '.join(names)}); evaluate it on tiles of its classes"
+        )
+    table = read_tile_table(source, label_map, classes)
+    return table, torch.from_numpy(table.labels)
+
+
+def slide_agreement(
+    tiles_csv: str | Path,
+    label_mask: str | Path,
+    pure: float = 0.75,
+    classes: tuple[TissueClass, ...] = TISSUE_CLASSES,
+) -> dict:
     """Agreement of a classified slide's tile labels with a synthetic slide's label mask.
 
     Each tile's true class is the class covering most of its box in the mask (one byte per
-    level-0 pixel, 255 = glass). Returns the agreement over the tiles whose true class covers
-    at least `pure` of the box, and over all tiles with any tissue (boundaries included), with
-    their counts and a confusion matrix (rows true, columns predicted) of the pure tiles.
+    level-0 pixel: an index into `classes`, the generator's six by default; 255 = glass); tile
+    labels are matched to them by name, and a label outside `classes` (a model's extra class)
+    never agrees. Returns the agreement over the tiles whose true class covers at least `pure`
+    of the box, and over all tiles with any tissue (boundaries included), with their counts and
+    a confusion matrix (rows true, columns predicted, in `classes` order) of the pure tiles.
     """
     import csv
 
@@ -163,20 +208,26 @@ def slide_agreement(tiles_csv: str | Path, label_mask: str | Path, pure: float =
         Image.MAX_IMAGE_PIXELS = limit
     with open(tiles_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    confusion = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
-    agree_all = counted_all = 0
+    index = {c.name: i for i, c in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    agree_all = counted_all = pure_tiles = 0
     for row in rows:
         x, y, w, h = (int(row[k]) for k in BOX_COLUMNS)
         counts = np.bincount(mask[y : y + h, x : x + w].ravel(), minlength=256)
         counts[BACKGROUND_LABEL] = 0
         if counts.sum() == 0:
             continue
-        truth, predicted = int(counts.argmax()), CLASSES.index(row["label"])
+        truth, predicted = int(counts.argmax()), index.get(row["label"])
+        if truth >= len(classes):
+            raise BadInputError(
+                f"{label_mask}: class index {truth} is beyond the {len(classes)} classes"
+            )
         counted_all += 1
         agree_all += truth == predicted
         if counts[truth] >= pure * w * h:
-            confusion[truth, predicted] += 1
-    pure_tiles = int(confusion.sum())
+            pure_tiles += 1
+            if predicted is not None:
+                confusion[truth, predicted] += 1
     return {
         "pure_share": pure,
         "pure_tiles": pure_tiles,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ossiclass import __version__
-from ossiclass.classes import CLASSES, TISSUE_CLASSES
+from ossiclass.classes import TissueClass, class_list_to_dict
 from ossiclass.files import save_png, write_text_atomic
 from ossiclass.preprocess.tiling import BOX_COLUMNS
 from ossiclass.preprocess.tissue import IO
@@ -28,17 +28,21 @@ if TYPE_CHECKING:
     from ossiclass.predict import Predictor
     from ossiclass.sources import TileSource
 
-RESULT_COLUMNS = ("label", "confidence", *(f"prob_{name}" for name in CLASSES))
+
+def result_column_names(classes: tuple[TissueClass, ...]) -> tuple[str, ...]:
+    """The result columns for a class list: label, confidence, then `prob_<name>` per class."""
+    return ("label", "confidence", *(f"prob_{c.name}" for c in classes))
 
 
-def result_columns(probabilities: list[float]) -> dict:
-    """The result columns of one item: label, confidence and a probability per class."""
+def result_columns(probabilities: list[float], classes: tuple[TissueClass, ...]) -> dict:
+    """The result columns of one item: label (machine name), confidence and a probability per
+    class of `classes`, the model's class list (in the order of `probabilities`)."""
     best = int(np.argmax(probabilities))
     rounded = [round(p, 5) for p in probabilities]
     return {
-        "label": CLASSES[best],
+        "label": classes[best].name,
         "confidence": rounded[best],
-        **{f"prob_{name}": p for name, p in zip(CLASSES, rounded, strict=True)},
+        **{f"prob_{c.name}": p for c, p in zip(classes, rounded, strict=True)},
     }
 
 
@@ -51,10 +55,13 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_tiles_csv(path: Path, rows: list[dict], key_columns: tuple[str, ...]) -> None:
-    """One row per item: its key columns, then label, confidence and probabilities."""
+def write_tiles_csv(
+    path: Path, rows: list[dict], key_columns: tuple[str, ...], classes: tuple[TissueClass, ...]
+) -> None:
+    """One row per item: its key columns, then label, confidence and a probability per class."""
     table = io.StringIO()
-    writer = csv.DictWriter(table, [*key_columns, *RESULT_COLUMNS], extrasaction="ignore")
+    columns = [*key_columns, *result_column_names(classes)]
+    writer = csv.DictWriter(table, columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, table.getvalue())
@@ -67,22 +74,26 @@ def write_skipped(path: Path, skipped: list[dict]) -> None:
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def geojson(rows: list[dict]) -> dict:
+def geojson(rows: list[dict], classes: tuple[TissueClass, ...]) -> dict:
     """QuPath-importable GeoJSON: a FeatureCollection with one Polygon tile per row, its
-    `classification` (name and RGB colour) and the probabilities as measurements."""
-    colours = {c.name: list(c.colour) for c in TISSUE_CLASSES}
+    `classification` (the class's display name, as QuPath shows it, and RGB colour), the
+    class's machine name as `ossiclass_class`, and confidence and probabilities as
+    measurements. `classes`: the model's class list."""
+    by_name = {c.name: c for c in classes}
     features = []
     for row in rows:
         x, y, w, h = (row[k] for k in BOX_COLUMNS)
         ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
-        measurements = {k: row[k] for k in RESULT_COLUMNS if k.startswith("prob_")}
+        tissue = by_name[row["label"]]
+        measurements = {f"prob_{c.name}": row[f"prob_{c.name}"] for c in classes}
         features.append(
             {
                 "type": "Feature",
                 "geometry": {"type": "Polygon", "coordinates": [ring]},
                 "properties": {
                     "objectType": "tile",
-                    "classification": {"name": row["label"], "color": colours[row["label"]]},
+                    "classification": {"name": tissue.display_name, "color": list(tissue.colour)},
+                    "ossiclass_class": tissue.name,
                     "measurements": {"confidence": row["confidence"], **measurements},
                 },
             }
@@ -90,31 +101,42 @@ def geojson(rows: list[dict]) -> dict:
     return {"type": "FeatureCollection", "features": features}
 
 
-def write_map(path: Path, slide_path: Path, input_mpp: float, rows: list[dict]) -> None:
-    """The slide's thumbnail with each tile in its class's colour, and a legend."""
+def label_indices(rows: list[dict], classes: tuple[TissueClass, ...]) -> list[int]:
+    """Each row's label as its index in the class list."""
+    index = {c.name: i for i, c in enumerate(classes)}
+    return [index[row["label"]] for row in rows]
+
+
+def write_map(
+    path: Path,
+    slide_path: Path,
+    input_mpp: float,
+    rows: list[dict],
+    classes: tuple[TissueClass, ...],
+) -> None:
+    """The slide's thumbnail with each tile in its class's colour, and a legend of `classes`."""
     from ossiclass.report import tissue_map
     from ossiclass.slides import open_slide
 
     with open_slide(slide_path, input_mpp) as slide:
         thumbnail, downsample = slide.thumbnail(2048)
     boxes = [tuple(row[k] for k in BOX_COLUMNS) for row in rows]
-    labels = [CLASSES.index(row["label"]) for row in rows]
-    image = tissue_map(thumbnail, downsample, boxes, labels, title=slide_path.name)
+    labels = label_indices(rows, classes)
+    image = tissue_map(thumbnail, downsample, boxes, labels, classes, title=slide_path.name)
     save_png(np.asarray(image.convert("RGB")), path)
 
 
-def composition(rows: list[dict], tile_mm2: float | None) -> dict:
-    """Per class: tiles, share of the tiles and, given each tile's area (mm²), area in mm²."""
-    counts = np.bincount(
-        [CLASSES.index(row["label"]) for row in rows], minlength=len(CLASSES)
-    ).tolist()
+def composition(rows: list[dict], tile_mm2: float | None, classes: tuple[TissueClass, ...]) -> dict:
+    """Per class of `classes`, by machine name: tiles, share of the tiles and, given each
+    tile's area (mm²), area in mm²."""
+    counts = np.bincount(label_indices(rows, classes), minlength=len(classes)).tolist()
     return {
-        name: {
+        tissue.name: {
             "tiles": count,
             "fraction": round(count / max(len(rows), 1), 4),
             **({"area_mm2": round(count * tile_mm2, 6)} if tile_mm2 is not None else {}),
         }
-        for name, count in zip(CLASSES, counts, strict=True)
+        for tissue, count in zip(classes, counts, strict=True)
     }
 
 
@@ -159,7 +181,8 @@ def _white_balance_note(source: TileSource, tiling: Tiling) -> str:
 
 
 def summary(plan: Plan, rows, skipped, predictor: Predictor, tiling: Tiling) -> dict:
-    """Composition (tiles, share and, for slides, area in mm² per class), counts, settings."""
+    """Composition (tiles, share and, for slides, area in mm² per class of the model's), counts,
+    settings, and the model's class list (`class_list`, as `class_list_to_dict` writes it)."""
     source, prep = plan.source, predictor.preprocessing
     # Each tile stands for the stride's square of tissue: tiles never count an area twice.
     tile_mm2 = ((tiling.stride_px or prep.input_px) * prep.model_mpp / 1000) ** 2
@@ -169,7 +192,8 @@ def summary(plan: Plan, rows, skipped, predictor: Predictor, tiling: Tiling) -> 
         "kind": source.kind,
         **source.scales(),
         "tiles": {"classified": len(rows), "skipped": len(skipped)},
-        "classes": composition(rows, tile_mm2 if source.has_boxes else None),
+        "classes": composition(rows, tile_mm2 if source.has_boxes else None, predictor.classes),
+        "class_list": class_list_to_dict(predictor.classes),
         "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
         "glass_rgb": glass_rgb(source),
         "white_balance": _white_balance_note(source, tiling),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ossiclass.bundle import load_bundle
-from ossiclass.classes import CLASSES
+from ossiclass.classes import TissueClass
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
 from ossiclass.preprocess.tissue import tissue_fraction
@@ -36,7 +36,7 @@ def bf16_available(device: torch.device) -> bool:
 
 
 class InferenceNetwork(nn.Module):
-    """A trained network for inference: (N, 3, S, S) uint8 tiles -> (N, 6) logits.
+    """A trained network for inference: (N, 3, S, S) uint8 tiles -> (N, C) logits, C classes.
 
     Batch norm is folded into the convolutions (a frozen graph), inputs are standardised as in
     training (`standardize`, by default the H&E statistics) and laid out channels-last; `bf16`
@@ -63,7 +63,7 @@ class InferenceNetwork(nn.Module):
             return self.network(x).float()
 
     def probabilities(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 6) class probabilities, calibrated with the softmax temperature."""
+        """(N, C) class probabilities, calibrated with the softmax temperature."""
         return torch.softmax(self(tiles, gains) / self.temperature, dim=1)
 
 
@@ -76,8 +76,8 @@ def dihedral_views(tiles: torch.Tensor) -> list[torch.Tensor]:
 class Predictor:
     """A model bundle ready to classify tiles.
 
-    model : path of a bundle (`model.pt`); its class names, preprocessing and temperature come
-        with it.
+    model : path of a bundle (`model.pt`); its class list, preprocessing and temperature come
+        with it (`classes`: the class list, in output order).
     device : "cpu", "cuda", ...
     precision : "fp32", "bf16", or "auto" (bf16 where the hardware runs it fast).
     """
@@ -92,6 +92,7 @@ class Predictor:
         self.device = torch.device(device)
         self.bf16 = precision == "bf16" or (precision == "auto" and bf16_available(self.device))
         self.preprocessing: Preprocessing = self.settings.preprocessing
+        self.classes: tuple[TissueClass, ...] = self.settings.classes
         standardize = self.preprocessing.standardize()
         self.network = InferenceNetwork(network, standardize, self.bf16, self.settings.temperature)
         self.network = self.network.to(self.device)
@@ -103,7 +104,7 @@ class Predictor:
 
     @torch.inference_mode()
     def probabilities(self, tiles: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Class probabilities (N, 6) of normalised (N, 3, S, S) uint8 tiles, calibrated with
+        """Class probabilities (N, C) of normalised (N, 3, S, S) uint8 tiles, calibrated with
         the bundle's temperature; with `tta`, averaged over the 8 flips and quarter turns."""
         tiles = tiles.to(self.device, non_blocking=True)
         views = dihedral_views(tiles) if tta else [tiles]
@@ -132,19 +133,21 @@ def image_tiles(image: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
 
 @dataclass(frozen=True)
 class ImagePrediction:
-    """A single image's answer: its label, confidence, per-class probabilities (class order),
-    and how many model tiles it was cut into (1 for a tile-sized image)."""
+    """A single image's answer: its label, confidence, per-class probabilities (in the order
+    of `classes`, the model's class list), and how many model tiles it was cut into (1 for a
+    tile-sized image)."""
 
     path: str
     label: str
     confidence: float
     probabilities: tuple[float, ...]
     tiles: int
+    classes: tuple[TissueClass, ...]
 
     def top(self, k: int) -> list[tuple[str, float]]:
-        """The k most probable classes, most probable first: [(class, probability)]."""
+        """The k most probable classes, most probable first: [(class name, probability)]."""
         order = np.argsort(self.probabilities)[::-1][:k]
-        return [(CLASSES[i], self.probabilities[i]) for i in order]
+        return [(self.classes[i].name, self.probabilities[i]) for i in order]
 
     def to_dict(self, top_k: int = 3) -> dict:
         """Plain data for JSON, probabilities rounded to 5 decimals."""
@@ -152,7 +155,7 @@ class ImagePrediction:
             "label": self.label,
             "confidence": round(self.confidence, 5),
             "probabilities": {
-                c: round(p, 5) for c, p in zip(CLASSES, self.probabilities, strict=True)
+                c.name: round(p, 5) for c, p in zip(self.classes, self.probabilities, strict=True)
             },
             "top_k": [[c, round(p, 5)] for c, p in self.top(top_k)],
             "tiles": self.tiles,
@@ -172,10 +175,11 @@ def predict_array(
     best = int(probabilities.argmax())
     return ImagePrediction(
         name,
-        CLASSES[best],
+        predictor.classes[best].name,
         float(probabilities[best]),
         tuple(float(p) for p in probabilities),
         count,
+        predictor.classes,
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ossiclass.classes import CLASSES, TISSUE_CLASSES
+from ossiclass.classes import TISSUE_CLASSES, TissueClass, class_list_from_dict
 from ossiclass.errors import BadInputError
 from ossiclass.files import write_text_atomic
 
@@ -37,6 +37,17 @@ img.map { max-width: 100%; border: 1px solid #ccc; }
 .crops { display: flex; flex-wrap: wrap; gap: 8px; } .crops figure { margin: 0; width: 136px; }
 .crops figcaption { font-size: 0.75em; } .note { color: #666; font-size: 0.9em; }
 """
+
+
+def summary_classes(summary: dict) -> tuple[TissueClass, ...]:
+    """The model's class list a summary records (`class_list`); the six for summaries written
+    before there was one. A malformed list is a `BadInputError`."""
+    if "class_list" not in summary:
+        return TISSUE_CLASSES
+    try:
+        return class_list_from_dict(summary["class_list"])
+    except ValueError as error:
+        raise BadInputError(f"summary.json: its class list is malformed ({error})") from None
 
 
 def _data_uri(image: Image.Image, fmt: str = "PNG") -> str:
@@ -75,14 +86,14 @@ def _least_sure_crops(slide_path: Path, mpp: float | None, rows: list[dict]) -> 
     return crops
 
 
-def _composition_rows(summary: dict) -> str:
+def _composition_rows(summary: dict, classes: tuple[TissueClass, ...]) -> str:
     cells = []
-    for tissue in TISSUE_CLASSES:
+    for tissue in classes:
         entry = summary["classes"][tissue.name]
         area = f"{entry['area_mm2']:.3f}" if "area_mm2" in entry else "-"
         cells.append(
             f"<tr><td><span class='swatch' style='background:{tissue.hex_colour}'></span>"
-            f"{tissue.display_name}</td><td class='num'>{entry['tiles']}</td>"
+            f"{html.escape(tissue.display_name)}</td><td class='num'>{entry['tiles']}</td>"
             f"<td class='num'>{entry['fraction']:.1%}</td><td class='num'>{area}</td></tr>"
         )
     return "\n".join(cells)
@@ -95,11 +106,11 @@ def _agreement_section(result_dir: Path, slide_path: Path) -> str:
     mask = slide_path.with_suffix(".labels.png")
     if not mask.exists():
         return ""
-    result = slide_agreement(result_dir / "tiles.csv", mask)
-    header = "".join(f"<th class='num'>{name[:4]}</th>" for name in CLASSES)
+    result = slide_agreement(result_dir / "tiles.csv", mask)  # the generator's six classes
+    header = "".join(f"<th class='num'>{c.name[:4]}</th>" for c in TISSUE_CLASSES)
     body = "".join(
-        f"<tr><td>{name}</td>" + "".join(f"<td class='num'>{v}</td>" for v in row) + "</tr>"
-        for name, row in zip(CLASSES, result["confusion"], strict=True)
+        f"<tr><td>{c.name}</td>" + "".join(f"<td class='num'>{v}</td>" for v in row) + "</tr>"
+        for c, row in zip(TISSUE_CLASSES, result["confusion"], strict=True)
     )
     return (
         "<h2>Agreement with the ground truth (synthetic slide)</h2>"
@@ -125,11 +136,13 @@ def write_report(result_dir: str | Path) -> Path:
         ) from None
     if summary.get("kind") != "slide":
         raise BadInputError(f"{result_dir}: a report is made for slides, not tile folders")
+    classes = summary_classes(summary)
     slide_path = Path(summary["input"])
     crops = _least_sure_crops(slide_path, summary["input_mpp"], rows) if slide_path.exists() else []
+    display = {c.name: html.escape(c.display_name) for c in classes}
     figures = "".join(
         f"<figure><img src='{_data_uri(image, 'JPEG')}' width='128' height='128' "
-        f"alt='tile at {row['minx']}, {row['miny']}'><figcaption>{row['label']} "
+        f"alt='tile at {row['minx']}, {row['miny']}'><figcaption>{display[row['label']]} "
         f"{float(row['confidence']):.2f}<br>x {row['minx']}, y {row['miny']}</figcaption></figure>"
         for image, row in crops
     )
@@ -160,7 +173,7 @@ def write_report(result_dir: str | Path) -> Path:
 <h2>Composition</h2>
 <table id="composition"><tr><th>class</th><th class="num">tiles</th><th class="num">share</th>
 <th class="num">area (mm²)</th></tr>
-{_composition_rows(summary)}
+{_composition_rows(summary, classes)}
 </table>
 <h2>Confidence</h2>
 <img src="{_data_uri(_histogram([float(r["confidence"]) for r in rows]))}" alt="histogram">
@@ -179,15 +192,20 @@ tool.</p>
 
 
 def write_index(reports: list[Path], path: str | Path) -> Path:
-    """An index page linking several slides' reports, with each slide's composition."""
+    """An index page linking several slides' reports, with each slide's composition: a column
+    per class of any of their models, in the order they first appear."""
     path = Path(path)
-    header = "".join(f"<th class='num'>{t.display_name}</th>" for t in TISSUE_CLASSES)
+    summaries = [json.loads((report.parent / "summary.json").read_text()) for report in reports]
+    columns = list({c.name: c for summary in summaries for c in summary_classes(summary)}.values())
+    header = "".join(f"<th class='num'>{html.escape(c.display_name)}</th>" for c in columns)
     lines = []
-    for report in reports:
-        summary = json.loads((report.parent / "summary.json").read_text())
+    for report, summary in zip(reports, summaries, strict=True):
         link = html.escape(Path(os.path.relpath(report, path.parent)).as_posix())
         shares = "".join(
-            f"<td class='num'>{summary['classes'][name]['fraction']:.1%}</td>" for name in CLASSES
+            f"<td class='num'>{summary['classes'][c.name]['fraction']:.1%}</td>"
+            if c.name in summary["classes"]
+            else "<td class='num'>-</td>"
+            for c in columns
         )
         name = html.escape(Path(summary["input"]).name)
         count = summary["tiles"]["classified"]

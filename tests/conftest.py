@@ -34,29 +34,50 @@ def tile_set(tmp_path):
     )
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def make_tiny_model(path: Path, class_names: tuple[str, ...] | None = None) -> Path:
     """An untrained resnet18 bundle (32 px inputs at 2 µm/px, Macenko reference fitted on a
-    synthetic tile): fast, deterministic, shaped like a trained one. Its last layer is scaled
-    up so that its answers differ from tile to tile, as a trained model's do."""
+    synthetic tile) at `path`, with a head for `class_names` (of the six or the extra tissues;
+    by default the six). Its last layer is scaled up so that its answers differ from tile to
+    tile, as a trained model's do."""
     import numpy as np
     import torch
 
     from ossiclass.bundle import ModelSettings, save_bundle
+    from ossiclass.classes import TISSUE_CLASSES, class_list_from_dict
     from ossiclass.network import build_backbone
     from ossiclass.preprocess.macenko import MacenkoNormalizer
     from ossiclass.preprocessing import Preprocessing
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import make_tile
 
+    classes = class_list_from_dict(list(class_names)) if class_names else TISSUE_CLASSES
     torch.manual_seed(0)
-    network = build_backbone("resnet18", 6)
+    network = build_backbone("resnet18", len(classes))
     with torch.no_grad():
         network.fc.weight *= 20
     reference, _ = make_tile("hyaline_cartilage", 0, 0, sample_domains(0, 1), 256, 0.5)
     normalizer = MacenkoNormalizer.fit(np.asarray(reference)).to_dict()
-    settings = ModelSettings("resnet18", Preprocessing(2.0, 32, normalizer))
-    return save_bundle(tmp_path_factory.mktemp("model") / "model.pt", network, settings)
+    settings = ModelSettings("resnet18", Preprocessing(2.0, 32, normalizer), classes=classes)
+    return save_bundle(path, network, settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained six-class bundle, fast and deterministic (see `make_tiny_model`)."""
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "model.pt")
+
+
+EIGHT_CLASSES = (
+    "mesenchyme", "hyaline_cartilage", "hypertrophic_zone", "woven_bone", "lamellar_bone",
+    "callus", "marrow", "fat",
+)  # fmt: skip
+"""The six and two extra tissues: the class list of `eight_class_model`."""
+
+
+@pytest.fixture(scope="session")
+def eight_class_model(tmp_path_factory) -> Path:
+    """An untrained bundle of the six classes plus marrow and fat (see `make_tiny_model`)."""
+    return make_tiny_model(tmp_path_factory.mktemp("model8") / "model.pt", EIGHT_CLASSES)
 
 
 @pytest.fixture(scope="session")

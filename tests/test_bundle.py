@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ossiclass.bundle import BUNDLE_FORMAT, ModelSettings, load_bundle, save_bundle
+from ossiclass.classes import CLASSES, TISSUE_CLASSES, class_list_from_dict, class_list_to_dict
 from ossiclass.errors import BadModelError
 from ossiclass.network import build_backbone
 from ossiclass.preprocessing import Preprocessing
@@ -74,4 +75,62 @@ def test_weights_that_do_not_fit_the_backbone(tmp_path):
         ModelSettings("mobilenet_v3_small", Preprocessing(1.0, 128)),
     )
     with pytest.raises(BadModelError, match="do not fit backbone mobilenet_v3_small"):
+        load_bundle(path)
+
+
+def _resave(path, change) -> None:
+    """Rewrite a bundle's plain content after `change(content)`, as an older version wrote it."""
+    content = torch.load(path, weights_only=True)
+    change(content)
+    torch.save(content, path)
+
+
+def test_a_bundle_carries_its_own_class_list_as_plain_data(tmp_path):
+    classes = class_list_from_dict(
+        [*CLASSES, "marrow", {"name": "fat", "display_name": "Adipose", "colour": [250, 240, 10]}]
+    )
+    settings = ModelSettings("resnet18", Preprocessing(1.0, 64), classes=classes)
+    path = save_bundle(tmp_path / "m.pt", build_backbone("resnet18", 8), settings)
+    stored = torch.load(path, weights_only=True)["settings"]["classes"]
+    assert stored == class_list_to_dict(classes)  # names, display names, colours: plain data
+    network, loaded = load_bundle(path)
+    assert loaded.classes == classes and loaded.class_names[6:] == ("marrow", "fat")
+    assert loaded.classes[7].display_name == "Adipose" and loaded.classes[7].colour == (
+        250,
+        240,
+        10,
+    )
+    assert network(torch.rand(1, 3, 64, 64)).shape == (1, 8)
+
+
+def test_a_version_2_bundle_with_class_names_still_loads(bundle):
+    path, _ = bundle
+
+    def as_version_2(content):
+        content["version"] = 2
+        content["settings"]["classes"] = list(CLASSES)
+
+    _resave(path, as_version_2)
+    _, settings = load_bundle(path)
+    assert settings.classes == TISSUE_CLASSES
+
+
+def test_a_head_that_disagrees_with_the_class_list_is_one_line(tmp_path):
+    eight = class_list_from_dict([*CLASSES, "marrow", "fat"])
+    path = save_bundle(
+        tmp_path / "m.pt",
+        build_backbone("resnet18", 6),
+        ModelSettings("resnet18", Preprocessing(1.0, 64), classes=eight),
+    )
+    with pytest.raises(
+        BadModelError, match="has 6 outputs but the bundle lists 8 classes"
+    ) as caught:
+        load_bundle(path)
+    assert "\n" not in str(caught.value) and "marrow, fat" in str(caught.value)
+
+
+def test_a_malformed_class_list_is_one_line(bundle):
+    path, _ = bundle
+    _resave(path, lambda content: content["settings"].update(classes=["mesenchyme", "bogus"]))
+    with pytest.raises(BadModelError, match="class list is malformed.*unknown class 'bogus'"):
         load_bundle(path)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import EIGHT_CLASSES
 from PIL import Image
 
 from ossiclass.bundle import load_bundle, save_bundle
-from ossiclass.classes import CLASSES, TISSUE_CLASSES
+from ossiclass.classes import CLASSES, TISSUE_CLASSES, class_list_from_dict, class_list_to_dict
 from ossiclass.classify import Running, Tiling, classify
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
@@ -147,16 +148,62 @@ def test_geojson_is_what_qupath_imports(classified):
     rows = _rows(out / "tiles.csv")
     assert collection["type"] == "FeatureCollection"
     assert len(collection["features"]) == len(rows)
-    colours = {c.name: list(c.colour) for c in TISSUE_CLASSES}
+    tissues = {c.name: c for c in TISSUE_CLASSES}
     for feature, row in zip(collection["features"], rows, strict=True):
         assert feature["type"] == "Feature" and feature["geometry"]["type"] == "Polygon"
         (ring,) = feature["geometry"]["coordinates"]
         assert len(ring) == 5 and ring[0] == ring[-1]  # a closed linear ring
         x, y, w, h = (int(row[k]) for k in ("minx", "miny", "width", "height"))
         assert ring[0] == [x, y] and ring[2] == [x + w, y + h]
-        classification = feature["properties"]["classification"]
-        assert classification["name"] == row["label"]
-        assert classification["color"] == colours[row["label"]]
+        properties = feature["properties"]
+        assert properties["objectType"] == "tile" and properties["ossiclass_class"] == row["label"]
+        assert properties["classification"] == {
+            "name": tissues[row["label"]].display_name,  # what QuPath shows: "Woven bone"
+            "color": list(tissues[row["label"]].colour),
+        }
+        measurements = properties["measurements"]
+        assert list(measurements) == ["confidence", *(f"prob_{c}" for c in CLASSES)]
+        assert all(isinstance(value, float) for value in measurements.values())
+
+
+def test_a_model_of_eight_classes_names_and_colours_every_output(
+    eight_class_model, small_slide, tmp_path, capsys, monkeypatch
+):
+    import ossiclass.report
+
+    legends, drawn = [], ossiclass.report.tissue_map
+
+    def tissue_map(thumbnail, downsample, boxes, labels, classes, **kwargs):
+        legends.append((labels, classes))
+        return drawn(thumbnail, downsample, boxes, labels, classes, **kwargs)
+
+    monkeypatch.setattr(ossiclass.report, "tissue_map", tissue_map)
+    out = tmp_path / "out"
+    argv = _classify_command(small_slide, eight_class_model, out, "--report")
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "marrow" in printed and "fat" in printed and "report.html" in printed
+    classes = class_list_from_dict(list(EIGHT_CLASSES))
+    rows = _rows(out / "tiles.csv")
+    assert list(rows[0])[6:] == [f"prob_{c}" for c in EIGHT_CLASSES]
+    assert "fat" in {row["label"] for row in rows}  # this untrained head's answers (seeded)
+    features = json.loads((out / "tiles.geojson").read_text())["features"]
+    by_name = {c.name: c for c in classes}
+    for feature, row in zip(features, rows, strict=True):
+        tissue = by_name[feature["properties"]["ossiclass_class"]]
+        assert tissue.name == row["label"]
+        assert feature["properties"]["classification"] == {
+            "name": tissue.display_name, "color": list(tissue.colour)
+        }  # fmt: skip
+        assert len(feature["properties"]["measurements"]) == 1 + 8
+    assert {"Fat"} <= {f["properties"]["classification"]["name"] for f in features}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["class_list"] == class_list_to_dict(classes)
+    assert list(summary["classes"]) == list(EIGHT_CLASSES)
+    ((labels, legend),) = legends
+    assert legend == classes and len(labels) == len(rows)
+    page = (out / "report.html").read_text()
+    assert "Marrow" in page and "Fat" in page and by_name["fat"].hex_colour in page
 
 
 _KILL_AFTER = """
@@ -281,6 +328,16 @@ def test_slide_agreement_counts_pure_and_boundary_tiles(tmp_path):
     result = slide_agreement(tmp_path / "tiles.csv", tmp_path / "labels.png")
     assert result["pure_tiles"] == 1 and result["pure_agreement"] == 1.0
     assert result["tissue_tiles"] == 2 and result["all_agreement"] == 0.5
+
+
+def test_a_label_the_mask_lacks_never_agrees(tmp_path):
+    mask = np.full((4, 8), CLASSES.index("woven_bone"), np.uint8)
+    Image.fromarray(mask).save(tmp_path / "labels.png")
+    rows = ["minx,miny,width,height,label", "0,0,4,4,woven_bone", "4,0,4,4,marrow"]
+    (tmp_path / "tiles.csv").write_text("\n".join(rows) + "\n")
+    result = slide_agreement(tmp_path / "tiles.csv", tmp_path / "labels.png")
+    assert result["pure_tiles"] == 2 and result["pure_agreement"] == 0.5
+    assert result["all_agreement"] == 0.5 and np.sum(result["confusion"]) == 1
 
 
 def test_bad_settings_are_refused():

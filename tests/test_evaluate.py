@@ -2,8 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import EIGHT_CLASSES
 
 from ossiclass.bundle import ModelSettings, load_bundle, save_bundle
+from ossiclass.classes import CLASSES, class_list_from_dict, write_class_list
 from ossiclass.cli import main
 from ossiclass.evaluate import fit_temperature, metrics, reliability
 from ossiclass.network import build_backbone
@@ -81,3 +83,43 @@ def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path, tile_set):
         assert main([*argv, "--quiet"]) == 0
         results[name] = json.loads((out / "metrics.json").read_text())
     assert results["plain"]["ece"] != results["normalised"]["ece"]
+
+
+@pytest.fixture
+def eight_class_tiles(tile_set):
+    """Tiles of the six (2 each, 128 px at 0.5 µm/px: the tiny models' 64 µm field) plus 1
+    marrow and 3 fat tiles (copies), whose classes.json lists the eight in another order than
+    the model's."""
+    root = tile_set(2, size_px=128, seed=4)
+    extra = [
+        "mesenchyme/mesenchyme_000000.png,marrow,0,4,0.5",
+        *(f"callus/callus_00000{i}.png,fat,0,4,0.5" for i in (0, 1, 0)),
+    ]
+    with open(root / "manifest.csv", "a") as manifest:
+        manifest.write("\n".join(extra) + "\n")
+    write_class_list(root, class_list_from_dict(["fat", *CLASSES, "marrow"]))
+    return root
+
+
+def test_evaluate_scores_a_model_of_eight_classes_on_its_classes(
+    eight_class_model, eight_class_tiles, tmp_path, capsys
+):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--model", str(eight_class_model), "--data", str(eight_class_tiles)]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["tiles"] == 16 and result["classes"] == list(EIGHT_CLASSES)
+    assert list(result["per_class"]) == list(EIGHT_CLASSES)
+    # rows are true classes in the model's order: the set's own order was mapped onto it
+    assert [sum(row) for row in result["confusion"]] == [2, 2, 2, 2, 2, 2, 1, 3]
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed[1:9]] == list(EIGHT_CLASSES)
+
+
+def test_a_tile_set_with_classes_the_model_lacks_is_one_line(
+    tiny_model, eight_class_tiles, tmp_path, capsys
+):
+    argv = ["evaluate", "--model", str(tiny_model), "--data", str(eight_class_tiles), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "classes fat, marrow are not the model's" in err

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import EIGHT_CLASSES
 from PIL import Image
 
 from ossiclass.bundle import load_bundle
@@ -145,3 +146,22 @@ def test_a_scale_is_given_else_read_else_assumed_with_a_note(tiny_model, tile, t
         out, err = capsys.readouterr()
         assert json.loads(out)["mpp"] == 0.5
         assert ("no µm per pixel recorded; assumed 0.5" in err) == note
+
+
+def test_a_model_of_eight_classes_answers_in_its_classes(eight_class_model, tile, tmp_path, capsys):
+    import ossiclass
+
+    result = ossiclass.predict_image(tile, ossiclass.load_model(eight_class_model), input_mpp=0.5)
+    assert len(result.probabilities) == 8 and result.label in EIGHT_CLASSES
+    assert [name for name, _ in result.top(8)] != list(EIGHT_CLASSES)  # ranked, not listed
+    assert sorted(name for name, _ in result.top(8)) == sorted(EIGHT_CLASSES)
+    assert list(result.to_dict()["probabilities"]) == list(EIGHT_CLASSES)
+    image = tmp_path / "tile.png"
+    Image.fromarray(tile).save(image)
+    argv = ["predict", str(image), "--model", str(eight_class_model), "--mpp", "0.5"]
+    assert main([*argv, "--json", "--top-k", "8"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["label"] == result.label and list(answer["probabilities"]) == list(EIGHT_CLASSES)
+    assert {name for name, _ in answer["top_k"]} == set(EIGHT_CLASSES)
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[1] == result.label

@@ -1,9 +1,11 @@
+import json
 import re
 import shutil
 import subprocess
 
 import pytest
 
+from ossiclass.classes import TISSUE_CLASSES
 from ossiclass.classify import Running, classify
 from ossiclass.cli import main
 from ossiclass.slide_report import write_index, write_report
@@ -32,6 +34,38 @@ def test_an_index_links_the_reports(result, tmp_path):
     reports = [write_report(result), write_report(other)]
     index = write_index(reports, result.parent / "index.html").read_text()
     assert index.count("<a href=") == 2 and "growth_plate/report.html" in index
+
+
+def _edit_summary(folder, change) -> None:
+    path = folder / "summary.json"
+    summary = json.loads(path.read_text())
+    change(summary)
+    path.write_text(json.dumps(summary))
+
+
+def test_a_summary_from_before_class_lists_reports_the_six(result, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(result, old)
+    _edit_summary(old, lambda summary: summary.pop("class_list"))
+    page = write_report(old).read_text()
+    for tissue in TISSUE_CLASSES:
+        assert tissue.display_name in page and tissue.hex_colour in page
+
+
+def test_an_index_has_a_column_for_every_class_of_its_slides(result, tmp_path):
+    lab = tmp_path / "lab"
+    shutil.copytree(result, lab)
+
+    def with_marrow(summary):
+        summary["class_list"].append({"name": "marrow", "display_name": "Red marrow",
+                                      "colour": [1, 2, 3]})  # fmt: skip
+        summary["classes"]["marrow"] = {"tiles": 0, "fraction": 0.0}
+
+    _edit_summary(lab, with_marrow)
+    index = write_index([write_report(result), write_report(lab)], tmp_path / "index.html")
+    header = re.search(r"<tr><th>slide.*?</tr>", index.read_text()).group()
+    assert header.count("<th") == 2 + 7 and header.endswith("Red marrow</th></tr>")
+    assert "Red marrow" in (lab / "report.html").read_text()
 
 
 def test_report_of_a_folder_that_is_not_a_result_is_one_line(tmp_path, capsys):
