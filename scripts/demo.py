@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ossiclass.synth.slides import LAYOUTS
+from ossiclass.synth.layouts import LAYOUTS
 
 SLIDE_SEED = 101  # layouts get seeds 101, 102, 103: slides and labs training never saw
 SLIDE_PX = 8192

@@ -77,7 +77,7 @@ def test_a_malformed_mpp_cell_names_the_file_and_line(tmp_path, tiles, cell):
     "rows, message",
     [
         (["path,label", "nowhere.png,callus"], "does not exist"),
-        (["path,label", "{t}/callus/callus_000000.png,marrow"], "'marrow' is not in the classes mesenchyme"),
+        (["path,label", "{t}/callus/callus_000000.png,marrow"], "'marrow' is not in the classes"),
         (["path,label", "{t}/callus/callus_000000.png,callus"], "no tiles for mesenchyme"),
         (["file,class", "a.png,callus"], "needs the columns path and label"),
         (["path,label,mpp", "{t}/callus/callus_000000.png,callus"], "mpp '' is not a positive"),

@@ -10,14 +10,8 @@ from PIL import Image
 from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_list_from_dict
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
-from ossiclass.synth.slides import (
-    LAYOUTS,
-    SLIDE_CLASSES,
-    RegionRandom,
-    SlideSettings,
-    slide_domain,
-    write_slide,
-)
+from ossiclass.synth.layouts import LAYOUTS, SLIDE_CLASSES
+from ossiclass.synth.slides import RegionRandom, SlideSettings, slide_domain, write_slide
 from ossiclass.synth.stains import sample_domains
 
 PROMISED = {

@@ -13,7 +13,8 @@ from pathlib import Path
 from benchmarks.common import MPP
 from ossiclass.classify import Running, Tiling, classify
 from ossiclass.evaluate import slide_agreement
-from ossiclass.synth.slides import LAYOUTS, SlideSettings, write_slide
+from ossiclass.synth.layouts import LAYOUTS
+from ossiclass.synth.slides import SlideSettings, write_slide
 
 
 def run(

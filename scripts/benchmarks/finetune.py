@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.common import MPP, ossiclass_command, seconds_of
 from ossiclass.bundle import load_bundle
 from ossiclass.evaluate import slide_agreement
-from ossiclass.synth.slides import LAYOUTS
+from ossiclass.synth.layouts import LAYOUTS
 
 TRAIN_SEED, TEST_SEED = 301, 401
 """Slide seeds: layout i's annotated slide is TRAIN_SEED + i, its test slide TEST_SEED + i."""

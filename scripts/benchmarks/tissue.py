@@ -12,7 +12,8 @@ from PIL import Image
 from benchmarks.common import MPP
 from ossiclass.preprocess.tiling import slide_tissue_mask
 from ossiclass.slides import open_slide
-from ossiclass.synth.slides import LAYOUTS, SlideSettings, slide_domain, write_slide
+from ossiclass.synth.layouts import LAYOUTS
+from ossiclass.synth.slides import SlideSettings, slide_domain, write_slide
 
 
 def run(*, size: int, seed: int, workers: int) -> dict:
