@@ -374,6 +374,10 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
     summary = outputs.summary(plan, rows, skipped, predictor, tiling)
     if source.has_boxes:
         write_text_atomic(out / "tiles.geojson", json.dumps(outputs.geojson(rows, classes)))
+        input_mpp = summary["input_mpp"]
+        cell = tiling.stride_px and tiling.stride_px * predictor.settings.model_mpp / input_mpp
+        regions = outputs.regions(rows, classes, cell, input_mpp)
+        write_text_atomic(out / "regions.geojson", json.dumps(regions))
         outputs.write_map(out / "map.png", source.path, summary["input_mpp"], rows, classes)
     if skipped:
         outputs.write_skipped(out / "skipped.txt", skipped)

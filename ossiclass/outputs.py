@@ -1,6 +1,7 @@
 """The files a classification run leaves (see DESIGN.md), each written atomically:
-`tiles.csv` (WSInfer's columns), `tiles.geojson` (QuPath-importable tiles) and `map.png` for
-slides, `skipped.txt` where items could not be read, `summary.json` and `run.json`."""
+`tiles.csv` (WSInfer's columns); for slides `tiles.geojson` (QuPath-importable tiles),
+`regions.geojson` (merged class regions, QuPath annotations) and `map.png`; `skipped.txt` where
+items could not be read; `summary.json` and `run.json`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import io
 import json
 import sys
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import shapely
 import torch
 
 from ossiclass import __version__
@@ -75,30 +78,48 @@ def write_skipped(path: Path, skipped: list[dict]) -> None:
 
 
 def geojson(rows: list[dict], classes: tuple[TissueClass, ...]) -> dict:
-    """QuPath-importable GeoJSON: a FeatureCollection with one Polygon tile per row, its
+    """QuPath-importable GeoJSON: a FeatureCollection with one tile object per row, its
     `classification` (the class's display name, as QuPath shows it, and RGB colour), the
     class's machine name as `ossiclass_class`, and confidence and probabilities as
-    measurements. `classes`: the model's class list."""
+    measurements. `classes`: the model's class list. A tile's id follows from its box, so a
+    rerun writes the same file."""
+    from ossiclass import qupath
+
     by_name = {c.name: c for c in classes}
     features = []
     for row in rows:
         x, y, w, h = (row[k] for k in BOX_COLUMNS)
-        ring = [[x, y], [x + w, y], [x + w, y + h], [x, y + h], [x, y]]
         tissue = by_name[row["label"]]
         measurements = {f"prob_{c.name}": row[f"prob_{c.name}"] for c in classes}
         features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {
-                    "objectType": "tile",
-                    "classification": {"name": tissue.display_name, "color": list(tissue.colour)},
-                    "ossiclass_class": tissue.name,
-                    "measurements": {"confidence": row["confidence"], **measurements},
-                },
-            }
+            qupath.feature(
+                shapely.box(x, y, x + w, y + h, ccw=False),
+                tissue.display_name,
+                tissue.colour,
+                "tile",
+                {"confidence": row["confidence"], **measurements},
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"ossiclass:tile:{x},{y},{w},{h}")),
+                extra={"ossiclass_class": tissue.name},
+            )
         )
-    return {"type": "FeatureCollection", "features": features}
+    return qupath.feature_collection(features)
+
+
+def regions(
+    rows: list[dict], classes: tuple[TissueClass, ...], cell_px: float | None, mpp: float
+) -> dict:
+    """Merged class regions as QuPath annotations (`qupath.merged_regions`): each tile stands
+    for the grid cell it is centred in, `cell_px` level-0 pixels a side (tiles that overlap,
+    a stride under the tile size), or for its box where None; areas in mm² at `mpp` µm/px."""
+    from ossiclass import qupath
+
+    boxes = np.array([[row[k] for k in BOX_COLUMNS] for row in rows], dtype=np.float64)
+    if cell_px is not None and len(boxes):
+        side = np.minimum(boxes[:, 2:], cell_px)
+        boxes[:, :2] += (boxes[:, 2:] - side) / 2
+        boxes[:, 2:] = side
+    labels = [row["label"] for row in rows]
+    return qupath.feature_collection(qupath.merged_regions(boxes, labels, classes, mpp))
 
 
 def label_indices(rows: list[dict], classes: tuple[TissueClass, ...]) -> list[int]:

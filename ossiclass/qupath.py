@@ -195,6 +195,7 @@ def feature(
     object_type: str,
     measurements: dict[str, float] | None = None,
     id: str | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """A GeoJSON Feature as QuPath writes one.
 
@@ -205,6 +206,7 @@ def feature(
     object_type : "annotation", "detection" or "tile".
     measurements : name -> finite number, shown in QuPath's measurement table.
     id : the feature's id; a new random UUID where None (QuPath's own objects have one).
+    extra : more properties, kept beside QuPath's (e.g. ossiclass's machine class name).
     """
     if object_type not in OBJECT_TYPES:
         raise ValueError(
@@ -213,6 +215,7 @@ def feature(
     properties = {
         "objectType": object_type,
         "classification": {"name": name, "color": [int(v) for v in colour]},
+        **(extra or {}),
     }
     if measurements:
         values = {str(key): float(value) for key, value in measurements.items()}

@@ -52,7 +52,7 @@ def classified(tiny_model, small_slide, tmp_path_factory):
 def test_a_slide_gets_every_output(classified):
     out, summary = classified
     assert sorted(p.name for p in out.iterdir()) == [
-        "map.png", "run.json", "summary.json", "tiles.csv", "tiles.geojson",
+        "map.png", "regions.geojson", "run.json", "summary.json", "tiles.csv", "tiles.geojson",
     ]  # fmt: skip
     rows = _rows(out / "tiles.csv")
     columns = ["minx", "miny", "width", "height", "label", "confidence"]
@@ -164,6 +164,34 @@ def test_geojson_is_what_qupath_imports(classified):
         measurements = properties["measurements"]
         assert list(measurements) == ["confidence", *(f"prob_{c}" for c in CLASSES)]
         assert all(isinstance(value, float) for value in measurements.values())
+
+
+def test_merged_regions_are_qupath_annotations_of_each_class(classified):
+    import shapely
+    from test_qupath import check_qupath_geojson
+
+    out, summary = classified
+    rows = _rows(out / "tiles.csv")
+    collection = json.loads((out / "regions.geojson").read_text())
+    check_qupath_geojson(collection)
+    check_qupath_geojson(json.loads((out / "tiles.geojson").read_text()))
+    features = collection["features"]
+    tissues = {c.display_name: c for c in TISSUE_CLASSES}
+    counts = {name: sum(row["label"] == name for row in rows) for name in CLASSES}
+    assert len(features) == sum(count > 0 for count in counts.values())
+    for feature in features:
+        properties = feature["properties"]
+        tissue = tissues[properties["classification"]["name"]]
+        assert properties["objectType"] == "annotation"
+        assert properties["classification"]["color"] == list(tissue.colour)
+        region = shapely.geometry.shape(feature["geometry"])
+        assert region.is_valid
+        mine = [row for row in rows if row["label"] == tissue.name]
+        assert properties["measurements"]["tiles"] == counts[tissue.name] == len(mine)
+        area_px = sum(int(row["width"]) * int(row["height"]) for row in mine)
+        assert region.area == pytest.approx(area_px)  # tiles of the grid do not overlap
+        mm2 = area_px * summary["input_mpp"] ** 2 / 1e6
+        assert properties["measurements"]["area_mm2"] == pytest.approx(mm2)
 
 
 def test_a_model_of_eight_classes_names_and_colours_every_output(

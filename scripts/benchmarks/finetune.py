@@ -77,11 +77,13 @@ def _train(run: Path, tiles: Path, model: Path, tuned: bool) -> tuple[Path, floa
 def _agreement(root: Path, model: Path, slides: list[Path]) -> dict[str, float]:
     """Agreement of `model` with the ground truth of each slide (tiles >= 75% one class)."""
     out = root / "classified"
-    _ossiclass("classify", *slides, "--model", model, "--out", out, "--quiet")
+    tables = [out / slide.stem / "tiles.csv" for slide in slides]
+    if not all(table.exists() for table in tables):
+        _ossiclass("classify", *slides, "--model", model, "--out", out, "--quiet")
     result = {}
-    for slide, layout in zip(slides, LAYOUTS, strict=True):
-        tiles = out / slide.stem / "tiles.csv" if len(slides) > 1 else out / "tiles.csv"
-        result[layout] = slide_agreement(tiles, slide.with_suffix(".labels.png"))["agreement"]
+    for slide, layout, table in zip(slides, LAYOUTS, tables, strict=True):
+        mask = slide.with_suffix(".labels.png")
+        result[layout] = slide_agreement(table, mask)["pure_agreement"]
     return result
 
 
