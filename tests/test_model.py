@@ -47,7 +47,8 @@ def test_every_config_instantiates(config, tmp_path, tiny_model):
     # Every run writes a bundle and keeps its best epoch, without the config repeating it.
     kinds = [type(callback).__name__ for callback in cli.trainer.callbacks]
     assert kinds.count("BundleWriter") == 1 and kinds.count("ModelCheckpoint") == 1
-    assert cli.trainer.checkpoint_callback.monitor == "val/macro_f1"
+    monitor = settings.get("checkpoint", {}).get("monitor", "val/macro_f1")
+    assert cli.trainer.checkpoint_callback.monitor == monitor
 
 
 @pytest.mark.slow

@@ -113,7 +113,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     finetune.add_argument("--model", required=True)
     finetune.add_argument("--lab", type=int, default=977, help="the lab seed, one not trained on")
     finetune.add_argument("--regions", type=int, nargs="+", default=[1, 3, 10])
-    finetune.add_argument("--size", type=int, default=4096, help="slide side in px")
+    finetune.add_argument("--size", type=int, default=8192, help="slide side in px")
     finetune.add_argument("--keep", metavar="DIR", help="keep slides, tiles and models here")
 
     real_tuned = subcommand["real-finetune"]

@@ -20,6 +20,9 @@ from ossiclass.bundle import load_bundle
 from ossiclass.evaluate import slide_agreement
 from ossiclass.synth.layouts import LAYOUTS
 
+STRIDE_PX = 64
+"""Tiles cut from the annotations every half tile (model pixels): more of them from small
+regions, as docs/annotations.md suggests."""
 TRAIN_SEED, TEST_SEED = 301, 401
 """Slide seeds: layout i's annotated slide is TRAIN_SEED + i, its test slide TEST_SEED + i."""
 
@@ -53,7 +56,7 @@ def _tiles(root: Path, slides: list[Path], regions: int, model: Path) -> Path:
             _ossiclass("synth", "annotations", slide, "--regions", regions, "--out", geojson)
             geojsons.append(geojson)
         _ossiclass("annotations", *slides, "--geojson", *geojsons, "--out", tiles,
-                   "--model", model)  # fmt: skip
+                   "--model", model, "--stride", STRIDE_PX)  # fmt: skip
     return tiles
 
 
