@@ -210,13 +210,14 @@ def normalize_tiles(normalizer, tiles: torch.Tensor) -> tuple[torch.Tensor, np.n
 
 
 def grouped_split(table: TileTable, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, held out): about `fraction` of each class's groups held out, so tiles of
-    one slide or source never straddle the split."""
+    """Indices (rest, held out): about `fraction` of each class's groups held out (at least one
+    where a class has several, none where `fraction` is 0), so tiles of one slide or source
+    never straddle the split."""
     rng = np.random.default_rng(seed)
     held = []
     for label in np.unique(table.labels):
         groups = sorted({table.groups[i] for i in np.flatnonzero(table.labels == label)})
-        count = max(1, round(fraction * len(groups))) if len(groups) > 1 else 0
+        count = max(1, round(fraction * len(groups))) if len(groups) > 1 and fraction > 0 else 0
         chosen = set(rng.choice(groups, size=count, replace=False)) if count else set()
         held += [i for i in np.flatnonzero(table.labels == label) if table.groups[i] in chosen]
     held = np.asarray(sorted(held), dtype=np.int64)
