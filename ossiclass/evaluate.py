@@ -177,20 +177,38 @@ def model_labels(
     return table, torch.from_numpy(table.labels)
 
 
+def mask_classes(label_mask: str | Path) -> tuple[TissueClass, ...]:
+    """The class list a synthetic slide's label mask `OUT.labels.png` indexes: the
+    `OUT.classes.json` the generator writes beside it for layouts with extra tissues, else
+    the six."""
+    import json
+
+    from ossiclass.classes import class_list_from_dict
+
+    path = Path(label_mask).with_suffix("").with_suffix(".classes.json")
+    if not path.exists():
+        return TISSUE_CLASSES
+    try:
+        return class_list_from_dict(json.loads(path.read_text())["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BadInputError(f"{path}: not a class list ({error})") from None
+
+
 def slide_agreement(
     tiles_csv: str | Path,
     label_mask: str | Path,
     pure: float = 0.75,
-    classes: tuple[TissueClass, ...] = TISSUE_CLASSES,
+    classes: tuple[TissueClass, ...] | None = None,
 ) -> dict:
     """Agreement of a classified slide's tile labels with a synthetic slide's label mask.
 
     Each tile's true class is the class covering most of its box in the mask (one byte per
-    level-0 pixel: an index into `classes`, the generator's six by default; 255 = glass); tile
-    labels are matched to them by name, and a label outside `classes` (a model's extra class)
-    never agrees. Returns the agreement over the tiles whose true class covers at least `pure`
-    of the box, and over all tiles with any tissue (boundaries included), with their counts and
-    a confusion matrix (rows true, columns predicted, in `classes` order) of the pure tiles.
+    level-0 pixel: an index into `classes`, by default `mask_classes(label_mask)`; 255 = glass);
+    tile labels are matched to them by name, and a label outside `classes` (a model's extra
+    class) never agrees. Returns the agreement over the tiles whose true class covers at least
+    `pure` of the box, and over all tiles with any tissue (boundaries included), with their
+    counts and a confusion matrix (rows true, columns predicted, in `classes` order) of the pure
+    tiles.
     """
     import csv
 
@@ -200,6 +218,7 @@ def slide_agreement(
     from ossiclass.classes import BACKGROUND_LABEL
     from ossiclass.preprocess.tiling import BOX_COLUMNS
 
+    classes = classes or mask_classes(label_mask)
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the generator's own file
     try:
         with Image.open(label_mask) as image:

@@ -101,16 +101,17 @@ def _composition_rows(summary: dict, classes: tuple[TissueClass, ...]) -> str:
 
 def _agreement_section(result_dir: Path, slide_path: Path) -> str:
     """Agreement with the ground truth, for a synthetic slide with its label mask beside it."""
-    from ossiclass.evaluate import slide_agreement
+    from ossiclass.evaluate import mask_classes, slide_agreement
 
     mask = slide_path.with_suffix(".labels.png")
     if not mask.exists():
         return ""
-    result = slide_agreement(result_dir / "tiles.csv", mask)  # the generator's six classes
-    header = "".join(f"<th class='num'>{c.name[:4]}</th>" for c in TISSUE_CLASSES)
+    classes = mask_classes(mask)
+    result = slide_agreement(result_dir / "tiles.csv", mask, classes=classes)
+    header = "".join(f"<th class='num'>{c.name[:4]}</th>" for c in classes)
     body = "".join(
         f"<tr><td>{c.name}</td>" + "".join(f"<td class='num'>{v}</td>" for v in row) + "</tr>"
-        for c, row in zip(TISSUE_CLASSES, result["confusion"], strict=True)
+        for c, row in zip(classes, result["confusion"], strict=True)
     )
     return (
         "<h2>Agreement with the ground truth (synthetic slide)</h2>"
