@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from benchmarks import command, table  # noqa: E402  (scripts/ is not a package)
 from benchmarks.variety import lowest_pairwise_mad  # noqa: E402
 
-MINIMAL = {"agreement": ["--model", "M"], "classify": ["--model", "M"], "real": ["--model", "M"]}
+MINIMAL = {
+    name: ["--model", "M"] for name in ("agreement", "classify", "real", "finetune", "real-finetune")
+}
 """The required flags of the subcommands that have any."""
 
 

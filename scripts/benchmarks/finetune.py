@@ -1,7 +1,7 @@
 """`finetune`: a lab's own slides, all from the command line as a user would do it. QuPath-style
 annotations drawn from the label masks of one slide per layout in a lab the model never saw,
 tiles cut from them, the model fine-tuned from its bundle and, as the baseline, trained from
-scratch on the same tiles with the same recipe, then another slide per layout of that lab
+scratch on the same tiles (the same recipe at the default training's learning rate), then another slide per layout of that lab
 classified: agreement with its ground truth for 1, 3 and 10 annotated regions per class.
 
 Every step is an `ossiclass` command (`synth slide --lab`, `synth annotations`, `annotations`,
@@ -23,6 +23,9 @@ from ossiclass.synth.layouts import LAYOUTS
 STRIDE_PX = 64
 """Tiles cut from the annotations every half tile (model pixels): more of them from small
 regions, as docs/annotations.md suggests."""
+SCRATCH_LR = 0.003
+"""From scratch, the default training's learning rate (fine-tuning's 1e-4 would barely move a
+random network); everything else as fine-tuning."""
 TRAIN_SEED, TEST_SEED = 301, 401
 """Slide seeds: layout i's annotated slide is TRAIN_SEED + i, its test slide TEST_SEED + i."""
 
@@ -68,6 +71,7 @@ def _train(run: Path, tiles: Path, model: Path, tuned: bool) -> tuple[Path, floa
         return bundle, 0.0
     start = ["--model.init_bundle", model] if tuned else [
         "--model.init_bundle", "null", "--data.input_px", load_bundle(model)[1].input_px,
+        "--model.lr", SCRATCH_LR,
     ]  # fmt: skip
     seconds = _ossiclass(
         "train", "--config", "configs/finetune.yaml", *start, "--data.train", tiles,
