@@ -14,9 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from benchmarks import command, table  # noqa: E402  (scripts/ is not a package)
 from benchmarks.variety import lowest_pairwise_mad  # noqa: E402
 
-MINIMAL = {
-    name: ["--model", "M"] for name in ("agreement", "classify", "real", "finetune", "real-finetune")
-}
+WITH_MODEL = ("agreement", "classify", "real", "finetune", "real-finetune")
+MINIMAL = {name: ["--model", "M"] for name in WITH_MODEL}
 """The required flags of the subcommands that have any."""
 
 

@@ -1,8 +1,9 @@
 """`finetune`: a lab's own slides, all from the command line as a user would do it. QuPath-style
 annotations drawn from the label masks of one slide per layout in a lab the model never saw,
 tiles cut from them, the model fine-tuned from its bundle and, as the baseline, trained from
-scratch on the same tiles (the same recipe at the default training's learning rate), then another slide per layout of that lab
-classified: agreement with its ground truth for 1, 3 and 10 annotated regions per class.
+scratch on the same tiles (the same recipe at the default training's learning rate), then
+another slide per layout of that lab classified: agreement with its ground truth for 1, 3 and
+10 annotated regions per class.
 
 Every step is an `ossiclass` command (`synth slide --lab`, `synth annotations`, `annotations`,
 `train --config configs/finetune.yaml`, `classify`); with `--keep DIR` the slides, tiles and
