@@ -172,6 +172,12 @@ class TileDataModule(pl.LightningDataModule):
             )
         else:
             table = read_tile_table(hp.train, hp.label_map, self.classes if self.start else None)
+            absent = [c.name for c in self.classes if not (table.labels == c.index).any()]
+            if absent:  # only when fine-tuning: a set of its own must hold every class
+                rank_zero_warn(
+                    f"no training tiles of {', '.join(absent)}: the tuned model will forget "
+                    "them; outline some of every class it should keep (docs/training.md)"
+                )
             rest, held = grouped_split(table, hp.val_fraction, hp.seed)
             tiles, widths = read_tiles(table, self.input_px)
             expected = self.start.field_um if self.start else None

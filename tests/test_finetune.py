@@ -65,6 +65,26 @@ def test_a_set_with_its_own_class_list(tile_set):
     assert len(read_tile_table(root, classes=longer).classes) == 9
 
 
+def test_tuning_on_some_classes_warns_that_the_others_will_be_forgotten(tmp_path, tile_set):
+    from ossiclass.bundle import ModelSettings, save_bundle
+    from ossiclass.data import TileDataModule
+    from ossiclass.preprocessing import Preprocessing
+
+    start = save_bundle(
+        tmp_path / "start.pt",
+        build_backbone("resnet18", 6),
+        ModelSettings("resnet18", Preprocessing(0.75, 32)),
+    )
+    root = tile_set(2)
+    (root / "manifest.csv").unlink()
+    for name in ("callus", "mesenchyme"):
+        shutil.rmtree(root / name)
+    data = TileDataModule(train=str(root), init_bundle=str(start), batch_size=4)
+    with pytest.warns(UserWarning, match="no training tiles of mesenchyme, callus"):
+        data.setup("fit")
+    assert data.class_names == EIGHT[:6] and data.input_px == 32
+
+
 @pytest.mark.slow
 def test_fine_tuning_a_bundle_on_more_classes_head_first(tmp_path, tile_set):
     from ossiclass.bundle import ModelSettings, load_bundle, save_bundle
