@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 
 from ossiclass.classes import CLASSES, EXTRA_TISSUES
 from ossiclass.synth import cells
-from ossiclass.synth.painters import Painter, _blank
+from ossiclass.synth.painters import Painter, blank_maps
 from ossiclass.synth.shapes import (
     ellipses,
     jittered_grid,
@@ -28,7 +28,7 @@ from ossiclass.synth.stains import EOSIN, MATRIX_H
 def paint_marrow(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Haematopoietic marrow: small round nuclei of many sizes packed in purple-pink cytoplasm,
     sinusoids full of red cells, a megakaryocyte now and then, scattered fat cells."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     cytoplasm = 1 + 0.3 * smooth_noise(rng, shape, 5 / mpp)
     maps[EOSIN] = rng.uniform(0.12, 0.28) * cytoplasm
     maps[MATRIX_H] = rng.uniform(0.04, 0.12) * cytoplasm
@@ -103,7 +103,7 @@ def _add_megakaryocytes(maps: np.ndarray, rng: np.random.Generator, mpp: float, 
 def paint_fat(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Adipose tissue: large empty polygonal adipocytes 50-150 µm across with thin pink
     membranes, a flat nucleus pressed against one now and then, few capillaries."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     size_um = np.exp(rng.uniform(np.log(50), np.log(150)))
     sites = jittered_grid(rng, shape, size_um / mpp, 0.4, rng.uniform(0, np.pi))
     sites = sites[rng.random(len(sites)) > rng.uniform(0.0, 0.25)]  # some cells larger

@@ -34,7 +34,7 @@ from ossiclass.synth.stains import DYES, EOSIN, MATRIX_H, RBC
 Painter = Callable[..., np.ndarray]
 
 
-def _blank(shape: tuple[int, int]) -> np.ndarray:
+def blank_maps(shape: tuple[int, int]) -> np.ndarray:
     return np.zeros((len(DYES), *shape), dtype=np.float32)
 
 
@@ -55,7 +55,7 @@ def _frame(shape: tuple[int, int], angle: float) -> tuple[np.ndarray, np.ndarray
 def paint_mesenchyme(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Loose pale matrix with clear spaces, wispy fibres, stellate cells with thin processes,
     capillaries."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     cloud = smooth_noise(rng, shape, 25 / mpp)
     loose = np.clip(1 + 0.8 * cloud, 0.0, None)  # thin matrix with clear spaces between
     maps[EOSIN] = rng.uniform(0.03, 0.15) * loose
@@ -96,7 +96,7 @@ def _chondrocytes(maps, rng, centres, radii_px, angles, mpp, capsule: float) -> 
 
 def paint_hyaline_cartilage(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Glassy lilac matrix; chondrocytes in lacunae, in isogenous groups or flattened columns."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     glassy = 1 + 0.08 * smooth_noise(rng, shape, 30 / mpp)
     hematoxylin = rng.uniform(0.15, 0.6)
     maps[MATRIX_H] = hematoxylin * glassy
@@ -136,7 +136,7 @@ def paint_hyaline_cartilage(rng, shape, mpp, orientation=None) -> np.ndarray:
 
 def paint_hypertrophic_zone(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Swollen pale lacunae in columns; dark calcified longitudinal septa, thin transverse ones."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     angle = _angle(rng, orientation)
     along, across = _frame(shape, angle)
     spacing = rng.uniform(22, 46) / mpp  # smaller near the proliferative zone
@@ -199,7 +199,7 @@ def paint_hypertrophic_zone(rng, shape, mpp, orientation=None) -> np.ndarray:
 
 def paint_woven_bone(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Irregular pink trabeculae, mottled, with many plump osteocytes, osteoblast rims, marrow."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     scale_px = rng.uniform(18, 45) / mpp
     field = smooth_noise(rng, shape, scale_px)
     fraction = rng.uniform(0.25, 0.9)
@@ -250,7 +250,7 @@ def paint_woven_bone(rng, shape, mpp, orientation=None) -> np.ndarray:
 def paint_lamellar_bone(rng, shape, mpp, orientation=None) -> np.ndarray:
     """Dense pink bone in lamellae (plates, osteons or trabeculae with marrow between), cement
     lines, canals, few flat osteocytes."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     angle = _angle(rng, orientation, spread=0.3)
     along, across = _frame(shape, angle)
     warp = smooth_noise(rng, shape, 60 / mpp) * rng.uniform(3, 12) / mpp
@@ -318,7 +318,7 @@ def paint_lamellar_bone(rng, shape, mpp, orientation=None) -> np.ndarray:
 
 def _fibrous_tissue(rng, shape, mpp) -> np.ndarray:
     """Granulation tissue: wavy collagen bundles, spindle fibroblasts, inflammatory cells."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     angle = _angle(rng, None)
     along, across = _frame(shape, angle)
     wavy = across + smooth_noise(rng, shape, 30 / mpp) * rng.uniform(6, 20) / mpp
@@ -341,7 +341,7 @@ def _fibrous_tissue(rng, shape, mpp) -> np.ndarray:
 
 def _haemorrhage(rng, shape, mpp) -> np.ndarray:
     """Densely packed red blood cells in a thin fibrin background."""
-    maps = _blank(shape)
+    maps = blank_maps(shape)
     maps[EOSIN] = rng.uniform(0.03, 0.12)
     spacing = 2 * cells.RED_CELL_RADIUS_UM * rng.uniform(0.85, 1.2) / mpp
     cells.add_red_cells(maps, jittered_grid(rng, shape, spacing, 0.3, rng.uniform(0, np.pi)), mpp)
