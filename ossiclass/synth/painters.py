@@ -35,6 +35,7 @@ Painter = Callable[..., np.ndarray]
 
 
 def blank_maps(shape: tuple[int, int]) -> np.ndarray:
+    """Empty dye maps of a painter: (4, h, w) float32 zeros, one map per dye of `DYES`."""
     return np.zeros((len(DYES), *shape), dtype=np.float32)
 
 
