@@ -34,9 +34,12 @@ from tqdm import tqdm
 
 from ossiclass import outputs, parts
 from ossiclass.classes import TissueClass
+from ossiclass.classmap import class_map, write_classmap
+from ossiclass.classmap import regions as map_regions
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import write_text_atomic
 from ossiclass.predict import InferenceNetwork, Predictor
+from ossiclass.preprocess.tiling import grid_px
 from ossiclass.preprocess.tissue import white_balance, white_balance_gains
 from ossiclass.preprocessing import Preprocessing
 from ossiclass.sources import TileSource, open_source
@@ -374,11 +377,17 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
     summary = outputs.summary(plan, rows, skipped, predictor, tiling)
     if source.has_boxes:
         write_text_atomic(out / "tiles.geojson", json.dumps(outputs.geojson(rows, classes)))
-        input_mpp = summary["input_mpp"]
-        cell = tiling.stride_px and tiling.stride_px * predictor.settings.model_mpp / input_mpp
-        regions = outputs.regions(rows, classes, cell, input_mpp)
+        mpp, prep = summary["input_mpp"], predictor.preprocessing
+        box, step = grid_px(mpp, prep.model_mpp, prep.input_px, tiling.stride_px)
+        # A cell per step of the grid, or per tile where tiles lie apart (a stride over the tile).
+        classmap = class_map(rows, classes, source.size, min(step, box), mpp, source.tissue,
+                             tiling.min_tissue)  # fmt: skip
+        write_classmap(out / "classmap.tif", classmap)
+        summary["classmap"] = classmap.metadata()
+        overlap = step < box
+        regions = map_regions(classmap) if overlap else outputs.regions(rows, classes, mpp)
         write_text_atomic(out / "regions.geojson", json.dumps(regions))
-        outputs.write_map(out / "map.png", source.path, summary["input_mpp"], rows, classes)
+        outputs.write_map(out / "map.png", source.path, classmap)
     if skipped:
         outputs.write_skipped(out / "skipped.txt", skipped)
     outputs.write_json(out / "summary.json", summary)

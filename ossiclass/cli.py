@@ -276,7 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output folder (OUT/<name> each, for several inputs)"
     )
     classify.add_argument(
-        "--stride", type=_positive_int, help="tile step in model pixels (default: no overlap)"
+        "--stride",
+        type=_positive_int,
+        help="tile step in model pixels (default: the tile size, no overlap); less overlaps the "
+        "tiles and blends their probabilities into a finer class map (classmap.tif, "
+        "regions.geojson) of one cell per step, at the cost of more tiles (half: 4x, a quarter: "
+        "16x)",
     )
     classify.add_argument(
         "--min-tissue",

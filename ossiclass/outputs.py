@@ -1,7 +1,8 @@
 """The files a classification run leaves (see DESIGN.md), each written atomically:
 `tiles.csv` (WSInfer's columns); for slides `tiles.geojson` (QuPath-importable tiles),
-`regions.geojson` (merged class regions, QuPath annotations) and `map.png`; `skipped.txt` where
-items could not be read; `summary.json` and `run.json`."""
+`regions.geojson` (merged class regions, QuPath annotations) and `map.png`, beside
+`classmap.tif` (`classmap.py`); `skipped.txt` where items could not be read; `summary.json` and
+`run.json`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ossiclass.preprocess.tissue import IO
 
 if TYPE_CHECKING:
     from ossiclass.classify import Plan, Tiling
+    from ossiclass.classmap import ClassMap
     from ossiclass.predict import Predictor
     from ossiclass.sources import TileSource
 
@@ -105,19 +107,13 @@ def geojson(rows: list[dict], classes: tuple[TissueClass, ...]) -> dict:
     return qupath.feature_collection(features)
 
 
-def regions(
-    rows: list[dict], classes: tuple[TissueClass, ...], cell_px: float | None, mpp: float
-) -> dict:
-    """Merged class regions as QuPath annotations (`qupath.merged_regions`): each tile stands
-    for the grid cell it is centred in, `cell_px` level-0 pixels a side (tiles that overlap,
-    a stride under the tile size), or for its box where None; areas in mm² at `mpp` µm/px."""
+def regions(rows: list[dict], classes: tuple[TissueClass, ...], mpp: float) -> dict:
+    """The tiles of a grid that does not overlap merged per class into QuPath annotations
+    (`qupath.merged_regions`), each with its count of tiles and its area in mm² at `mpp` µm
+    per level-0 pixel. (A finer grid's regions come from its class map: `classmap.regions`.)"""
     from ossiclass import qupath
 
     boxes = np.array([[row[k] for k in BOX_COLUMNS] for row in rows], dtype=np.float64)
-    if cell_px is not None and len(boxes):
-        side = np.minimum(boxes[:, 2:], cell_px)
-        boxes[:, :2] += (boxes[:, 2:] - side) / 2
-        boxes[:, 2:] = side
     labels = [row["label"] for row in rows]
     return qupath.feature_collection(qupath.merged_regions(boxes, labels, classes, mpp))
 
@@ -128,22 +124,18 @@ def label_indices(rows: list[dict], classes: tuple[TissueClass, ...]) -> list[in
     return [index[row["label"]] for row in rows]
 
 
-def write_map(
-    path: Path,
-    slide_path: Path,
-    input_mpp: float,
-    rows: list[dict],
-    classes: tuple[TissueClass, ...],
-) -> None:
-    """The slide's thumbnail with each tile in its class's colour, and a legend of `classes`."""
+def write_map(path: Path, slide_path: Path, classmap: ClassMap) -> None:
+    """The slide's thumbnail with each cell of its class map in its class's colour (with the
+    default stride, each tile), and a legend of the map's classes."""
+    from ossiclass.classmap import cells
     from ossiclass.report import tissue_map
     from ossiclass.slides import open_slide
 
-    with open_slide(slide_path, input_mpp) as slide:
+    with open_slide(slide_path, classmap.input_mpp) as slide:
         thumbnail, downsample = slide.thumbnail(2048)
-    boxes = [tuple(row[k] for k in BOX_COLUMNS) for row in rows]
-    labels = label_indices(rows, classes)
-    image = tissue_map(thumbnail, downsample, boxes, labels, classes, title=slide_path.name)
+    boxes, labels, _ = cells(classmap, runs=False)
+    image = tissue_map(thumbnail, downsample, boxes, labels.tolist(), classmap.classes,
+                       title=slide_path.name)  # fmt: skip
     save_png(np.asarray(image.convert("RGB")), path)
 
 

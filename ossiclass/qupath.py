@@ -241,9 +241,11 @@ def merged_regions(
     labels: Sequence[str],
     classes: Sequence[TissueClass],
     mpp: float | None = None,
+    cells: np.ndarray | None = None,
 ) -> list[dict]:
     """One annotation feature per class: the union of its tiles' boxes, a Polygon or
-    MultiPolygon with holes, named and coloured as the class is displayed.
+    MultiPolygon with holes, named and coloured as the class is displayed, with its count of
+    tiles (or of cells) as a measurement.
 
     Parameters
     ----------
@@ -252,6 +254,8 @@ def merged_regions(
     labels : (N,) each tile's class machine name, one of `classes`.
     classes : the class list, in the order the features are written.
     mpp : µm per level-0 pixel; where given, each region measures its area in mm².
+    cells : (N,) where the boxes are runs of a class map's cells, how many cells each merges;
+        each region then counts `cells` rather than `tiles`.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels)
@@ -269,7 +273,9 @@ def merged_regions(
         if not mine.any():
             continue
         region = shapely.union_all(tiles[mine])
-        measurements = {"tiles": int(mine.sum())}
+        measurements = (
+            {"tiles": int(mine.sum())} if cells is None else {"cells": int(np.sum(cells[mine]))}
+        )
         if mpp is not None:
             measurements["area_mm2"] = region.area * mpp * mpp / 1e6
         features.append(

@@ -19,6 +19,7 @@ from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.predict import image_tiles
 from ossiclass.preprocess.tiling import (
     BOX_COLUMNS,
+    SlideTissue,
     TileBox,
     read_tile,
     slide_tissue_mask,
@@ -64,12 +65,17 @@ class TileSource(Protocol):
 
 
 class SlideSource:
-    """The tissue tiles of a slide or a large plain image: one item per box, in level-0 px."""
+    """The tissue tiles of a slide or a large plain image: one item per box, in level-0 px.
+    `tissue` and `size` (level-0 width, height) are what the class map is drawn over."""
 
     kind, key_columns, has_boxes, cpu_workers = "slide", BOX_COLUMNS, True, 0
 
-    def __init__(self, path: Path, scale: Scale, boxes: list[TileBox], glass: np.ndarray | None):
+    def __init__(
+        self, path: Path, scale: Scale, boxes: list[TileBox], glass: np.ndarray | None,
+        tissue: SlideTissue | None = None, size: tuple[int, int] | None = None,
+    ):  # fmt: skip
         self.path, self.scale, self.tile_boxes, self.glass = path, scale, boxes, glass
+        self.tissue, self.size = tissue, size
 
     def __len__(self) -> int:
         return len(self.tile_boxes)
@@ -151,4 +157,4 @@ def open_source(
         )  # fmt: skip
     if not boxes:
         raise BadInputError(f"{path}: no tile holds {min_tissue:.0%} tissue")
-    return SlideSource(path, slide.scale, boxes, tissue.glass)
+    return SlideSource(path, slide.scale, boxes, tissue.glass, tissue, slide.dimensions)

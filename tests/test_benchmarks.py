@@ -12,9 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from benchmarks import command, table  # noqa: E402  (scripts/ is not a package)
+from benchmarks.finemap import on_grid, scores, truth_grid  # noqa: E402
 from benchmarks.variety import lowest_pairwise_mad  # noqa: E402
 
-WITH_MODEL = ("agreement", "classify", "real", "finetune", "real-finetune")
+WITH_MODEL = ("agreement", "classify", "real", "finetune", "real-finetune", "finemap")
 MINIMAL = {name: ["--model", "M"] for name in WITH_MODEL}
 """The required flags of the subcommands that have any."""
 
@@ -63,6 +64,31 @@ def test_the_lowest_pairwise_difference_is_the_exact_minimum():
     )
     lowest, pair = lowest_pairwise_mad(images)
     assert pair == exact[1] == (3, 7) and lowest == pytest.approx(exact[0])
+
+
+def test_finemap_scores_a_map_one_cell_off_the_boundary():
+    # 8 µm cells: glass, then class 0 up to column 10, class 1 from there; the map's 1 from 11.
+    truth = np.zeros((10, 20), np.uint8)
+    truth[:, 10:] = 1
+    truth[:, :2] = 255
+    predicted = truth.copy()
+    predicted[:, 10] = 0
+    found = scores(truth, predicted, 8.0, band_um=16, tolerance_um=8)
+    assert found["accuracy"] == round(170 / 180, 4) and found["coverage"] == 1.0
+    assert found["band_cells"] == 60 and found["band_accuracy"] == round(50 / 60, 4)
+    assert found["boundary_f"] == 1.0  # every boundary cell within 8 µm of the other's
+    strict = scores(truth, predicted, 8.0, band_um=16, tolerance_um=4)
+    assert strict["boundary_precision"] == strict["boundary_recall"] == strict["boundary_f"] == 0.5
+    assert scores(truth, np.full_like(truth, 255), 8.0, 16, 8)["accuracy"] is None
+
+
+def test_finemap_reads_masks_and_maps_on_one_grid():
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, 5:] = 255  # the right cell is mostly glass (3 of 4 columns)
+    mask[:1, :4] = 3  # a quarter of the top left cell: its majority is still 0
+    assert truth_grid(mask, 4).tolist() == [[0, 255], [0, 255]]
+    coarse = np.array([[1, 2], [3, 4]], np.uint8)  # 8 px cells read on 4 px cells
+    assert on_grid(coarse, 8, (4, 4), 4).tolist() == [[1, 1, 2, 2]] * 2 + [[3, 3, 4, 4]] * 2
 
 
 def test_variety_finds_a_pair_in_every_class():

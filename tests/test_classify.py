@@ -52,7 +52,8 @@ def classified(tiny_model, small_slide, tmp_path_factory):
 def test_a_slide_gets_every_output(classified):
     out, summary = classified
     assert sorted(p.name for p in out.iterdir()) == [
-        "map.png", "regions.geojson", "run.json", "summary.json", "tiles.csv", "tiles.geojson",
+        "classmap.tif", "map.png", "regions.geojson", "run.json", "summary.json", "tiles.csv",
+        "tiles.geojson",
     ]  # fmt: skip
     rows = _rows(out / "tiles.csv")
     columns = ["minx", "miny", "width", "height", "label", "confidence"]
@@ -140,6 +141,19 @@ def test_a_lab_reference_saved_without_its_scale_takes_the_model_s(tiny_model, t
     del saved["mpp"]  # as bundles saved before the CIELAB normalisers recorded it
     bundle = save_bundle(tmp_path / "old.pt", network, _with_normalizer(settings, saved))
     assert Predictor(bundle).preprocessing.stain_normalizer.mpp == settings.model_mpp == 2.0
+
+
+def test_with_the_default_stride_the_class_map_is_the_tile_grid(classified):
+    from ossiclass.classmap import NO_TISSUE, read_classmap
+
+    out, summary = classified
+    labels, mpp, classes = read_classmap(out / "classmap.tif")
+    assert labels.shape == (1024 // 128, 1024 // 128) and mpp == 128 * 0.5
+    assert classes == TISSUE_CLASSES and summary["classmap"]["cell_px"] == 128
+    expected = np.full(labels.shape, NO_TISSUE, dtype=np.uint8)
+    for row in _rows(out / "tiles.csv"):
+        expected[int(row["miny"]) // 128, int(row["minx"]) // 128] = CLASSES.index(row["label"])
+    assert np.array_equal(labels, expected)
 
 
 def test_geojson_is_what_qupath_imports(classified):

@@ -47,6 +47,33 @@ class TileBox:
     tissue: float
 
 
+def grid_px(input_mpp: float, model_mpp: float, tile_px: int, stride_px: int | None = None
+            ) -> tuple[int, int]:  # fmt: skip
+    """A grid's (box side, step) in level-0 pixels at `input_mpp` µm/px for tiles of `tile_px`
+    pixels at `model_mpp` stepping `stride_px` pixels (default `tile_px`: no overlap)."""
+    box = max(round(tile_px * model_mpp / input_mpp), 1)
+    step = max(round((stride_px or tile_px) * model_mpp / input_mpp), 1)
+    return box, step
+
+
+def tissue_shares(
+    mask: np.ndarray, size: tuple[int, int], x0: np.ndarray, y0: np.ndarray, x1: np.ndarray,
+    y1: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The share of each level-0 box [x0, x1) x [y0, y1) that a boolean `mask` (any scale,
+    covering the whole image of level-0 `size` (width, height)) covers, from a summed-area
+    table: four lookups a box. Boxes broadcast as numpy arrays; returns float64 shares."""
+    table = np.pad(mask.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    scale_y, scale_x = mask.shape[0] / size[1], mask.shape[1] / size[0]
+    top, left = np.round(y0 * scale_y).astype(int), np.round(x0 * scale_x).astype(int)
+    bottom = np.maximum(np.round(y1 * scale_y).astype(int), top + 1)
+    right = np.maximum(np.round(x1 * scale_x).astype(int), left + 1)
+    top, bottom = np.minimum(top, mask.shape[0] - 1), np.minimum(bottom, mask.shape[0])
+    left, right = np.minimum(left, mask.shape[1] - 1), np.minimum(right, mask.shape[1])
+    covered = table[bottom, right] - table[top, right] - table[bottom, left] + table[top, left]
+    return covered / ((bottom - top) * (right - left))
+
+
 def tile_grid(
     size: tuple[int, int],
     *,
@@ -60,27 +87,18 @@ def tile_grid(
     """Boxes of a grid over an image of level-0 `size` (width, height) at `input_mpp` µm/px.
 
     Each box covers `tile_px` pixels at `model_mpp` (so `tile_px * model_mpp / input_mpp`
-    level-0 pixels), stepping `stride_px` pixels at `model_mpp` (default `tile_px`: no overlap).
-    With a boolean `mask` (any scale, covering the whole image), boxes whose tissue share is
-    below `min_tissue` are left out.
+    level-0 pixels), stepping `stride_px` pixels at `model_mpp` (default `tile_px`: no overlap;
+    see `grid_px`). With a boolean `mask` (any scale, covering the whole image), boxes whose
+    tissue share is below `min_tissue` are left out.
     """
     width, height = size
-    box = max(round(tile_px * model_mpp / input_mpp), 1)
-    step = max(round((stride_px or tile_px) * model_mpp / input_mpp), 1)
-    if mask is not None:
-        # Summed-area table: the tissue share of any box in four lookups.
-        table = np.pad(mask.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        scale_y, scale_x = mask.shape[0] / height, mask.shape[1] / width
-    for y in range(0, height - box + 1, step):
-        for x in range(0, width - box + 1, step):
-            tissue = 1.0
-            if mask is not None:
-                y0, y1 = round(y * scale_y), max(round((y + box) * scale_y), round(y * scale_y) + 1)
-                x0, x1 = round(x * scale_x), max(round((x + box) * scale_x), round(x * scale_x) + 1)
-                covered = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
-                tissue = float(covered / ((y1 - y0) * (x1 - x0)))
-            if tissue >= min_tissue:
-                yield TileBox(x, y, box, box, tissue)
+    box, step = grid_px(input_mpp, model_mpp, tile_px, stride_px)
+    y, x = np.meshgrid(np.arange(0, height - box + 1, step), np.arange(0, width - box + 1, step),
+                       indexing="ij")  # fmt: skip
+    y, x = y.ravel(), x.ravel()
+    tissue = np.ones(len(x)) if mask is None else tissue_shares(mask, size, x, y, x + box, y + box)
+    for keep in np.flatnonzero(tissue >= min_tissue):
+        yield TileBox(int(x[keep]), int(y[keep]), box, box, float(tissue[keep]))
 
 
 def read_tile(slide: Slide, box: TileBox, tile_px: int) -> np.ndarray:

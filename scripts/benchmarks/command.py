@@ -25,6 +25,7 @@ MODULES = {
     "stain-spread": "stain_spread",
     "tissue": "tissue",
     "agreement": "agreement",
+    "finemap": "finemap",
     "classify": "classify",
     "real": "real",
     "finetune": "finetune",
@@ -92,6 +93,18 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     agreement.add_argument("--keep", metavar="DIR", help="keep the slides and outputs here")
     agreement.add_argument("--no-white-balance", dest="white_balance", action="store_false",
                            help="classify as scanned")  # fmt: skip
+
+    finemap = subcommand["finemap"]
+    finemap.add_argument("--model", required=True)
+    finemap.add_argument("--size", type=int, default=8192)
+    finemap.add_argument("--seed", type=int, default=101)
+    finemap.add_argument("--workers", type=int, default=2)
+    finemap.add_argument("--keep", metavar="DIR", help="keep the slides and outputs here")
+    finemap.add_argument("--eval-um", type=float, default=8.0, help="scoring grid's cell, µm")
+    finemap.add_argument("--band-um", type=float, default=128.0,
+                         help="width of the band around true class boundaries, µm")  # fmt: skip
+    finemap.add_argument("--tolerance-um", type=float, default=32.0,
+                         help="the boundary F-score's tolerance, µm")  # fmt: skip
 
     classify = subcommand["classify"]
     classify.add_argument("--model", required=True)
