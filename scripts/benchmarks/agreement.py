@@ -10,11 +10,9 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from benchmarks.common import MPP
+from benchmarks.common import MPP, layout_slides
 from ossiclass.classify import Running, Tiling, classify
 from ossiclass.evaluate import slide_agreement
-from ossiclass.synth.layouts import LAYOUTS
-from ossiclass.synth.slides import SlideSettings, write_slide
 
 
 def run(
@@ -32,19 +30,15 @@ def run(
     slides = []
     with nullcontext(keep) if keep else tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        for offset, layout in enumerate(LAYOUTS):
-            path = root / f"{layout}-{seed + offset}.tif"
-            if not path.exists():
-                slide = SlideSettings(layout, size, size, MPP, seed + offset)
-                write_slide(path, slide, workers=workers, progress=False)
-            out = root / f"{layout}-{seed + offset}"
+        for layout, slide_seed, path in layout_slides(root, seed, size, workers):
+            out = root / f"{layout}-{slide_seed}"
             shutil.rmtree(out, ignore_errors=True)
             start = time.perf_counter()
             classify(path, model, out, tiling, running, progress=False)
             seconds = time.perf_counter() - start
             result = slide_agreement(out / "tiles.csv", path.with_suffix(".labels.png"))
             (out / "agreement.json").write_text(json.dumps(result, indent=2))
-            slides.append({"layout": layout, "seed": seed + offset, **result, "seconds": seconds})
+            slides.append({"layout": layout, "seed": slide_seed, **result, "seconds": seconds})
     return {
         "what": "share of tiles whose classify label is the ground truth's: of those one "
         "class covers >= 75% of (pure), and of all tissue tiles; seconds of classify",

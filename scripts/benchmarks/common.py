@@ -1,4 +1,5 @@
-"""What several benchmarks share: synthetic tiles in memory, the `ossiclass` command, timing."""
+"""What several benchmarks share: synthetic tiles in memory and a slide per layout, the
+`ossiclass` command, timing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -64,3 +66,19 @@ def labelled_tiles(
 
 def _render(job: tuple[str, int], seed: int, domains: list[StainDomain], size_px: int):
     return make_tile(job[0], job[1], seed, domains, size_px, MPP)[0]
+
+
+def layout_slides(root: Path, seed: int, size: int, workers: int) -> list[tuple[str, int, Path]]:
+    """One `size` x `size` synthetic slide per layout under `root`, seeds `seed`, `seed` + 1,
+    ... (each its own lab), made where missing: [(layout, seed, path)]."""
+    from ossiclass.synth.layouts import LAYOUTS
+    from ossiclass.synth.slides import SlideSettings, write_slide
+
+    slides = []
+    for offset, layout in enumerate(LAYOUTS):
+        path = root / f"{layout}-{seed + offset}.tif"
+        if not path.exists():
+            settings = SlideSettings(layout, size, size, MPP, seed + offset)
+            write_slide(path, settings, workers=workers, progress=False)
+        slides.append((layout, seed + offset, path))
+    return slides

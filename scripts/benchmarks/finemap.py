@@ -37,13 +37,11 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import distance_transform_edt
 
-from benchmarks.common import MPP
+from benchmarks.common import MPP, layout_slides
 from ossiclass.bundle import load_bundle
 from ossiclass.classes import CLASSES, TissueClass
 from ossiclass.classify import Running, Tiling, classify
 from ossiclass.classmap import NO_TISSUE, class_map, load_classmap
-from ossiclass.synth.layouts import LAYOUTS
-from ossiclass.synth.slides import SlideSettings, write_slide
 
 DIVISIONS = (1, 2, 4)
 """Strides as fractions of the tile: the tile grid, half a tile, a quarter."""
@@ -73,13 +71,9 @@ def run(
     slides = []
     with nullcontext(keep) if keep else tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        for offset, layout in enumerate(LAYOUTS):
-            path = root / f"{layout}-{seed + offset}.tif"
-            if not path.exists():
-                slide = SlideSettings(layout, size, size, MPP, seed + offset)
-                write_slide(path, slide, workers=workers, progress=False)
+        for layout, slide_seed, path in layout_slides(root, seed, size, workers):
             truth = truth_grid(_read_mask(path.with_suffix(".labels.png")), eval_px)
-            name = root / f"{layout}-{seed + offset}"
+            name = root / f"{layout}-{slide_seed}"
             maps = [
                 _scored_map(path, model, name, tile_px // division, running, truth, eval_px,
                             band_um, tolerance_um)
@@ -87,7 +81,7 @@ def run(
             ]  # fmt: skip
             for found in maps:
                 found["seconds_vs_tile_grid"] = round(found["seconds"] / maps[0]["seconds"], 2)
-            slides.append({"layout": layout, "seed": seed + offset, "maps": maps})
+            slides.append({"layout": layout, "seed": slide_seed, "maps": maps})
     return {
         "what": "class maps of the tile grid and of strides of 1/2 and 1/4 tile against the "
         "label mask on a common grid: accuracy, accuracy near true class boundaries, boundary "
