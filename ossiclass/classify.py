@@ -38,6 +38,7 @@ from ossiclass.classmap import class_map, write_classmap
 from ossiclass.classmap import regions as map_regions
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import write_text_atomic
+from ossiclass.histomorphometry import measure_slide
 from ossiclass.predict import InferenceNetwork, Predictor
 from ossiclass.preprocess.tiling import grid_px
 from ossiclass.preprocess.tissue import white_balance, white_balance_gains
@@ -384,6 +385,8 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
                              tiling.min_tissue)  # fmt: skip
         write_classmap(out / "classmap.tif", classmap)
         summary["classmap"] = classmap.metadata()
+        measured = measure_slide(classmap.labels, classmap.mpp, classes)
+        summary["histomorphometry"] = [measure.to_dict() for measure in measured.measures]
         overlap = step < box
         regions = map_regions(classmap) if overlap else outputs.regions(rows, classes, mpp)
         write_text_atomic(out / "regions.geojson", json.dumps(regions))

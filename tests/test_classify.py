@@ -180,6 +180,21 @@ def test_geojson_is_what_qupath_imports(classified):
         assert all(isinstance(value, float) for value in measurements.values())
 
 
+def test_the_summary_holds_the_slides_measures(classified):
+    out, summary = classified
+    measures = {m["name"]: m for m in summary["histomorphometry"]}
+    assert all(set(m) == {"name", "symbol", "value", "unit"} for m in measures.values())
+    cells = summary["classmap"]["mpp"] ** 2 / 1e6  # mm² of one map cell
+    rows = _rows(out / "tiles.csv")
+    assert measures["Tissue area"]["symbol"] == "T.Ar"
+    assert measures["Tissue area"]["value"] == pytest.approx(len(rows) * cells)
+    fractions = [m["value"] for name, m in measures.items() if name.endswith(" fraction")]
+    tissues = [m for m in measures.values() if m["unit"] == "1" and m["name"][:-9] in
+               {c.display_name for c in TISSUE_CLASSES}]  # fmt: skip
+    assert sum(m["value"] for m in tissues) == pytest.approx(1.0)
+    assert all(0 <= value <= 1 for value in fractions)
+
+
 def test_merged_regions_are_qupath_annotations_of_each_class(classified):
     import shapely
     from test_qupath import check_qupath_geojson
