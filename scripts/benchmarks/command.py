@@ -26,6 +26,7 @@ MODULES = {
     "tissue": "tissue",
     "agreement": "agreement",
     "finemap": "finemap",
+    "measures": "measures",
     "classify": "classify",
     "real": "real",
     "finetune": "finetune",
@@ -121,6 +122,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     real.add_argument("--model", required=True)
     real.add_argument("--reference", default="../shared/reference-he", help="labels.tsv's folder")
     real.add_argument("--per-class", type=int, default=200, help="synthetic tiles per class")
+
+    measures = subcommand["measures"]
+    measures.add_argument("--model", required=True)
+    measures.add_argument("--size", type=int, default=8192)
+    measures.add_argument("--seed", type=int, default=101)
+    measures.add_argument("--workers", type=int, default=2)
+    measures.add_argument("--keep", metavar="DIR", help="keep (or reuse) slides and outputs here")
 
     finetune = subcommand["finetune"]
     finetune.add_argument("--model", required=True)
