@@ -29,6 +29,7 @@ from ossiclass.classes import (
     NAME_PATTERN,
     TissueClass,
     class_list_from_dict,
+    class_list_to_dict,
     machine_name,
     write_class_list,
 )
@@ -150,7 +151,7 @@ def _write_tables(folder: Path, rows: list[dict], result: CutResult) -> None:
     if empty:
         result.notes.append(f"no tile lies inside {', '.join(empty)}: left out of the class list")
     result.classes = class_list_from_dict(
-        [_entry(c) for c in result.classes if result.tiles[c.name]]
+        [entry for entry in class_list_to_dict(result.classes) if result.tiles[entry["name"]]]
     )
     write_class_list(folder, result.classes)
     table = io.StringIO()
@@ -265,11 +266,12 @@ def _class_list(files: list[AnnotationFile], mapping: dict | None) -> tuple[Tiss
     ordered = [seen[n] for n in CLASSES if n in seen] + [
         e for n, e in seen.items() if n not in CLASSES
     ]
-    return class_list_from_dict(ordered)
-
-
-def _entry(tissue: TissueClass) -> dict:
-    return {"name": tissue.name, "display_name": tissue.display_name, "colour": list(tissue.colour)}
+    try:
+        return class_list_from_dict(ordered)
+    except ValueError as error:  # e.g. two QuPath names that make one machine name
+        raise BadInputError(
+            f"{', '.join(str(a.path) for a in files)}: {error}; name the classes with a label map"
+        ) from None
 
 
 def _labelled(found: AnnotationFile, mapping: dict | None, skipped: Counter) -> list:

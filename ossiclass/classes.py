@@ -87,7 +87,8 @@ def known_class(name: str, index: int) -> TissueClass:
 def machine_name(display_name: str) -> str:
     """The machine name for a display name: `"Bone marrow (red)"` -> `"bone_marrow_red"`."""
     name = re.sub(r"[^a-z0-9]+", "_", display_name.lower()).strip("_")
-    return name if name[:1].isalpha() else f"class_{name}"
+    name = name if name[:1].isalpha() else f"class_{name}"
+    return name[:64].rstrip("_")
 
 
 def class_list_from_dict(entries: list) -> tuple[TissueClass, ...]:
@@ -137,10 +138,12 @@ def class_list_to_dict(classes: tuple[TissueClass, ...]) -> list[dict]:
 def merge_class_lists(
     first: tuple[TissueClass, ...], second: tuple[TissueClass, ...]
 ) -> tuple[TissueClass, ...]:
-    """`first`, then the classes of `second` it lacks (by machine name), renumbered in order:
-    a model's classes extended by those a lab's tile set adds."""
+    """`first`'s classes in its order, then those of `second` it lacks (by machine name),
+    renumbered; a class in both takes `second`'s display name and colour. A model's classes
+    extended by a lab's tile set, named and coloured as the lab names and colours them."""
+    theirs = {c.name: c for c in second}
     names = {c.name for c in first}
-    merged = (*first, *(c for c in second if c.name not in names))
+    merged = [theirs.get(c.name, c) for c in first] + [c for c in second if c.name not in names]
     return tuple(TissueClass(i, c.name, c.display_name, c.colour) for i, c in enumerate(merged))
 
 

@@ -6,6 +6,8 @@ precision, checkpoints and logging are Trainer settings in `configs/*.yaml`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 import torchmetrics
@@ -49,6 +51,7 @@ class TissueClassifier(pl.LightningModule):
         self.save_hyperparameters()
         self.class_names = list(classes or CLASSES)
         self.standardize = Standardize()
+        self.tuned_from: dict | None = None  # the init_bundle's path and sha256, as read
         if init_bundle:
             self.backbone_name, self.network = self._start_from(init_bundle, backbone)
         else:
@@ -83,8 +86,10 @@ class TissueClassifier(pl.LightningModule):
         """A bundle's backbone name and network with a head for our classes: every layer
         copied, and the head's rows of the classes the bundle knows; its standardisation."""
         from ossiclass.bundle import load_bundle
+        from ossiclass.outputs import sha256
 
         network, settings = load_bundle(path)
+        self.tuned_from = {"path": str(Path(path).resolve()), "sha256": sha256(path)}
         if backbone not in (None, settings.backbone):
             raise BadInputError(
                 f"{path} is a {settings.backbone}: leave model.backbone out or set it to that"

@@ -82,6 +82,8 @@ def read_annotations(path: str | Path) -> AnnotationFile:
             raise BadInputError(f"{path}: item {index} is not a GeoJSON Feature")
         reference = f"feature {index}" + (f" (id {item['id']})" if item.get("id") else "")
         properties = item.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise BadInputError(f"{path}: {reference}: its properties are not an object")
         kind = properties.get("objectType", properties.get("object_type", "annotation"))
         name = _class_name(properties.get("classification"))
         if kind != "annotation":

@@ -47,11 +47,8 @@ class BundleWriter(pl.Callback):
         }
         data = trainer.datamodule
         trained_with = {"model": dict(module.hparams), "data": dict(data.hparams)}
-        if module.hparams.init_bundle:
-            from ossiclass.outputs import sha256
-
-            start = Path(module.hparams.init_bundle)
-            trained_with["tuned_from"] = {"path": str(start.resolve()), "sha256": sha256(start)}
+        if module.tuned_from:
+            trained_with["tuned_from"] = module.tuned_from
         settings = ModelSettings(
             backbone=module.backbone_name,
             preprocessing=data.preprocessing,
@@ -67,8 +64,10 @@ class BundleWriter(pl.Callback):
 class HeadFirst(BaseFinetuning):
     """Fine-tuning that trains only the network's last layer for the first `epochs` epochs,
     then the whole network: new classes' rows settle before they pull on the features. Batch
-    norm statistics stay as they are while the rest is frozen. A model trained from scratch
-    (no `model.init_bundle`) trains whole from the start."""
+    norm trains throughout, so its statistics follow the lab's tiles from the start. A model
+    trained from scratch (no `model.init_bundle`) trains whole from the start. Under DDP the
+    frozen layers are not synchronised when they thaw (Lightning #20340): train on one
+    device, or set `epochs: 0`."""
 
     def __init__(self, epochs: int = 1):
         super().__init__()
@@ -76,11 +75,11 @@ class HeadFirst(BaseFinetuning):
 
     def freeze_before_training(self, module: pl.LightningModule) -> None:
         if self.epochs > 0 and module.hparams.init_bundle:  # from scratch: nothing to keep
-            self.freeze(module.network, train_bn=False)
+            self.freeze(module.network, train_bn=True)
             self.make_trainable(head(module.network))
 
     def finetune_function(self, module: pl.LightningModule, epoch: int, optimizer) -> None:
-        if epoch == self.epochs:
+        if epoch >= self.epochs:  # also in a run resumed past the head's epochs
             self.make_trainable(module.network)
 
 

@@ -39,7 +39,8 @@ def test_merged_class_lists_keep_the_first_order_and_renumber():
     )
     merged = merge_class_lists(TISSUE_CLASSES, lab)
     assert [c.name for c in merged] == [*EIGHT[:6], "fat"]
-    assert merged[3] == TISSUE_CLASSES[3]  # the model's own entry wins
+    assert merged[3].display_name == "Bone (woven)" and merged[3].colour == (1, 2, 3)  # the lab's
+    assert merged[1] == TISSUE_CLASSES[1]
     assert merged[6].index == 6 and merged[6].display_name == "Fat"
 
 
@@ -117,7 +118,9 @@ def test_fine_tuning_a_bundle_on_more_classes_head_first(tmp_path, tile_set):
     assert [c.name for c in settings.classes] == EIGHT
     assert settings.preprocessing == Preprocessing(0.75, 32)
     assert settings.trained_with["tuned_from"]["sha256"] == sha256(start)
-    # One epoch of the head alone: the body and its batch-norm statistics are the start's.
+    # One epoch of the head alone: the body's weights are the start's; batch norm follows the
+    # new tiles' statistics from the start.
     assert torch.equal(tuned.layer4[1].conv2.weight, original.layer4[1].conv2.weight)
-    assert torch.equal(tuned.layer2[0].bn1.running_mean, original.layer2[0].bn1.running_mean)
+    assert torch.equal(tuned.conv1.weight, original.conv1.weight)
+    assert not torch.equal(tuned.layer2[0].bn1.running_mean, original.layer2[0].bn1.running_mean)
     assert not torch.equal(tuned.fc.weight[:6], original.fc.weight)
