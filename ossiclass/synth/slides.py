@@ -58,8 +58,8 @@ TIFF_TILE_PX = 256
 PYRAMID_MIN_PX = 1024
 TRUTH_MPP = 4.0
 TRUTH_MIN_PX = 1024
-AMOUNT_RANGE = (0.0, 3.0)
-"""The range of `cartilage` and `plate_height` (shares of the default amount)."""
+AMOUNT_MAX = 3.0
+"""The most `cartilage` and `plate_height` may be (shares of the layout's amount)."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,13 @@ class SlideSettings:
         for name, seed in (("seed", self.seed), ("lab", self.lab)):
             if seed is not None and seed < 0:
                 raise BadInputError(f"{name} must be 0 or more, got {seed}")
-        low, high = AMOUNT_RANGE
-        for name, amount in (("cartilage", self.cartilage), ("plate height", self.plate_height)):
-            if not low <= amount <= high:
-                raise BadInputError(f"{name} must be between {low:g} and {high:g}, got {amount}")
-        if self.plate_height == 0:
-            raise BadInputError("plate height must be above 0: a growth plate has its zone")
+        high = AMOUNT_MAX
+        if not 0 <= self.cartilage <= high:
+            raise BadInputError(f"cartilage must be between 0 and {high:g}, got {self.cartilage}")
+        if not 0 < self.plate_height <= high:
+            raise BadInputError(
+                f"plate height must be above 0 and at most {high:g}, got {self.plate_height}"
+            )
 
 
 class SlideFields:
