@@ -32,6 +32,7 @@ _positive_int = _number(int, lambda v: v >= 1, "a positive whole number")
 _whole_number = _number(int, lambda v: v >= 0, "0 or more")
 _positive_float = _number(float, lambda v: v > 0, "a positive number")
 _fraction = _number(float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
+_amount = _number(float, lambda v: 0 <= v <= 3, "a share from 0 to 3")
 _input_mpp = _number(float, lambda v: 0.05 <= v <= 50, "0.05 to 50 µm per pixel")
 
 
@@ -81,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "slide", parents=[common], help="a slide (.tif) with label and tissue masks"
     )
     slide.add_argument(
-        "out", help="output .tif; OUT.labels.png and OUT.tissue.png are written beside it"
+        "out",
+        help="output .tif; OUT.labels.png, OUT.tissue.png and OUT.truth.json (its true "
+        "measures) are written beside it",
     )
     slide.add_argument(
         "--layout",
@@ -100,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     slide.add_argument(
         "--height", type=_positive_int, default=8192, help="height in pixels (default 8192)"
+    )
+    slide.add_argument(
+        "--cartilage",
+        type=_amount,
+        default=1.0,
+        metavar="SHARE",
+        help="fracture_callus: the cartilage left in the callus, as a share of the layout's "
+        "(default 1; below 1 the rest is woven bone): a difference to paint between groups",
+    )
+    slide.add_argument(
+        "--plate-height",
+        type=_amount,
+        default=1.0,
+        metavar="SHARE",
+        help="growth_plate: the hypertrophic zone's height, as a share of the layout's (default 1)",
     )
     slide.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
     slide.add_argument("--quiet", action="store_true", help="no progress bar")

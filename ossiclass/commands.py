@@ -26,11 +26,19 @@ def synth_tiles(args: argparse.Namespace) -> int:
 def synth_slide(args: argparse.Namespace) -> int:
     from ossiclass.synth.slides import SlideSettings, write_slide
 
-    settings = SlideSettings(args.layout, args.width, args.height, args.mpp, args.seed, args.lab)
+    settings = SlideSettings(
+        args.layout,
+        args.width,
+        args.height,
+        args.mpp,
+        args.seed,
+        args.lab,
+        cartilage=args.cartilage,
+        plate_height=args.plate_height,
+    )
     path = write_slide(args.out, settings, workers=args.workers, progress=not args.quiet)
-    written = [
-        path.with_suffix(suffix) for suffix in (".labels.png", ".tissue.png", ".classes.json")
-    ]
+    suffixes = (".labels.png", ".tissue.png", ".truth.json", ".classes.json")
+    written = [path.with_suffix(suffix) for suffix in suffixes]
     print(f"wrote {path}, {', '.join(str(p) for p in written if p.exists())}")
     return 0
 

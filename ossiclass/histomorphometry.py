@@ -196,11 +196,12 @@ def growth_plate_heights(
     The plate is the largest piece of hypertrophic zone (pieces within `BRIDGE_UM` joined). Its
     direction is the principal axis of its pixels; every `spacing_um` along it (its ends, a
     `TRIM` share of its length each, left out), the local direction is the principal axis of
-    the plate's pixels within a band height around that place, and a line normal to it through
-    their centre crosses the zones. On each line: the hypertrophic zone's height is the run of
-    hypertrophic zone through the plate; the resting and proliferative zone's height is the run
-    of hyaline cartilage that touches that run, on the side of the plate where most lines find
-    it (so articular cartilage and an ossification centre, beyond other tissue, never count);
+    the plate's pixels within a band height (at least half the spacing) of that place, and a
+    line normal to it through their centre crosses the zones. On each line: the hypertrophic
+    zone's height is the run of hypertrophic zone through the plate; the resting and
+    proliferative zone's height is the run of hyaline cartilage that touches that run, on the
+    side of the plate where most lines find it (so articular cartilage and an ossification
+    centre, beyond other tissue, never count);
     the growth plate's height is their sum, on lines where both were measured.
 
     Returns mean, SD (µm) and the number of lines measured for each zone, and each zone's
@@ -208,7 +209,8 @@ def growth_plate_heights(
     a band (its length under three times its height). Other arguments as `measure_slide`.
     """
     labels = _in_region(labels, mpp, classes, roi)
-    hypertrophic, hyaline = (_indices(classes, (name,)) for name in CARTILAGE[::-1])
+    hypertrophic = _indices(classes, ("hypertrophic_zone",))
+    hyaline = _indices(classes, ("hyaline_cartilage",))
     if not hypertrophic or not hyaline:
         return Measured([])
     plate = _largest(labels == hypertrophic[0], BRIDGE_UM / mpp)

@@ -39,12 +39,18 @@ def test_synth_tiles_sheet_and_slide(tmp_path, capsys):
                 "1024",
                 "--height",
                 "1024",
+                "--layout",
+                "fracture_callus",
+                "--cartilage",
+                "0.5",
                 "--quiet",
             ]
         )
         == 0
     )
     assert (tmp_path / "s.labels.png").exists() and (tmp_path / "s.tissue.png").exists()
+    truth = json.loads((tmp_path / "s.truth.json").read_text())
+    assert truth["settings"]["cartilage"] == 0.5 and truth["layout"] == "fracture_callus"
     assert "wrote" in capsys.readouterr().out
 
 

@@ -11,7 +11,15 @@ from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_list_from_
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.synth.layouts import LAYOUTS, SLIDE_CLASSES
-from ossiclass.synth.slides import RegionRandom, SlideSettings, slide_domain, write_slide
+from ossiclass.synth.slides import (
+    RegionRandom,
+    SlideSettings,
+    _fields,
+    label_window,
+    slide_domain,
+    slide_truth,
+    write_slide,
+)
 from ossiclass.synth.stains import sample_domains
 
 PROMISED = {
@@ -107,6 +115,8 @@ def test_same_seed_same_slide_whatever_the_workers(tmp_path):
         (SlideSettings(width=100), "width must"),
         (SlideSettings(mpp=9.0), "mpp must"),
         (SlideSettings(lab=-3), "lab must"),
+        (SlideSettings(cartilage=-1.0), "cartilage must"),
+        (SlideSettings(plate_height=0.0), "plate height must"),
     ],
 )
 def test_settings_are_checked(tmp_path, settings, message):
@@ -155,3 +165,44 @@ def test_synth_slide_takes_a_lab(tmp_path):
         assert json.loads(tif.pages[0].description)["lab"] == 7
     with pytest.raises(SystemExit):
         main([*arguments, "--lab", "-1"])
+
+
+@pytest.mark.parametrize("layout", PROMISED)
+def test_truth_holds_the_measures_of_the_label_mask(slides, layout):
+    truth = json.loads(slides[layout].with_suffix(".truth.json").read_text())
+    assert truth["mpp"] == 0.5 and truth["measured_mpp"] == 1.0 and truth["layout"] == layout
+    measures = {m["name"]: m for m in truth["measures"]}
+    labels = np.asarray(Image.open(slides[layout].with_suffix(".labels.png")))
+    tissue = labels != BACKGROUND_LABEL
+    for tissue_class in SLIDE_CLASSES if layout == "marrow_cavity" else TISSUE_CLASSES:
+        fraction = (labels == tissue_class.index).sum() / tissue.sum()
+        got = measures[f"{tissue_class.display_name} fraction"]
+        assert got["value"] == pytest.approx(fraction, abs=0.002) and got["unit"] == "1"
+    assert measures["Tissue area"]["value"] == pytest.approx(tissue.sum() * 0.25e-6, rel=0.01)
+    assert ("Total callus area" in measures) == (layout == "fracture_callus")
+    assert ("Hypertrophic zone height" in measures) == (layout == "growth_plate")
+    if layout == "growth_plate":  # 0.11 of the slide's height, stretched by its smooth fields
+        height = measures["Hypertrophic zone height"]["value"]
+        assert height == pytest.approx(0.11 * 1536 * 0.5, rel=0.15)
+    with tifffile.TiffFile(slides[layout]) as tif:
+        description = json.loads(tif.pages[0].description)
+    assert description["cartilage"] == 1.0 and description["plate_height"] == 1.0
+
+
+def _truth(settings: SlideSettings) -> dict[str, float]:
+    """The true measures of a slide's label mask, the slide left unpainted."""
+    labels = label_window(settings, _fields(settings), 0, 0, settings.height, settings.width)
+    return {m["name"]: m["value"] for m in slide_truth(labels, settings)["measures"]}
+
+
+def test_tissue_amounts_paint_a_known_difference_between_groups():
+    callus = SlideSettings("fracture_callus", 2048, 2048, 0.5, seed=2)
+    fractions = [
+        _truth(replace(callus, cartilage=c))["Cartilage fraction of callus"] for c in (0, 1, 2)
+    ]
+    assert fractions[0] == 0 and fractions[1] > 0.03 and fractions[2] > fractions[1] + 0.03
+    plate = SlideSettings("growth_plate", 2048, 2048, 0.5, seed=2)
+    heights = [
+        _truth(replace(plate, plate_height=p))["Hypertrophic zone height"] for p in (1.0, 1.5)
+    ]
+    assert heights[1] / heights[0] == pytest.approx(1.5, rel=0.1)

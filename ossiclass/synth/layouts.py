@@ -1,13 +1,15 @@
 """Slide layouts: where each tissue lies on a synthetic slide, as a function of position.
 
 A layout takes normalised coordinates y, x in [0, 1] (arrays of one shape), three smooth random
-fields f (coarse, coarse, medium) that make boundaries irregular, and a seeded rng for its
-fixed features; it returns class labels, indices into `SLIDE_CLASSES` (255 = background).
+fields f (coarse, coarse, medium) that make boundaries irregular, a seeded rng for its fixed
+features, and the `TissueAmounts` a study varies between groups; it returns class labels,
+indices into `SLIDE_CLASSES` (255 = background).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,12 +32,27 @@ SLIDE_CLASSES: tuple[TissueClass, ...] = (
 MAR, FAT = len(CLASSES), len(CLASSES) + 1
 
 
+@dataclass(frozen=True)
+class TissueAmounts:
+    """How much of some tissues a layout paints, as a share of what it paints by default (1):
+    the difference a study paints between its groups. `cartilage`: the area of the cartilage
+    islands of a fracture callus (what is no longer cartilage is woven bone, as cartilage is
+    replaced by bone); `plate_height`: the height of a growth plate's hypertrophic zone (the
+    primary spongiosa below it moves)."""
+
+    cartilage: float = 1.0
+    plate_height: float = 1.0
+
+
 # A layout takes normalised coordinates y, x in [0, 1] (arrays of one shape), three smooth
-# fields f (coarse, coarse, medium), and a seeded rng for its fixed features; returns labels.
-Layout = Callable[[np.ndarray, np.ndarray, list[np.ndarray], np.random.Generator], np.ndarray]
+# fields f (coarse, coarse, medium), a seeded rng for its fixed features and the tissue
+# amounts; returns labels.
+Layout = Callable[
+    [np.ndarray, np.ndarray, list[np.ndarray], np.random.Generator, TissueAmounts], np.ndarray
+]
 
 
-def growth_plate(y, x, f, rng) -> np.ndarray:
+def growth_plate(y, x, f, rng, amounts: TissueAmounts) -> np.ndarray:
     """A long bone's end, joint at the top: epiphysis with its secondary ossification centre,
     resting/proliferative cartilage, hypertrophic zone, primary spongiosa, cortices, and loose
     tissue around."""
@@ -47,7 +64,8 @@ def growth_plate(y, x, f, rng) -> np.ndarray:
     labels = np.full(y.shape, WOV, dtype=np.uint8)  # primary spongiosa, and the ossification centre
     labels[(yw > 0.19 + wave) & (yw < 0.25 + wave)] = LAM  # bony plate under the epiphysis
     labels[(yw > 0.25 + wave) & (yw < 0.46 + wave)] = HYA
-    labels[(yw > 0.46 + wave) & (yw < 0.57 + wave)] = HYP
+    chondro_osseous = 0.57 - 0.11 * (1 - amounts.plate_height)  # 0.57 exactly by default
+    labels[(yw > 0.46 + wave) & (yw < chondro_osseous + wave)] = HYP
     labels[(yw > 0.55) & (side > half - 0.06)] = LAM  # cortices
     labels[yw < 0.06 + 0.01 * f[0]] = HYA  # articular cartilage
     labels[side > half] = MES  # perichondrium, periosteum, loose tissue
@@ -55,9 +73,11 @@ def growth_plate(y, x, f, rng) -> np.ndarray:
     return labels
 
 
-def fracture_callus(y, x, f, rng) -> np.ndarray:
+def fracture_callus(y, x, f, rng, amounts: TissueAmounts) -> np.ndarray:
     """A healing shaft fracture, bone axis horizontal: two broken cortices, the gap and its
-    surroundings filled by callus with cartilage and woven-bone islands, soft tissue around."""
+    surroundings filled by callus with cartilage and woven-bone islands, soft tissue around.
+    With less cartilage (`amounts.cartilage` < 1) a cartilage island keeps a core of
+    cartilage in a rim of woven bone; with more, it grows into the callus around it."""
     xw = x + 0.02 * f[0] + 0.004 * f[2]
     yw = y + 0.02 * f[1] + 0.004 * f[2]
     labels = np.full(y.shape, MES, dtype=np.uint8)
@@ -72,13 +92,17 @@ def fracture_callus(y, x, f, rng) -> np.ndarray:
         for _ in range(count):
             cy, cx = rng.uniform(0.22, 0.78), 0.5 + rng.choice([-1, 1]) * rng.uniform(0.04, 0.2)
             ry, rx = rng.uniform(0.04, 0.07, 2)
-            island = ((yw - cy) / ry) ** 2 + ((xw - cx) / rx) ** 2 < 1 + 0.3 * f[2]
+            distance = ((yw - cy) / ry) ** 2 + ((xw - cx) / rx) ** 2
+            island = distance < 1 + 0.3 * f[2]
+            if label == HYA:  # by default, the core is the whole island
+                labels[island & callus & ~(cortex & ~gap)] = WOV
+                island = distance < amounts.cartilage * (1 + 0.3 * f[2])
             labels[island & callus & ~(cortex & ~gap)] = label
     labels[np.abs(yw - 0.5) > 0.42] = BACKGROUND_LABEL
     return labels
 
 
-def intramembranous(y, x, f, rng) -> np.ndarray:
+def intramembranous(y, x, f, rng, amounts: TissueAmounts) -> np.ndarray:
     """A flat skull bone forming in membrane: sheets of mesenchyme, woven-bone spicules growing
     from condensations, a central plate already lamellar."""
     yw = y + 0.03 * f[0] + 0.004 * f[2]
@@ -90,7 +114,7 @@ def intramembranous(y, x, f, rng) -> np.ndarray:
     return labels
 
 
-def marrow_cavity(y, x, f, rng) -> np.ndarray:
+def marrow_cavity(y, x, f, rng, amounts: TissueAmounts) -> np.ndarray:
     """A long bone's shaft (diaphysis) in long section, axis horizontal: two lamellar cortices
     around a marrow cavity of haematopoietic marrow with patches of fat, woven trabeculae along
     the endosteum, periosteal mesenchyme outside."""

@@ -10,6 +10,13 @@ Files for `OUT.tif`: `OUT.tif` (RGB, 256 px tiles, zlib, a pyramid down to about
 in the resolution tags and the description), `OUT.labels.png` (one byte per pixel: class index,
 255 = background) and `OUT.tissue.png` (255 on tissue, 0 on glass).
 
+`OUT.truth.json` holds the slide's true measures (`histomorphometry.measure_slide` on its label
+mask): `{"measures": [{"name", "symbol", "value", "unit"}, ...], "mpp", "measured_mpp",
+"layout", "settings"}`. The mask is measured at `measured_mpp`: mode-downsampled to at most
+`TRUTH_MPP` µm/px but no coarser than `TRUTH_MIN_PX` px on its longer side (an 8192 px slide at
+0.5 µm/px: 1024 px at 4 µm/px; fractions move by well under 0.01 and heights by under 1% against
+full resolution, see docs/histomorphometry.md).
+
 Label indices are positions in `layouts.SLIDE_CLASSES`: the six (0-5, as in
 `classes.TISSUE_CLASSES`), then marrow (6) and fat (7). A layout that holds marrow or fat
 (`marrow_cavity`) also writes `OUT.classes.json` (`{"classes": [...]}`, as
@@ -33,7 +40,14 @@ from tqdm import tqdm
 from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_list_to_dict
 from ossiclass.errors import BadInputError
 from ossiclass.files import write_text_atomic
-from ossiclass.synth.layouts import ALL_LAYOUTS, ORIENTATIONS, SLIDE_CLASSES, layout_classes
+from ossiclass.histomorphometry import measure_slide, mode_downsample
+from ossiclass.synth.layouts import (
+    ALL_LAYOUTS,
+    ORIENTATIONS,
+    SLIDE_CLASSES,
+    TissueAmounts,
+    layout_classes,
+)
 from ossiclass.synth.painters import paint, paint_shape
 from ossiclass.synth.shapes import noise_weights
 from ossiclass.synth.stains import DYES, StainDomain, render, sample_domains
@@ -42,12 +56,18 @@ from ossiclass.synth.tiles import worker_pool
 CHUNK_PX = 1024
 TIFF_TILE_PX = 256
 PYRAMID_MIN_PX = 1024
+TRUTH_MPP = 4.0
+TRUTH_MIN_PX = 1024
+AMOUNT_MAX = 3.0
+"""The most `cartilage` and `plate_height` may be (shares of the layout's amount)."""
 
 
 @dataclass(frozen=True)
 class SlideSettings:
-    """A synthetic slide: layout name, size in pixels, µm per pixel, seed, and the seed of its
-    lab (stain domain): None draws the lab from `seed`, as a slide of its own lab."""
+    """A synthetic slide: layout name, size in pixels, µm per pixel, seed, the seed of its
+    lab (stain domain): None draws the lab from `seed`, as a slide of its own lab; and the
+    tissue amounts a study varies between groups (`layouts.TissueAmounts`; 1 = the layout as
+    drawn): the cartilage left in a fracture callus, a growth plate's hypertrophic zone height."""
 
     layout: str = "growth_plate"
     width: int = 8192
@@ -55,6 +75,8 @@ class SlideSettings:
     mpp: float = 0.5
     seed: int = 0
     lab: int | None = None
+    cartilage: float = 1.0
+    plate_height: float = 1.0
 
     def validate(self) -> None:
         if self.layout not in ALL_LAYOUTS:
@@ -69,6 +91,13 @@ class SlideSettings:
         for name, seed in (("seed", self.seed), ("lab", self.lab)):
             if seed is not None and seed < 0:
                 raise BadInputError(f"{name} must be 0 or more, got {seed}")
+        high = AMOUNT_MAX
+        if not 0 <= self.cartilage <= high:
+            raise BadInputError(f"cartilage must be between 0 and {high:g}, got {self.cartilage}")
+        if not 0 < self.plate_height <= high:
+            raise BadInputError(
+                f"plate height must be above 0 and at most {high:g}, got {self.plate_height}"
+            )
 
 
 class SlideFields:
@@ -138,7 +167,8 @@ def label_window(
     y, x = np.broadcast_arrays(y, x)
     values = [fields.window(i, top, left, height, width) for i in range(len(fields.grids))]
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 0x1A]))
-    return ALL_LAYOUTS[settings.layout](y, x, values, rng)
+    amounts = TissueAmounts(settings.cartilage, settings.plate_height)
+    return ALL_LAYOUTS[settings.layout](y, x, values, rng, amounts)
 
 
 def paint_chunk(
@@ -229,8 +259,9 @@ def _tiles(strip: np.ndarray) -> Iterator[np.ndarray]:
 def write_slide(
     out: str | Path, settings: SlideSettings, workers: int = 1, progress: bool = True
 ) -> Path:
-    """Paint a synthetic slide and write `out` (.tif), its labels and tissue masks beside it,
-    and its class list (`OUT.classes.json`) where the layout holds classes beyond the six.
+    """Paint a synthetic slide and write `out` (.tif), its labels and tissue masks and its true
+    measures (`OUT.truth.json`) beside it, and its class list (`OUT.classes.json`) where the
+    layout holds classes beyond the six.
 
     Memory: the label mask (1 byte/px), the first pyramid level (3/4 byte/px) and a strip.
     Returns the TIFF path.
@@ -246,6 +277,8 @@ def write_slide(
     partial_path = out.with_name(f".{out.name}.partial")
     _write_pyramid(partial_path, _level0_tiles(strips, labels, level1), level1, settings)
     del level1
+    truth = json.dumps(slide_truth(labels, settings), indent=1, ensure_ascii=False)
+    write_text_atomic(out.with_suffix(".truth.json"), truth + "\n")
     label_image = Image.fromarray(labels)
     del labels
     label_image.save(out.with_suffix(".labels.png"), compress_level=3)
@@ -260,6 +293,23 @@ def write_slide(
         class_path.unlink(missing_ok=True)
     partial_path.replace(out)
     return out
+
+
+def slide_truth(labels: np.ndarray, settings: SlideSettings) -> dict:
+    """The true measures of a slide from its (H, W) uint8 label mask, as `OUT.truth.json`
+    holds them (the module's docstring says at what resolution they are taken)."""
+    factor = max(1, min(round(TRUTH_MPP / settings.mpp), max(labels.shape) // TRUTH_MIN_PX))
+    measured_mpp = settings.mpp * factor
+    measured = measure_slide(
+        mode_downsample(labels, factor), measured_mpp, layout_classes(settings.layout)
+    )
+    return {
+        "measures": [m.to_dict() for m in measured.measures],
+        "mpp": settings.mpp,
+        "measured_mpp": measured_mpp,
+        "layout": settings.layout,
+        "settings": asdict(settings),
+    }
 
 
 def _level0_tiles(
