@@ -181,7 +181,7 @@ class TileDataModule(pl.LightningDataModule):
             rest, held = grouped_split(table, hp.val_fraction, hp.seed)
             tiles, widths = read_tiles(table, self.input_px)
             expected = self.start.field_um if self.start else None
-            field = field_um(table, widths, hp.input_mpp, expected_um=expected)
+            field = field_um(table, widths, hp.input_mpp, expected, "the init_bundle's inputs")
             normalize, state = self._fit_normalizer(
                 tiles[rest], table.labels[rest], field / self.input_px
             )

@@ -172,12 +172,14 @@ def field_um(
     widths_px: np.ndarray,
     default_mpp: float,
     expected_um: float | None = None,
+    expected_from: str = "the training tiles",
 ) -> float:
     """The width of tissue every tile covers, in µm: its µm per pixel (as recorded, else
     `default_mpp`) times its width in px (`read_tiles`).
 
     Tiles may differ in µm per pixel only where they cover the same field (within
-    `FIELD_TOLERANCE`), and that of `expected_um` where it is given; else `BadInputError`.
+    `FIELD_TOLERANCE`), and that of `expected_um` where it is given (what covers it:
+    `expected_from`); else `BadInputError`.
     """
     mpp = table.mpp if table.mpp is not None else np.full(len(widths_px), float(default_mpp))
     fields = mpp * widths_px
@@ -188,7 +190,7 @@ def field_um(
         other = (
             f"{table.paths[0]} covers {fields[0]:g} µm"
             if expected_um is None
-            else f"the training tiles cover {expected_um:g} µm"
+            else f"{expected_from} cover {expected_um:g} µm"
         )
         raise BadInputError(
             f"{table.paths[index]}: {widths_px[index]} px at {mpp[index]:g} µm/px cover "

@@ -43,7 +43,7 @@ FOLDS = (
 """The fields each fold tunes on (file names of labels.tsv); it tests on the rest."""
 
 
-def _write_tiles(root: Path, fields, model_mpp: float, input_px: int, settings) -> int:
+def _write_tiles(root: Path, fields, model_mpp: float, settings) -> int:
     """The fields' tiles as a tile set (manifest with group = field, mpp = the model's)."""
     root.mkdir(parents=True)
     rows = []
@@ -98,7 +98,7 @@ def run(*, model: str | Path, reference: str | Path, synthetic_per_class: int) -
             tune = [f for f in fields if f.path.name in tune_names]
             test = [f for f in fields if f.path.name not in tune_names]
             tiles = Path(folder) / f"fold{number}" / "tiles"
-            count = _write_tiles(tiles, tune, settings.model_mpp, settings.input_px, settings)
+            count = _write_tiles(tiles, tune, settings.model_mpp, settings)
             run_dir = Path(folder) / f"fold{number}" / "run"
             seconds = seconds_of(ossiclass_command(
                 "train", "--config", "configs/finetune.yaml", "--model.init_bundle", model,
