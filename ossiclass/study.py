@@ -221,7 +221,7 @@ def _plots(
         animals=[row.get(ANIMAL, "") for row in study.rows],
         position_order=list(dict.fromkeys(map(position, groups))),
         series_order=list(dict.fromkeys(map(series, groups))),
-        x_label=DAY if day is not None else "",
+        x_label=DAY if day is not None else ", ".join(columns),
         series_title=", ".join(c for i, c in enumerate(columns) if i != day),
     )
     written = []
