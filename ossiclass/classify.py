@@ -87,6 +87,8 @@ class Running:
         cores allow: there the GPU waits on reading (measured: `scripts/benchmark.py classify
         --workers N`). Never more than there are chunks to read.
     accelerator, devices : as for Lightning's Trainer; devices > 1 splits the chunks (DDP).
+    device_index : run on this one device of the accelerator's (with devices=1): a process
+        of a study's DDP run on its own GPU (None: the first `devices`).
     precision : "auto", "fp32" or "bf16" (see `Predictor`).
     """
 
@@ -95,6 +97,7 @@ class Running:
     accelerator: str = "cpu"
     devices: int = 1
     precision: str = "auto"
+    device_index: int | None = None
 
     def loader_workers(self, source: TileSource, device: str, chunks: int) -> int:
         """DataLoader workers for `chunks` chunks of `source` on a `device` type such as
@@ -109,6 +112,8 @@ class Running:
     def validate(self) -> None:
         if self.batch_size < 1 or (self.workers or 0) < 0 or self.devices < 1:
             raise BadInputError("batch_size and devices must be positive, workers >= 0")
+        if self.device_index is not None and self.devices != 1:
+            raise BadInputError("device_index names one device: devices must be 1")
 
 
 class Chunks(Dataset):
@@ -353,7 +358,7 @@ def _trainer(running: Running) -> pl.Trainer:
     try:
         return pl.Trainer(
             accelerator=running.accelerator,
-            devices=running.devices,
+            devices=running.devices if running.device_index is None else [running.device_index],
             strategy="ddp" if running.devices > 1 else "auto",
             logger=False,
             enable_checkpointing=False,

@@ -279,9 +279,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(run=commands.predict_images)
 
+    runs = argparse.ArgumentParser(add_help=False)  # how classify tiles and runs
+    runs.add_argument(
+        "--stride",
+        type=_positive_int,
+        help="tile step in model pixels (default: the tile size, no overlap); less overlaps the "
+        "tiles and blends their probabilities into a finer class map (classmap.tif, "
+        "regions.geojson) of one cell per step, at the cost of more tiles (half: 4x, a quarter: "
+        "16x)",
+    )
+    runs.add_argument(
+        "--min-tissue",
+        type=_fraction,
+        default=0.5,
+        help="least tissue share of a tile (default 0.5)",
+    )
+    runs.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="tiles per batch (default 64)"
+    )
+    runs.add_argument(
+        "--workers",
+        type=_whole_number,
+        help="processes reading tiles, per device (default: on the CPU 0 for a slide, else 2; "
+        "on GPUs up to 8)",
+    )
+    runs.add_argument(
+        "--no-white-balance",
+        action="store_true",
+        help="leave a slide's colours as scanned (default: scaled so that its glass reads neutral)",
+    )
+    runs.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
+    runs.add_argument(
+        "--devices", type=_positive_int, default=1, help="processes or GPUs to split over"
+    )
+
     classify = subcommands.add_parser(
         "classify",
-        parents=[model],
+        parents=[model, runs],
         help="classify a slide or a folder of tiles: tiles.csv, GeoJSON, map, summary",
     )
     classify.add_argument(
@@ -294,38 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output folder (OUT/<name> each, for several inputs)"
     )
     classify.add_argument(
-        "--stride",
-        type=_positive_int,
-        help="tile step in model pixels (default: the tile size, no overlap); less overlaps the "
-        "tiles and blends their probabilities into a finer class map (classmap.tif, "
-        "regions.geojson) of one cell per step, at the cost of more tiles (half: 4x, a quarter: "
-        "16x)",
-    )
-    classify.add_argument(
-        "--min-tissue",
-        type=_fraction,
-        default=0.5,
-        help="least tissue share of a tile (default 0.5)",
-    )
-    classify.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="tiles per batch (default 64)"
-    )
-    classify.add_argument(
-        "--workers",
-        type=_whole_number,
-        help="processes reading tiles, per device (default: on the CPU 0 for a slide, else 2; "
-        "on GPUs up to 8)",
-    )
-    classify.add_argument(
-        "--no-white-balance",
-        action="store_true",
-        help="leave a slide's colours as scanned (default: scaled so that its glass reads neutral)",
-    )
-    classify.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
-    classify.add_argument(
-        "--devices", type=_positive_int, default=1, help="processes or GPUs to split over"
-    )
-    classify.add_argument(
         "--resume", action="store_true", help="finish an interrupted run in the same --out"
     )
     classify.add_argument(
@@ -333,6 +335,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("--quiet", action="store_true", help="no progress bar")
     classify.set_defaults(run=commands.classify_inputs)
+
+    study = subcommands.add_parser(
+        "study",
+        parents=[model, runs],
+        help="a study from a manifest: classify its slides, a row per slide, group statistics, "
+        "plots, agreement with manual measures",
+    )
+    study.add_argument(
+        "manifest",
+        metavar="MANIFEST",
+        help="CSV: a 'slide' column (paths relative to it) and any others (animal, group, day)",
+    )
+    study.add_argument(
+        "--out",
+        required=True,
+        help="output folder: slides/<stem>/, slides.csv, groups.csv, plots/; a study run again "
+        "classifies only what is missing",
+    )
+    study.add_argument(
+        "--manual",
+        metavar="CSV",
+        help="the lab's manual measures: a 'slide' column, measures named as in slides.csv "
+        "(or without the unit); writes agreement.json and Bland-Altman plots",
+    )
+    study.add_argument(
+        "--by",
+        nargs="+",
+        metavar="COLUMN",
+        help="group by these columns (default: every column but slide and animal that repeats "
+        "a value)",
+    )
+    study.add_argument(
+        "--num-nodes",
+        type=_positive_int,
+        default=1,
+        help="machines the processes run on (default 1; each with --devices of them)",
+    )
+    study.add_argument("--quiet", action="store_true", help="no progress bar")
+    study.set_defaults(run=commands.run_study)
 
     report = subcommands.add_parser(
         "report", help="an HTML page per classified slide: map, composition, least sure tiles"

@@ -181,12 +181,20 @@ def predict_images(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def classify_inputs(args: argparse.Namespace) -> int:
-    from ossiclass.classify import Running, Tiling, classify
-    from ossiclass.errors import BadInputError
+def _tiling_running(args: argparse.Namespace):
+    """classify's `Tiling` and `Running` from the options classify and study share."""
+    from ossiclass.classify import Running, Tiling
 
     tiling = Tiling(args.stride, args.min_tissue, args.mpp, not args.no_white_balance)
     running = Running(args.batch_size, args.workers, args.accelerator, args.devices, args.precision)
+    return tiling, running
+
+
+def classify_inputs(args: argparse.Namespace) -> int:
+    from ossiclass.classify import classify
+    from ossiclass.errors import BadInputError
+
+    tiling, running = _tiling_running(args)
     if args.devices > 1 and len(args.inputs) > 1:
         raise BadInputError("--devices splits one input's tiles: give one input per run")
     failed, reports = 0, []
@@ -224,6 +232,32 @@ def classify_inputs(args: argparse.Namespace) -> int:
     for report in reports:
         print(f"report: {report}")
     return 2 if failed else 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from ossiclass.study import run_study
+
+    tiling, running = _tiling_running(args)
+    study = run_study(
+        args.manifest, args.model, args.out, tiling, running, args.by, args.manual,
+        args.num_nodes, not args.quiet,
+    )  # fmt: skip
+    if study is None:  # a second process under DDP: the first one reports
+        return 0
+    for stem, message in study.failed.items():
+        print(f"ossiclass: error: slide {stem}: {message}", file=sys.stderr)
+    for note in study.notes:
+        print(f"ossiclass: note: {note}", file=sys.stderr)
+    total = study.classified + study.already_done + len(study.failed)
+    tables = [p.name for p in study.written if p.parent.name != "plots"]
+    plots = len(study.written) - len(tables)
+    print(
+        f"{total} slides: {study.classified} classified, {study.already_done} already done, "
+        f"{len(study.failed)} failed; in {args.out}: {', '.join(tables)}, {plots} plots in plots/"
+    )
+    for line in study.groups:
+        print(f"  {line}")
+    return 2 if study.failed else 0
 
 
 def write_reports(args: argparse.Namespace) -> int:

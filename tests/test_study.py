@@ -1,0 +1,398 @@
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ossiclass.agreement import bland_altman, describe, icc_2_1
+from ossiclass.classify import Running, Tiling
+from ossiclass.cli import main
+from ossiclass.errors import BadInputError
+from ossiclass.manifest import group_columns, read_manifest
+from ossiclass.study import measure_column, run_study, slide_measures
+
+REPO = Path(__file__).parents[1]
+BATCH, STRIDE = 4, 64
+FAST = Running(batch_size=BATCH, workers=0)
+SPARSE = Tiling(stride_px=STRIDE)
+"""A tile every 128 µm (16 per slide): cheap on a busy CPU."""
+LAYOUTS = ("growth_plate", "fracture_callus")
+HEADER = "slide,animal,group,day,note"
+
+SHROUT_FLEISS = np.array(
+    [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]
+)
+"""Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; ICC(2,1) = 0.29."""
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _study(manifest: Path, model: Path, out: Path):
+    return run_study(manifest, model, out, SPARSE, FAST, progress=False)
+
+
+def _command(manifest: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "study", str(manifest), "--model", str(model), "--out", str(out),
+        "--batch-size", str(BATCH), "--stride", str(STRIDE), "--workers", "0", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _chunks(out: Path, stem: str) -> int:
+    """The chunks classify cut a slide of the study at `out` into."""
+    tiles = json.loads((out / "slides" / stem / "summary.json").read_text())["tiles"]
+    return -(-tiles["classified"] // BATCH)
+
+
+def _copy(studied, tmp_path: Path) -> Path:
+    """A copy of the studied output folder, for a test that writes into it."""
+    return Path(shutil.copytree(studied[0], tmp_path / "out"))
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory) -> Path:
+    """Eight 1024 px slides, 2 groups x 2 days x 2 animals, and their manifest (manifest.csv;
+    slides in a subfolder, so paths are relative to the manifest). Four are painted; each
+    group and day holds one of them and a copy of the next, so that the two differ."""
+    from ossiclass.synth.slides import SlideSettings, write_slide
+
+    root = tmp_path_factory.mktemp("study")
+    scans = root / "scans"
+    for i in range(4):
+        settings = SlideSettings(LAYOUTS[i % 2], 1024, 1024, 0.5, 30 + i)
+        write_slide(scans / f"slide{2 * i}.tif", settings, progress=False)
+    for i in range(4):
+        shutil.copy(scans / f"slide{2 * ((i + 1) % 4)}.tif", scans / f"slide{2 * i + 1}.tif")
+    lines = [HEADER]
+    for i in range(8):
+        group, day, animal = ("control", "knockout")[i // 4], (7, 14)[i // 2 % 2], f"m{i // 2}"
+        lines.append(f"scans/slide{i}.tif,{animal},{group},{day},note {i}")
+    _write(root / "manifest.csv", lines)
+    return root
+
+
+@pytest.fixture(scope="module")
+def studied(slides, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("studied") / "out"
+    result = _study(slides / "manifest.csv", tiny_model, out)
+    return out, result
+
+
+def test_a_study_writes_a_row_per_slide_with_its_measures(slides, studied):
+    out, result = studied
+    assert (result.classified, result.already_done, result.failed) == (8, 0, {})
+    rows = _rows(out / "slides.csv")
+    assert [row["slide"] for row in rows] == [f"scans/slide{i}.tif" for i in range(8)]
+    columns = list(rows[0])
+    assert columns[:5] == HEADER.split(",")
+    assert "Hyaline cartilage fraction" in columns and "Callus area (mm2)" in columns
+    for i, row in enumerate(rows):
+        summary = json.loads((out / "slides" / f"slide{i}" / "summary.json").read_text())
+        for name, counts in summary["classes"].items():
+            display = name.replace("_", " ").capitalize()
+            assert float(row[f"{display} fraction"]) == counts["fraction"]
+            assert float(row[f"{display} area (mm2)"]) == counts["area_mm2"]
+    fractions = [c for c in columns if c.endswith("fraction")]
+    assert sum(float(rows[0][c]) for c in fractions) == pytest.approx(1, abs=1e-3)
+
+
+def test_groups_hold_n_mean_and_sd_of_the_slides_of_each_group_and_day(studied):
+    out, result = studied
+    slides_rows = _rows(out / "slides.csv")
+    groups = _rows(out / "groups.csv")
+    assert list(groups[0])[:2] == ["group", "day"]  # animal and the unique notes are no groups
+    measures = [c for c in slides_rows[0] if c not in HEADER.split(",")]
+    cells = [(g, d) for g in ("control", "knockout") for d in ("7", "14")]  # day sorted as numbers
+    assert [(row["group"], row["day"]) for row in groups] == [c for c in cells for _ in measures]
+    for row in groups:
+        values = [
+            float(s[row["measure"]])
+            for s in slides_rows
+            if (s["group"], s["day"]) == (row["group"], row["day"])
+        ]
+        assert int(row["n"]) == len(values) == 2
+        assert float(row["mean"]) == pytest.approx(statistics.mean(values), rel=1e-5, abs=1e-9)
+        assert float(row["sd"]) == pytest.approx(statistics.stdev(values), rel=1e-5, abs=1e-9)
+    assert len(result.groups) == 4 and result.groups[0].startswith("group control, day 7: 2 slides")
+
+
+def test_each_measure_gets_a_plot(studied):
+    out, result = studied
+    measures = [c for c in _rows(out / "slides.csv")[0] if c not in HEADER.split(",")]
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert "hyaline_cartilage_area_mm2.png" in plots and len(plots) == len(measures)
+    for name in plots:
+        with Image.open(out / "plots" / name) as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_a_study_run_again_classifies_only_what_is_missing(slides, studied, tiny_model, tmp_path):
+    done, out = studied[0], _copy(studied, tmp_path)
+    shutil.rmtree(out / "slides" / "slide3")
+    (out / "slides.csv").unlink()
+    result = _study(slides / "manifest.csv", tiny_model, out)
+    assert (result.classified, result.already_done) == (1, 7)
+    assert _rows(out / "slides.csv") == _rows(done / "slides.csv")
+
+
+def test_a_study_stopped_midway_resumes_to_the_same_table(
+    slides, studied, tiny_model, tmp_path, monkeypatch
+):
+    from ossiclass.classify import ChunkWriter
+
+    done, out = studied[0], tmp_path / "out"
+    manifest = _write(slides / "two.csv", (slides / "manifest.csv").read_text().splitlines()[:3])
+    write, written = ChunkWriter.write_on_batch_end, []
+    first_slide = _chunks(done, "slide0")
+
+    def write_then_fail(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        written.append(1)
+        if len(written) == first_slide + 2:  # the second slide two chunks in
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(ChunkWriter, "write_on_batch_end", write_then_fail)
+    with pytest.raises(RuntimeError, match="power cut"):
+        _study(manifest, tiny_model, out)
+    monkeypatch.undo()
+    assert (out / "slides/slide0/summary.json").exists() and not (out / "slides.csv").exists()
+    assert len(list((out / "slides/slide1/parts").glob("chunk-*.json"))) == 2
+    result = _study(manifest, tiny_model, out)
+    assert (result.classified, result.already_done) == (1, 1)
+    assert _rows(out / "slides.csv") == _rows(done / "slides.csv")[:2]
+    resumed = json.loads((out / "slides/slide1/run.json").read_text())
+    tiles = json.loads((out / "slides/slide1/summary.json").read_text())["tiles"]["classified"]
+    assert resumed["classified_in_this_run"] == tiles - 2 * BATCH
+
+
+def test_the_command_prints_the_outputs_and_a_line_per_group(
+    slides, studied, tiny_model, tmp_path, capsys
+):
+    out = _copy(studied, tmp_path)
+    command = _command(slides / "manifest.csv", tiny_model, out)
+    assert main(command) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("8 slides: 0 classified, 8 already done, 0 failed")
+    assert "slides.csv, groups.csv" in printed[0] and "plots in plots/" in printed[0]
+    assert [line.split(":")[0] for line in printed[1:]] == [
+        "  group control, day 7", "  group control, day 14",
+        "  group knockout, day 7", "  group knockout, day 14",
+    ]  # fmt: skip
+    assert main([*command, "--by", "group"]) == 0
+    groups = _rows(out / "groups.csv")
+    assert list(groups[0])[:2] == ["group", "measure"] and {r["n"] for r in groups} == {"4"}
+
+
+def test_a_study_of_another_model_is_refused(slides, studied, eight_class_model, capsys):
+    out, _ = studied
+    assert main(_command(slides / "manifest.csv", eight_class_model, out)) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "another model or other settings" in error
+
+
+def test_agreement_with_manual_measures(slides, studied, tiny_model, tmp_path, capsys):
+    out = _copy(studied, tmp_path)
+    rows = _rows(out / "slides.csv")
+    lines = ["slide,Mesenchyme fraction,Woven bone area,comment"]
+    for i, row in enumerate(rows):  # one measure as ours, one 0.01 mm2 above; a blank
+        area = "" if i == 7 else f"{float(row['Woven bone area (mm2)']) + 0.01:.6f}"
+        lines.append(f"slide{i},{row['Mesenchyme fraction']},{area},seen")
+    manual = _write(tmp_path / "manual.csv", lines)
+    assert main(_command(slides / "manifest.csv", tiny_model, out, "--manual", str(manual))) == 0
+    assert "match no measure, ignored: comment" in capsys.readouterr().err
+    agreement = json.loads((out / "agreement.json").read_text())
+    same, offset = agreement["measures"]
+    assert (same["measure"], same["n"], same["icc_2_1"], same["bias"]) == (
+        "Mesenchyme fraction", 8, 1.0, 0.0,
+    )  # fmt: skip
+    assert offset["measure"] == "Woven bone area (mm2)" and offset["n"] == 7
+    assert offset["bias"] == pytest.approx(-0.01, abs=1e-6)
+    assert offset["lower"] == pytest.approx(-0.01, abs=1e-5) == offset["upper"]
+    ours = np.array([float(r["Woven bone area (mm2)"]) for r in rows[:7]])
+    expected = icc_2_1(np.stack([ours, ours + 0.01], axis=1))
+    assert offset["icc_2_1"] == pytest.approx(expected, abs=1e-4) and expected < 1
+    for report in (same, offset):
+        with Image.open(out / report["plot"]) as image:
+            assert image.format == "PNG"
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (["slide,group", "scans/nowhere.tif,a"], "slide scans/nowhere.tif not found"),
+        (["slide,group", "scans/slide0.tif,a", "scans/../scans/slide0.tif,b"], "the same slide"),
+        (["slide,value", "slide0,1.0", "elsewhere,2.0"], "slide 'elsewhere' is not in the study"),
+        (["slide,value", "slide0,1.0", "scans/slide0.tif,2.0"], "a second time"),
+        (["slide,Mesenchyme fraction", "slide0,lots"], "'lots' is not a number"),
+        (["slide,note", "slide0,seen"], "no measure columns"),
+    ],
+)
+def test_bad_manual_measures_are_one_line(
+    lines, message, slides, studied, tiny_model, tmp_path, capsys
+):
+    out = _copy(studied, tmp_path)
+    if lines[0] == "slide,group":  # a manifest problem
+        manifest, manual = _write(slides / "bad.csv", lines), None
+    else:
+        manifest, manual = slides / "manifest.csv", _write(tmp_path / "manual.csv", lines)
+    extra = ["--manual", str(manual)] if manual else []
+    assert main(_command(manifest, tiny_model, out, *extra)) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        ("", "empty manifest"),
+        ("slide,group\n", "empty manifest"),
+        ("path,group\na.tif,b\n", "no 'slide' column (columns: path, group)"),
+        ("slide,group\n,b\n", "line 2: no slide"),
+        ("slide,group,group\na.tif,b,c\n", "column 'group' twice"),
+        ("slide,group\na.tif,b,c\n", "line 2: more values than columns"),
+        ("slide\na/x.tif\nb/x.tif\n", "would share the output folder slides/x"),
+    ],
+)
+def test_manifest_errors_are_one_line(content, message, tiny_model, tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.tif").write_bytes(b"")
+    (tmp_path / "a.tif").write_bytes(b"")
+    manifest = tmp_path / "manifest.csv"
+    if content is not None:
+        manifest.write_text(content)
+    command = ["study", str(manifest), "--model", str(tiny_model), "--out", str(tmp_path / "o")]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+    assert not (tmp_path / "o").exists()
+
+
+def test_grouping_columns(tmp_path):
+    (tmp_path / "x.tif").write_bytes(b"")
+    (tmp_path / "y.tif").write_bytes(b"")
+    manifest = _write(
+        tmp_path / "m.csv",
+        ["slide,animal,group,batch,note", "x.tif,a,g,1,first", "y.tif,a,g,2,second"],
+    )
+    study = read_manifest(manifest)
+    assert group_columns(study) == ("group",)  # the animal is no group; batch, note repeat none
+    assert group_columns(study, ["batch", "group"]) == ("batch", "group")
+    with pytest.raises(BadInputError, match="--by day: not a column"):
+        group_columns(study, ["day"])
+
+
+def test_a_slide_that_cannot_be_read_is_reported_and_the_others_go_on(
+    slides, studied, tiny_model, tmp_path, capsys
+):
+    shutil.copy(slides / "scans" / "slide0.tif", tmp_path / "good.tif")
+    shutil.copytree(studied[0] / "slides" / "slide0", tmp_path / "o" / "slides" / "good")
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    manifest = _write(tmp_path / "m.csv", ["slide,group", "good.tif,a", "broken.tif,a"])
+    assert main(_command(manifest, tiny_model, tmp_path / "o")) == 2
+    captured = capsys.readouterr()
+    assert (
+        "slide broken:" in captured.err and "0 classified, 1 already done, 1 failed" in captured.out
+    )
+    rows = _rows(tmp_path / "o" / "slides.csv")
+    assert rows[0]["Mesenchyme fraction"] != "" and rows[1]["Mesenchyme fraction"] == ""
+    groups = _rows(tmp_path / "o" / "groups.csv")
+    assert {r["n"] for r in groups} == {"1"} and {r["sd"] for r in groups} == {""}
+
+
+def test_measures_come_from_histomorphometry_where_classify_writes_them():
+    height = {"name": "Hypertrophic zone height", "symbol": None, "value": 212.5, "unit": "µm"}
+    share = {"name": "Bone area fraction", "symbol": "B.Ar/T.Ar", "value": 0.4, "unit": "1"}
+    summary = {"histomorphometry": [height, share], "classes": {"callus": {"fraction": 1.0}}}
+    assert slide_measures(summary) == [height, share]
+    assert [measure_column(m) for m in slide_measures(summary)] == [
+        "Hypertrophic zone height (µm)", "Bone area fraction",
+    ]  # fmt: skip
+    old = {"classes": {c: {"tiles": 1, "fraction": 0.25} for c in ("mesenchyme", "callus")}}
+    names = [m["name"] for m in slide_measures(old)]  # no class_list: the six; no areas
+    assert names[0] == "Mesenchyme fraction" and len(names) == 6
+
+
+def test_icc_2_1_of_known_tables():
+    assert icc_2_1(SHROUT_FLEISS) == pytest.approx(0.29, abs=0.005)
+    x = np.array([1.0, 2.0, 4.0, 7.0, 11.0])
+    assert icc_2_1(np.stack([x, x], axis=1)) == pytest.approx(1.0)
+    # A constant offset c between two raters: MSE = 0, MSC = n c^2 / 2, MSR = 2 var(x), so
+    # ICC(2,1) = var(x) / (var(x) + c^2 / 2).
+    offset = 3.0
+    expected = x.var(ddof=1) / (x.var(ddof=1) + offset**2 / 2)
+    assert icc_2_1(np.stack([x, x + offset], axis=1)) == pytest.approx(expected)
+    assert np.isnan(icc_2_1(np.ones((4, 2))))
+    with pytest.raises(ValueError, match="shape"):
+        icc_2_1(np.ones((1, 2)))
+
+
+def test_bland_altman_and_group_statistics():
+    ours, theirs = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.5, 2.5, 2.0, 3.0])
+    figures = bland_altman(ours, theirs)  # differences 0.5, -0.5, 1, 1
+    sd = np.std([0.5, -0.5, 1, 1], ddof=1)
+    assert (figures.n, figures.bias, figures.sd) == (4, 0.5, pytest.approx(sd))
+    assert figures.lower == pytest.approx(0.5 - 1.96 * sd)
+    assert figures.upper == pytest.approx(0.5 + 1.96 * sd)
+    assert describe([2.0, 4.0]) == (2, 3.0, pytest.approx(np.sqrt(2)))
+    assert describe([5.0]) == (1, 5.0, None) and describe([]) == (0, None, None)
+
+
+_KILL_AFTER = """
+import os, signal, sys
+from ossiclass.classify import ChunkWriter
+from ossiclass.cli import main
+write, written = ChunkWriter.write_on_batch_end, []
+def write_then_die(self, *args, **kwargs):
+    write(self, *args, **kwargs)
+    written.append(1)
+    if len(written) == int(os.environ["KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no chance to tidy up
+ChunkWriter.write_on_batch_end = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_over_two_processes_to_the_table_of_one(
+    slides, tiny_model, tmp_path
+):
+    manifest = _write(slides / "four.csv", (slides / "manifest.csv").read_text().splitlines()[:5])
+    one = tmp_path / "one"
+    _study(manifest, tiny_model, one)
+    chunks = [_chunks(one, "slide0"), _chunks(one, "slide1")]
+    out = tmp_path / "two"
+    command = _command(manifest, tiny_model, out)
+    env = {**os.environ, "KILL_AFTER": str(chunks[0] + chunks[1] // 2)}
+    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER, *command], env=env, cwd=REPO)
+    assert killed.returncode == -9
+    assert (out / "slides/slide0/summary.json").exists()
+    assert len(list((out / "slides/slide1/parts").glob("chunk-*.json"))) == chunks[1] // 2
+    assert not (out / "slides.csv").exists()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ossiclass", *command, "--devices", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "MEMBER: 2/2" in resumed.stderr + resumed.stdout
+    assert "3 classified, 1 already done, 0 failed" in resumed.stdout
+    assert _rows(out / "slides.csv") == _rows(one / "slides.csv")
+    assert _rows(out / "groups.csv") == _rows(one / "groups.csv")
+    run = json.loads((out / "slides/slide1/run.json").read_text())
+    assert run["classified_in_this_run"] < BATCH * chunks[1]
