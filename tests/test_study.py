@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from ossiclass.agreement import bland_altman, describe, icc_2_1
+from ossiclass.classes import TISSUE_CLASSES
 from ossiclass.classify import Running, Tiling
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
@@ -93,6 +94,9 @@ def studied(slides, tiny_model, tmp_path_factory):
     return out, result
 
 
+DISPLAY_NAMES = {c.display_name for c in TISSUE_CLASSES}
+
+
 def test_a_study_writes_a_row_per_slide_with_its_measures(slides, studied):
     out, result = studied
     assert (result.classified, result.already_done, result.failed) == (8, 0, {})
@@ -103,11 +107,13 @@ def test_a_study_writes_a_row_per_slide_with_its_measures(slides, studied):
     assert "Hyaline cartilage fraction" in columns and "Callus area (mm2)" in columns
     for i, row in enumerate(rows):
         summary = json.loads((out / "slides" / f"slide{i}" / "summary.json").read_text())
-        for name, counts in summary["classes"].items():
+        for measure in summary["histomorphometry"]:  # the slide's measures, each a column
+            unit = "" if measure["unit"] in ("", "1") else f" ({measure['unit']})"
+            assert float(row[measure["name"] + unit]) == pytest.approx(measure["value"])
+        for name, counts in summary["classes"].items():  # the map's cells are its tiles here
             display = name.replace("_", " ").capitalize()
-            assert float(row[f"{display} fraction"]) == counts["fraction"]
-            assert float(row[f"{display} area (mm2)"]) == counts["area_mm2"]
-    fractions = [c for c in columns if c.endswith("fraction")]
+            assert float(row[f"{display} fraction"]) == pytest.approx(counts["fraction"], abs=1e-4)
+    fractions = [c for c in columns if c.endswith(" fraction") and c[:-9] in DISPLAY_NAMES]
     assert sum(float(rows[0][c]) for c in fractions) == pytest.approx(1, abs=1e-3)
 
 
