@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ossiclass.agreement import bland_altman, describe, icc_2_1
@@ -396,3 +397,18 @@ def test_a_killed_study_resumes_over_two_processes_to_the_table_of_one(
     assert _rows(out / "groups.csv") == _rows(one / "groups.csv")
     run = json.loads((out / "slides/slide1/run.json").read_text())
     assert run["classified_in_this_run"] < BATCH * chunks[1]
+
+
+def test_a_process_of_a_study_runs_on_one_device_it_names():
+    with pytest.raises(BadInputError, match="device_index names one device"):
+        Running(devices=2, device_index=1).validate()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_study_on_a_gpu_puts_its_process_on_its_own_device(slides, tiny_model, tmp_path):
+    manifest = _write(slides / "one.csv", (slides / "manifest.csv").read_text().splitlines()[:2])
+    running = Running(batch_size=BATCH, workers=0, accelerator="gpu")
+    result = run_study(manifest, tiny_model, tmp_path / "out", SPARSE, running, progress=False)
+    assert (result.classified, result.failed) == (1, {})
+    summary = json.loads((tmp_path / "out/slides/slide0/summary.json").read_text())
+    assert summary["running"]["device_index"] == 0 and summary["running"]["devices"] == 1
