@@ -115,7 +115,7 @@ def run_study(
     running.validate()
     study = read_manifest(manifest_path)
     columns = group_columns(study, by)
-    manual = read_manual(manual, study) if manual is not None else None
+    measured_by_hand = read_manual(manual, study) if manual is not None else None
     out, model = Path(out), Path(model)
     load_bundle(model)  # a bad model is one line now, not a failure per slide
     record = {
@@ -125,9 +125,8 @@ def run_study(
     }
     _check_record(out, record)
     fabric = _fabric(running, num_nodes)
-    return fabric.launch(
-        _study_process, study, model, out, record, tiling, running, columns, manual, progress
-    )
+    work = (study, model, out, record, tiling, running, columns, measured_by_hand, progress)
+    return fabric.launch(_study_process, *work)
 
 
 def _study_process(
