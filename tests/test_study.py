@@ -95,6 +95,7 @@ def studied(slides, tiny_model, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_a_study_writes_a_row_per_slide_with_its_measures(slides, studied):
     out, result = studied
     assert (result.classified, result.already_done, result.failed) == (8, 0, {})
@@ -114,6 +115,7 @@ def test_a_study_writes_a_row_per_slide_with_its_measures(slides, studied):
     assert sum(float(rows[0][c]) for c in tissues) == pytest.approx(1, abs=1e-3)
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_groups_hold_n_mean_and_sd_of_the_slides_of_each_group_and_day(studied):
     out, result = studied
     slides_rows = _rows(out / "slides.csv")
@@ -133,6 +135,7 @@ def test_groups_hold_n_mean_and_sd_of_the_slides_of_each_group_and_day(studied):
     assert len(result.groups) == 4 and result.groups[0].startswith("group control, day 7: 2 slides")
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_each_measure_gets_a_plot(studied):
     out, result = studied
     rows = _rows(out / "slides.csv")
@@ -144,6 +147,7 @@ def test_each_measure_gets_a_plot(studied):
             assert image.format == "PNG" and image.width > 300
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_a_study_run_again_classifies_only_what_is_missing(slides, studied, tiny_model, tmp_path):
     done, out = studied[0], _copy(studied, tmp_path)
     shutil.rmtree(out / "slides" / "slide3")
@@ -153,6 +157,7 @@ def test_a_study_run_again_classifies_only_what_is_missing(slides, studied, tiny
     assert _rows(out / "slides.csv") == _rows(done / "slides.csv")
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_a_study_stopped_midway_resumes_to_the_same_table(
     slides, studied, tiny_model, tmp_path, monkeypatch
 ):
@@ -183,6 +188,7 @@ def test_a_study_stopped_midway_resumes_to_the_same_table(
     assert resumed["classified_in_this_run"] == tiles - 2 * BATCH
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_the_command_prints_the_outputs_and_a_line_per_group(
     slides, studied, tiny_model, tmp_path, capsys
 ):
@@ -201,6 +207,7 @@ def test_the_command_prints_the_outputs_and_a_line_per_group(
     assert list(groups[0])[:2] == ["group", "measure"] and {r["n"] for r in groups} == {"4"}
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_a_study_of_another_model_is_refused(slides, studied, eight_class_model, capsys):
     out, _ = studied
     assert main(_command(slides / "manifest.csv", eight_class_model, out)) == 2
@@ -208,6 +215,7 @@ def test_a_study_of_another_model_is_refused(slides, studied, eight_class_model,
     assert error.count("\n") == 1 and "another model or other settings" in error
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_agreement_with_manual_measures(slides, studied, tiny_model, tmp_path, capsys):
     out = _copy(studied, tmp_path)
     rows = _rows(out / "slides.csv")
@@ -245,6 +253,7 @@ def test_agreement_with_manual_measures(slides, studied, tiny_model, tmp_path, c
         (["slide,note", "slide0,seen"], "no measure columns"),
     ],
 )
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_bad_manual_measures_are_one_line(
     lines, message, slides, studied, tiny_model, tmp_path, capsys
 ):
@@ -301,6 +310,7 @@ def test_grouping_columns(tmp_path):
         group_columns(study, ["day"])
 
 
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_a_slide_that_cannot_be_read_is_reported_and_the_others_go_on(
     slides, studied, tiny_model, tmp_path, capsys
 ):
