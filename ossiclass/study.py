@@ -171,9 +171,13 @@ def _write_tables(
     for measures in measured:
         for measure in measures:
             described.setdefault(measure_column(measure), measure)
-    values = [{measure_column(m): m.get("value") for m in measures} for measures in measured]
+    # Every figure comes from the values as slides.csv shows them: groups.csv and the
+    # agreement can be checked from it, to the digit.
+    values = [
+        {measure_column(m): _significant(m.get("value")) for m in measures} for measures in measured
+    ]
     table = [
-        {**row, **{c: "" if v.get(c) is None else v[c] for c in described}}
+        {**row, **{c: _text(v.get(c)) for c in described}}
         for row, v in zip(study.rows, values, strict=True)
     ]
     result.written.append(_write_csv(out / "slides.csv", [*study.columns, *described], table))
@@ -337,8 +341,13 @@ def _first_means(stats: dict) -> str:
     return ", ".join(shown) + (", ..." if len(stats) > 4 else "")
 
 
+def _significant(value: float | None) -> float | None:
+    """A measure's value to the 6 significant digits slides.csv writes."""
+    return None if value is None else float(f"{value:.6g}")
+
+
 def _text(value: float | None) -> str:
-    """A statistic as groups.csv writes it: 6 significant digits, blank for none."""
+    """A value as slides.csv and groups.csv write it: 6 significant digits, blank for none."""
     return "" if value is None else f"{value:.6g}"
 
 
