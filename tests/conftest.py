@@ -6,6 +6,22 @@ from pathlib import Path
 
 import pytest
 
+KILL_AFTER = """
+import os, signal, sys
+from ossiclass.classify import ChunkWriter
+from ossiclass.cli import main
+write, written = ChunkWriter.write_on_batch_end, []
+def write_then_die(self, *args, **kwargs):
+    write(self, *args, **kwargs)
+    written.append(1)
+    if len(written) == int(os.environ["KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no chance to tidy up
+ChunkWriter.write_on_batch_end = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+"""A Python script that runs `ossiclass` and kills itself (SIGKILL: no tidying up) once
+classify has written `KILL_AFTER` chunks (an environment variable)."""
+
 REFERENCE_HE = Path(__file__).resolve().parents[2] / "shared" / "reference-he"
 
 

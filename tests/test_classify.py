@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EIGHT_CLASSES
+from conftest import EIGHT_CLASSES, KILL_AFTER
 from PIL import Image
 
 from ossiclass.bundle import load_bundle, save_bundle
@@ -263,21 +263,6 @@ def test_a_model_of_eight_classes_names_and_colours_every_output(
     assert "Marrow" in page and "Fat" in page and by_name["fat"].hex_colour in page
 
 
-_KILL_AFTER = """
-import os, signal, sys
-from ossiclass.classify import ChunkWriter
-from ossiclass.cli import main
-write, written = ChunkWriter.write_on_batch_end, []
-def write_then_die(self, *args, **kwargs):
-    write(self, *args, **kwargs)
-    written.append(1)
-    if len(written) == int(os.environ["KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)  # no chance to tidy up
-ChunkWriter.write_on_batch_end = write_then_die
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def _classify_command(slide, model, out, *extra):
     return [
         "classify", str(slide), "--model", str(model), "--out", str(out),
@@ -289,7 +274,7 @@ def test_a_killed_run_resumes_to_the_same_tiles(classified, tiny_model, small_sl
     uninterrupted, summary = classified
     chunks = -(-summary["tiles"]["classified"] // 8)
     out = tmp_path / "out"
-    command = [sys.executable, "-c", _KILL_AFTER, *_classify_command(small_slide, tiny_model, out)]
+    command = [sys.executable, "-c", KILL_AFTER, *_classify_command(small_slide, tiny_model, out)]
     killed = subprocess.run(command, env={**os.environ, "KILL_AFTER": str(chunks // 2)})
     assert killed.returncode == -9
     assert len(list((out / "parts").glob("chunk-*.json"))) == chunks // 2

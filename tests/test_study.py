@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import KILL_AFTER
 from PIL import Image
 
 from ossiclass.agreement import bland_altman, describe, icc_2_1
@@ -370,21 +371,6 @@ def test_bland_altman_and_group_statistics():
     assert describe([5.0]) == (1, 5.0, None) and describe([]) == (0, None, None)
 
 
-_KILL_AFTER = """
-import os, signal, sys
-from ossiclass.classify import ChunkWriter
-from ossiclass.cli import main
-write, written = ChunkWriter.write_on_batch_end, []
-def write_then_die(self, *args, **kwargs):
-    write(self, *args, **kwargs)
-    written.append(1)
-    if len(written) == int(os.environ["KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)  # no chance to tidy up
-ChunkWriter.write_on_batch_end = write_then_die
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.slow
 def test_a_killed_study_resumes_over_two_processes_to_the_table_of_one(
     slides, tiny_model, tmp_path
@@ -396,7 +382,7 @@ def test_a_killed_study_resumes_over_two_processes_to_the_table_of_one(
     out = tmp_path / "two"
     command = _command(manifest, tiny_model, out)
     env = {**os.environ, "KILL_AFTER": str(chunks[0] + chunks[1] // 2)}
-    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER, *command], env=env, cwd=REPO)
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER, *command], env=env, cwd=REPO)
     assert killed.returncode == -9
     assert (out / "slides/slide0/summary.json").exists()
     assert len(list((out / "slides/slide1/parts").glob("chunk-*.json"))) == chunks[1] // 2
