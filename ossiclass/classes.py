@@ -151,7 +151,13 @@ def read_class_list(tile_set: str | Path) -> tuple[TissueClass, ...]:
     """The class list of a tile set (its folder or manifest): `classes.json` beside the
     manifest, else the six. Raises ValueError naming the file when it is malformed."""
     root = Path(tile_set)
-    path = (root if root.is_dir() else root.parent) / CLASS_LIST_FILE
+    return read_class_list_file((root if root.is_dir() else root.parent) / CLASS_LIST_FILE)
+
+
+def read_class_list_file(path: str | Path) -> tuple[TissueClass, ...]:
+    """A class list file (`{"classes": [...]}`), or the six where there is none. Raises
+    ValueError naming the file when it is malformed."""
+    path = Path(path)
     if not path.exists():
         return TISSUE_CLASSES
     try:

@@ -181,17 +181,12 @@ def mask_classes(label_mask: str | Path) -> tuple[TissueClass, ...]:
     """The class list a synthetic slide's label mask `OUT.labels.png` indexes: the
     `OUT.classes.json` the generator writes beside it for layouts with extra tissues, else
     the six."""
-    import json
+    from ossiclass.classes import read_class_list_file
 
-    from ossiclass.classes import class_list_from_dict
-
-    path = Path(label_mask).with_suffix("").with_suffix(".classes.json")
-    if not path.exists():
-        return TISSUE_CLASSES
     try:
-        return class_list_from_dict(json.loads(path.read_text())["classes"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise BadInputError(f"{path}: not a class list ({error})") from None
+        return read_class_list_file(Path(label_mask).with_suffix("").with_suffix(".classes.json"))
+    except ValueError as error:
+        raise BadInputError(str(error)) from None
 
 
 def slide_agreement(
