@@ -129,7 +129,7 @@ class TileDataModule(pl.LightningDataModule):
         self.jitter: HEDJitter | None = None  # made with the training loader, seeded by rank
         self.datasets: dict[str, TensorDataset | SyntheticTiles] = {}
         self._preprocessing: Preprocessing | None = None
-        self.start: Preprocessing | None = None  # the init_bundle's
+        self.init_preprocessing: Preprocessing | None = None  # the init_bundle's, as it is
         try:
             own = read_class_list(train) if train else TISSUE_CLASSES
         except ValueError as error:
@@ -139,7 +139,7 @@ class TileDataModule(pl.LightningDataModule):
             from ossiclass.bundle import load_bundle
 
             _, settings = load_bundle(init_bundle)
-            self.start = settings.preprocessing
+            self.init_preprocessing = settings.preprocessing
             self.classes = merge_class_lists(settings.classes, own)
 
     @property
@@ -171,7 +171,8 @@ class TileDataModule(pl.LightningDataModule):
                 self.stream, self.input_px, hp.batch_size, normalize
             )
         else:
-            table = read_tile_table(hp.train, hp.label_map, self.classes if self.start else None)
+            tuning = self.init_preprocessing is not None
+            table = read_tile_table(hp.train, hp.label_map, self.classes if tuning else None)
             absent = [c.name for c in self.classes if not (table.labels == c.index).any()]
             if absent:  # only when fine-tuning: a set of its own must hold every class
                 rank_zero_warn(
@@ -180,7 +181,7 @@ class TileDataModule(pl.LightningDataModule):
                 )
             rest, held = grouped_split(table, hp.val_fraction, hp.seed)
             tiles, widths = read_tiles(table, self.input_px)
-            expected = self.start.field_um if self.start else None
+            expected = self.init_preprocessing.field_um if self.init_preprocessing else None
             field = field_um(table, widths, hp.input_mpp, expected, "the init_bundle's inputs")
             normalize, state = self._fit_normalizer(
                 tiles[rest], table.labels[rest], field / self.input_px
@@ -194,21 +195,25 @@ class TileDataModule(pl.LightningDataModule):
             tiles, widths = read_tiles(test, self.input_px)
             field_um(test, widths, hp.input_mpp, expected_um=field)
             self.datasets["test"] = TensorDataset(normalize(tiles), torch.from_numpy(test.labels))
-        self._preprocessing = self.start or Preprocessing(field / hp.input_px, hp.input_px, state)
+        self._preprocessing = self.init_preprocessing or Preprocessing(
+            field / hp.input_px, hp.input_px, state
+        )
 
     @property
     def input_px(self) -> int:
         """The model's input size: the init_bundle's, else `input_px`."""
-        return self.start.input_px if self.start else self.hparams.input_px
+        start = self.init_preprocessing
+        return start.input_px if start else self.hparams.input_px
 
     def _fit_normalizer(self, tiles: torch.Tensor, labels: np.ndarray, model_mpp: float):
         """A function that stain-normalises (N, 3, S, S) uint8 tiles, fitted as configured on
         tiles at `model_mpp` µm per pixel, and the fitted state (None: no normaliser)."""
         hp = self.hparams
-        if self.start:
-            if self.start.normalizer is None:
+        if self.init_preprocessing:
+            if self.init_preprocessing.normalizer is None:
                 return (lambda batch: batch), None
-            return self._normalizing(self.start.stain_normalizer), self.start.normalizer
+            start = self.init_preprocessing
+            return self._normalizing(start.stain_normalizer), start.normalizer
         if hp.normalizer is None:
             return (lambda batch: batch), None
         method = NORMALIZERS.get(hp.normalizer)
