@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-KILL_AFTER = """
+REPO = Path(__file__).resolve().parents[1]
+
+KILL_SCRIPT = """
 import os, signal, sys
 from ossiclass.classify import ChunkWriter
 from ossiclass.cli import main
@@ -15,12 +20,23 @@ def write_then_die(self, *args, **kwargs):
     write(self, *args, **kwargs)
     written.append(1)
     if len(written) == int(os.environ["KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)  # no chance to tidy up
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # a power cut: every process, no tidying up
 ChunkWriter.write_on_batch_end = write_then_die
 sys.exit(main(sys.argv[1:]))
 """
-"""A Python script that runs `ossiclass` and kills itself (SIGKILL: no tidying up) once
-classify has written `KILL_AFTER` chunks (an environment variable)."""
+
+
+def run_killed(tmp_path: Path, args: list[str], kill_after: int) -> int:
+    """Runs `ossiclass ARGS` in a new process group that is killed (SIGKILL: no tidying up,
+    DDP processes included) as soon as one of its processes has written `kill_after` chunks of
+    classify; returns the exit code (-9 when killed). The script is a file, not `-c`, so that
+    Lightning's launcher can start it again for a second process."""
+    script = tmp_path / "kill_after.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "KILL_AFTER": str(kill_after)}
+    command = [sys.executable, str(script), *args]
+    return subprocess.run(command, env=env, cwd=REPO, start_new_session=True).returncode
+
 
 REFERENCE_HE = Path(__file__).resolve().parents[2] / "shared" / "reference-he"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EIGHT_CLASSES, KILL_AFTER
+from conftest import EIGHT_CLASSES, run_killed
 from PIL import Image
 
 from ossiclass.bundle import load_bundle, save_bundle
@@ -274,9 +274,7 @@ def test_a_killed_run_resumes_to_the_same_tiles(classified, tiny_model, small_sl
     uninterrupted, summary = classified
     chunks = -(-summary["tiles"]["classified"] // 8)
     out = tmp_path / "out"
-    command = [sys.executable, "-c", KILL_AFTER, *_classify_command(small_slide, tiny_model, out)]
-    killed = subprocess.run(command, env={**os.environ, "KILL_AFTER": str(chunks // 2)})
-    assert killed.returncode == -9
+    assert run_killed(tmp_path, _classify_command(small_slide, tiny_model, out), chunks // 2) == -9
     assert len(list((out / "parts").glob("chunk-*.json"))) == chunks // 2
     assert not (out / "tiles.csv").exists()
     assert main(_classify_command(small_slide, tiny_model, out)) == 2  # refuses to start over
