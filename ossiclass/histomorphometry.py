@@ -194,10 +194,10 @@ def growth_plate_heights(
     """Heights of a growth plate's zones, measured normal to the plate along its length.
 
     The plate is the largest piece of hypertrophic zone (pieces within `BRIDGE_UM` joined). Its
-    direction is the principal axis of its pixels; every `spacing_um` along it (its ends, a
-    `TRIM` share of its length each, left out), the local direction is the principal axis of
-    the plate's pixels within a band height (at least half the spacing) of that place, and a
-    line normal to it through their centre crosses the zones. On each line: the hypertrophic
+    direction is the principal axis of its pixels, and its centre line the mean of its pixels
+    across that axis, smoothed over the plate's height; every `spacing_um` along it (its ends,
+    a `TRIM` share of its length each, left out), a line normal to the centre line crosses the
+    zones. On each line: the hypertrophic
     zone's height is the run of hypertrophic zone through the plate; the resting and
     proliferative zone's height is the run of hyaline cartilage that touches that run, on the
     side of the plate where most lines find it (so articular cartilage and an ossification
@@ -224,10 +224,11 @@ def growth_plate_heights(
     thickness = len(points) / length
     if length < 3 * thickness:
         return Measured([])
+    centre_line = _CentreLine(points, axis, along, thickness)
     lines = []
     for place in _places(along.min(), along.max(), spacing_um / mpp):
-        near = np.abs(along - place) <= max(thickness, spacing_um / mpp / 2)
-        line = _zones_across(labels, points[near], axis, hypertrophic[0], hyaline[0], thickness)
+        centre, direction = centre_line.at(place)
+        line = _zones_across(labels, centre, direction, hypertrophic[0], hyaline[0], thickness)
         if line is not None:
             lines.append(line)
     if not lines:
@@ -377,22 +378,44 @@ class _Across:
         return float(x), float(y)
 
 
+class _CentreLine:
+    """The plate's centre line: the mean offset of its pixels across the principal `axis` at
+    each map pixel along it, smoothed by a Gaussian of the plate's `thickness` (so that the
+    steps of a tile map do not tilt it), gaps bridged linearly."""
+
+    def __init__(self, points: np.ndarray, axis: np.ndarray, along: np.ndarray, thickness: float):
+        self.origin, self.axis = points.mean(axis=0), axis
+        self.normal = np.array([-axis[1], axis[0]])
+        self.start = along.min()
+        bins = np.floor(along - self.start).astype(np.intp)
+        counts = np.bincount(bins)
+        sums = np.bincount(bins, weights=(points - self.origin) @ self.normal)
+        filled = np.flatnonzero(counts)
+        offsets = np.interp(np.arange(len(counts)), filled, sums[filled] / counts[filled])
+        self.offsets = ndi.gaussian_filter1d(offsets, max(2 * thickness, 1.0), mode="nearest")
+        self.slopes = np.gradient(self.offsets) if len(self.offsets) > 1 else np.zeros(1)
+
+    def at(self, place: float) -> tuple[np.ndarray, np.ndarray]:
+        """The centre line's point and unit direction (x, y) at `place` along the axis."""
+        index = np.arange(len(self.offsets))
+        offset = np.interp(place - self.start - 0.5, index, self.offsets)
+        slope = np.interp(place - self.start - 0.5, index, self.slopes)
+        direction = self.axis + slope * self.normal
+        centre = self.origin + place * self.axis + offset * self.normal
+        return centre, direction / np.hypot(*direction)
+
+
 def _zones_across(
     labels: np.ndarray,
-    local: np.ndarray,
-    axis: np.ndarray,
+    centre: np.ndarray,
+    direction: np.ndarray,
     hypertrophic: int,
     hyaline: int,
     thickness: float,
 ) -> _Across | None:
-    """The zones along the normal to the plate at one place, from the plate's (N, 2) pixels
-    there; None where the line meets no hypertrophic zone within `thickness` of their centre."""
-    if len(local) < 10:
-        return None
-    direction = _principal_axis(local)
-    direction = direction if direction @ axis >= 0 else -direction
+    """The zones along the normal to the plate's `direction` through `centre` ((x, y) in map
+    pixels); None where the line meets no hypertrophic zone within `thickness` of it."""
     normal = np.array([-direction[1], direction[0]])
-    centre = local.mean(axis=0)
     reach = int(np.hypot(*labels.shape) / STEP_PX)
     values = _sample(labels, centre + STEP_PX * np.arange(-reach, reach + 1)[:, None] * normal)
     inside = np.flatnonzero(values == hypertrophic)

@@ -84,6 +84,20 @@ def test_a_wavy_plate_is_measured_normal_to_its_local_direction():
     )
 
 
+def test_the_steps_of_a_tile_map_do_not_tilt_the_heights():
+    cell_um, labels = 128.0, np.full((30, 40), MES, dtype=np.uint8)
+    for start, stop, top in ((2, 14, 8), (14, 26, 10), (26, 38, 9)):  # a plate in three steps
+        labels[top - 6 : top, start:stop] = HYA
+        labels[top : top + 3, start:stop] = HYP
+        labels[top + 3 : top + 8, start:stop] = WOV
+    measured = growth_plate_heights(labels, cell_um, TISSUE_CLASSES)
+    values = _values(measured.measures)
+    assert values["Hypertrophic zone height"] == pytest.approx(3 * cell_um, rel=0.1)
+    assert values["Resting and proliferative zone height"] == pytest.approx(6 * cell_um, rel=0.1)
+    for (x0, y0), (x1, y1) in measured.heights["Hypertrophic zone"]:
+        assert abs(x1 - x0) < np.sin(np.radians(15)) * np.hypot(x1 - x0, y1 - y0)  # near vertical
+
+
 def test_only_hyaline_cartilage_touching_the_hypertrophic_zone_counts():
     labels = _plate(10.0, 120, 200)
     labels[labels == LAM] = HYA  # articular cartilage now joins the growth plate's
