@@ -34,15 +34,11 @@ from tqdm import tqdm
 
 from ossiclass import outputs, parts
 from ossiclass.classes import TissueClass
-from ossiclass.classmap import class_map, write_classmap
-from ossiclass.classmap import regions as map_regions
 from ossiclass.errors import BadInputError, OssiclassError
-from ossiclass.files import write_text_atomic
-from ossiclass.histomorphometry import measure_slide
 from ossiclass.predict import InferenceNetwork, Predictor
-from ossiclass.preprocess.tiling import grid_px
 from ossiclass.preprocess.tissue import white_balance, white_balance_gains
 from ossiclass.preprocessing import Preprocessing
+from ossiclass.qupath import read_region
 from ossiclass.sources import TileSource, open_source
 
 STAIN_SAMPLE_TILES = 64
@@ -258,8 +254,12 @@ def classify(
     running: Running = Running(),
     resume: bool = False,
     progress: bool = True,
+    roi: str | Path | None = None,
 ) -> dict | None:
     """Classify a slide, a plain image or a folder of tiles and write the outputs under `out`.
+    A slide's measures are taken in `roi`, a QuPath GeoJSON of the region to measure (the
+    union of its area annotations), else over the whole slide (a finished run resumed is not
+    measured again).
 
     Returns the summary (None on processes other than the first under DDP). With `resume`, a
     run that had finished is left as it is and its summary returned.
@@ -270,11 +270,14 @@ def classify(
     input_path, out, model = Path(input_path), Path(out), Path(model)
     if resume and (out / "summary.json").exists() and not (out / "parts").exists():
         return json.loads((out / "summary.json").read_text())
+    region = None if roi is None else (Path(roi), read_region(roi))
     trainer = _trainer(running)
     device = trainer.strategy.root_device  # decides bf16 ("auto"), workers, pinned memory
     predictor = Predictor(model, device, running.precision)
     source = open_source(input_path, predictor.preprocessing, tiling.input_mpp,
                          tiling.stride_px, tiling.min_tissue)  # fmt: skip
+    if region is not None and not source.has_boxes:
+        raise BadInputError(f"{input_path}: a region to measure in is for slides, not tile folders")
     plan = _plan(source, predictor, tiling, running, model, out, resume, trainer)
     total = len(plan.todo) * running.batch_size
     writer = ChunkWriter(plan.parts, source, predictor.classes, total, progress)
@@ -283,7 +286,7 @@ def classify(
         _run(plan, predictor, running, trainer, device)
     if not trainer.is_global_zero:
         return None
-    return _write(out, plan, predictor, tiling, started, writer.done)
+    return _write(out, plan, predictor, tiling, started, writer.done, region)
 
 
 def _plan(source, predictor, tiling, running, model, out, resume, trainer) -> Plan:
@@ -375,27 +378,16 @@ def _trainer(running: Running) -> pl.Trainer:
 
 
 def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started: float,
-           classified_now: int) -> dict:  # fmt: skip
-    """Merge the chunks into the final outputs, write them atomically, and remove the parts."""
+           classified_now: int, region) -> dict:  # fmt: skip
+    """Merge the chunks into the final outputs, write them atomically, and remove the parts;
+    measure in `region`, (GeoJSON file, shapely geometry in level-0 pixels), None: the whole
+    slide."""
     rows, skipped = parts.merge(plan.parts)
     source, classes = plan.source, predictor.classes
     outputs.write_tiles_csv(out / "tiles.csv", rows, source.key_columns, classes)
     summary = outputs.summary(plan, rows, skipped, predictor, tiling)
     if source.has_boxes:
-        write_text_atomic(out / "tiles.geojson", json.dumps(outputs.geojson(rows, classes)))
-        mpp, prep = summary["input_mpp"], predictor.preprocessing
-        box, step = grid_px(mpp, prep.model_mpp, prep.input_px, tiling.stride_px)
-        # A cell per step of the grid, or per tile where tiles lie apart (a stride over the tile).
-        classmap = class_map(rows, classes, source.size, min(step, box), mpp, source.tissue,
-                             tiling.min_tissue)  # fmt: skip
-        write_classmap(out / "classmap.tif", classmap)
-        summary["classmap"] = classmap.metadata()
-        measured = measure_slide(classmap.labels, classmap.mpp, classes)
-        summary["histomorphometry"] = [measure.to_dict() for measure in measured.measures]
-        overlap = step < box
-        regions = map_regions(classmap) if overlap else outputs.regions(rows, classes, mpp)
-        write_text_atomic(out / "regions.geojson", json.dumps(regions))
-        outputs.write_map(out / "map.png", source.path, classmap)
+        summary |= outputs.write_slide_outputs(out, rows, source, predictor, tiling, region)
     if skipped:
         outputs.write_skipped(out / "skipped.txt", skipped)
     outputs.write_json(out / "summary.json", summary)

@@ -220,6 +220,23 @@ def regions(classmap: ClassMap) -> dict:
     )
 
 
+def region_mask(classmap: ClassMap, region) -> np.ndarray:
+    """The cells whose centres lie in `region` (a shapely geometry in level-0 pixels, such as
+    `qupath.read_region` gives): (rows, columns) bool, the map's shape. A region that covers no
+    tissue cell is a `BadInputError`."""
+    import shapely
+
+    rows, columns = classmap.labels.shape
+    y, x = (np.mgrid[:rows, :columns] + 0.5) * classmap.cell_px
+    inside = shapely.contains_xy(region, x, y)
+    if not (inside & (classmap.labels != NO_TISSUE)).any():
+        bounds = ", ".join(f"{v:.0f}" for v in region.bounds)
+        raise BadInputError(
+            f"the region to measure in (x, y from {bounds} px) covers no tissue of the map"
+        )
+    return inside
+
+
 def write_classmap(path: str | Path, classmap: ClassMap) -> Path:
     """`classmap.tif`: the labels as a uint8 greyscale TIFF (zlib), its µm per pixel in the
     resolution tags (pixels per centimetre) and, as JSON in the description, `FORMAT`, the

@@ -333,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--report", action="store_true", help="also write report.html per slide (and an index)"
     )
+    classify.add_argument(
+        "--roi",
+        metavar="GEOJSON",
+        help="measure only in this region: QuPath annotations (a callus outline, a growth "
+        "plate) of the one slide given, exported as GeoJSON; the union of its areas",
+    )
     classify.add_argument("--quiet", action="store_true", help="no progress bar")
     classify.set_defaults(run=commands.classify_inputs)
 

@@ -197,11 +197,13 @@ def classify_inputs(args: argparse.Namespace) -> int:
     tiling, running = _tiling_running(args)
     if args.devices > 1 and len(args.inputs) > 1:
         raise BadInputError("--devices splits one input's tiles: give one input per run")
+    if args.roi and len(args.inputs) > 1:
+        raise BadInputError("--roi outlines a region of one slide: give one input per run")
     failed, reports = 0, []
     for source, out in _outputs(args.inputs, Path(args.out)):
         try:
             summary = classify(
-                source, args.model, out, tiling, running, args.resume, not args.quiet
+                source, args.model, out, tiling, running, args.resume, not args.quiet, args.roi
             )
             if summary is not None and args.report and summary["kind"] == "slide":
                 from ossiclass.slide_report import write_report

@@ -10,20 +10,22 @@ from pathlib import Path
 
 from ossiclass.errors import BadInputError
 
-SLIDE, ANIMAL, DAY = "slide", "animal", "day"
+SLIDE, ANIMAL, DAY, ROI = "slide", "animal", "day", "roi"
 """Manifest columns with a meaning: the slide's path, the animal (points in the plots), the day
-(the plots' x axis)."""
+(the plots' x axis), the region to measure in (a QuPath GeoJSON, relative to the manifest;
+optional, blank: the whole slide)."""
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A checked manifest: its columns in order, its rows as written (one per slide), and each
-    slide's resolved path."""
+    """A checked manifest: its columns in order, its rows as written (one per slide), each
+    slide's resolved path and the region each is measured in (None: the whole slide)."""
 
     path: Path
     columns: tuple[str, ...]
     rows: list[dict[str, str]]
     slides: list[Path]
+    rois: list[Path | None]
 
     def folder(self, out: Path, index: int) -> Path:
         """Where slide `index` is classified: OUT/slides/<stem> (stems are unique)."""
@@ -38,8 +40,9 @@ def read_manifest(path: str | Path) -> Manifest:
         raise BadInputError(f"{path}: empty manifest, no slides")
     if SLIDE not in columns:
         raise BadInputError(f"{path}: no {SLIDE!r} column (columns: {', '.join(columns)})")
-    slides, seen, stems = [], {}, {}
+    slides, rois, seen, stems = [], [], {}, {}
     for line, row in lines:
+        rois.append(_roi(path, line, row.get(ROI, "").strip()))
         text = row[SLIDE].strip()
         if not text:
             raise BadInputError(f"{path} line {line}: no slide")
@@ -55,12 +58,23 @@ def read_manifest(path: str | Path) -> Manifest:
             )
         seen[slide], stems[slide.stem] = line, line
         slides.append(slide)
-    return Manifest(path, columns, [row for _, row in lines], slides)
+    return Manifest(path, columns, [row for _, row in lines], slides, rois)
+
+
+def _roi(path: Path, line: int, text: str) -> Path | None:
+    """The region file a manifest line names, resolved; None where blank."""
+    if not text:
+        return None
+    roi = (path.parent / text).resolve()
+    if not roi.is_file():
+        raise BadInputError(f"{path} line {line}: region {text} not found (at {roi})")
+    return roi
 
 
 def group_columns(manifest: Manifest, by: list[str] | None = None) -> tuple[str, ...]:
-    """The columns to group by: `by`, or else every column but the slide and the animal in
-    which some value repeats (group, day, genotype, ...). Empty: one group of every slide."""
+    """The columns to group by: `by`, or else every column but the slide, the animal and the
+    region in which some value repeats (group, day, genotype, ...). Empty: one group of every
+    slide."""
     if by is not None:
         unknown = [c for c in by if c not in manifest.columns or c == SLIDE]
         if unknown:
@@ -73,7 +87,7 @@ def group_columns(manifest: Manifest, by: list[str] | None = None) -> tuple[str,
     chosen = []
     for column in manifest.columns:
         values = [row[column] for row in manifest.rows]
-        if column not in (SLIDE, ANIMAL) and len(set(values)) < len(values):
+        if column not in (SLIDE, ANIMAL, ROI) and len(set(values)) < len(values):
             chosen.append(column)
     return tuple(chosen)
 

@@ -1,8 +1,8 @@
 """The files a classification run leaves (see DESIGN.md), each written atomically:
 `tiles.csv` (WSInfer's columns); for slides `tiles.geojson` (QuPath-importable tiles),
-`regions.geojson` (merged class regions, QuPath annotations) and `map.png`, beside
-`classmap.tif` (`classmap.py`); `skipped.txt` where items could not be read; `summary.json` and
-`run.json`."""
+`regions.geojson` (merged class regions, QuPath annotations), `measures.geojson` (where the
+measures were taken, `places.py`), `map.png` and `measures.png`, beside `classmap.tif`
+(`classmap.py`); `skipped.txt` where items could not be read; `summary.json` and `run.json`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 from ossiclass import __version__
 from ossiclass.classes import TissueClass, class_list_to_dict
 from ossiclass.files import save_png, write_text_atomic
-from ossiclass.preprocess.tiling import BOX_COLUMNS
+from ossiclass.preprocess.tiling import BOX_COLUMNS, grid_px
 from ossiclass.preprocess.tissue import IO
 
 if TYPE_CHECKING:
@@ -124,10 +124,48 @@ def label_indices(rows: list[dict], classes: tuple[TissueClass, ...]) -> list[in
     return [index[row["label"]] for row in rows]
 
 
-def write_map(path: Path, slide_path: Path, classmap: ClassMap) -> None:
-    """The slide's thumbnail with each cell of its class map in its class's colour (with the
-    default stride, each tile), and a legend of the map's classes."""
+def write_slide_outputs(out: Path, rows: list[dict], source: TileSource, predictor: Predictor,
+                        tiling: Tiling, region) -> dict:  # fmt: skip
+    """A slide's maps and measures: `tiles.geojson`, `classmap.tif`, `measures.geojson`,
+    `regions.geojson`, `map.png` and `measures.png`. The measures are taken in `region`, (its
+    GeoJSON file, a shapely geometry in level-0 pixels), None: the whole slide. Returns what
+    they add to the summary: the class map's metadata, the measures and the region."""
+    from ossiclass.classmap import class_map, region_mask, write_classmap
+    from ossiclass.classmap import regions as map_regions
+    from ossiclass.histomorphometry import measure_slide
+    from ossiclass.places import places
+
+    classes, prep, mpp = predictor.classes, predictor.preprocessing, source.scale.mpp
+    write_text_atomic(out / "tiles.geojson", json.dumps(geojson(rows, classes)))
+    box, step = grid_px(mpp, prep.model_mpp, prep.input_px, tiling.stride_px)
+    # A cell per step of the grid, or per tile where tiles lie apart (a stride over the tile).
+    classmap = class_map(rows, classes, source.size, min(step, box), mpp, source.tissue,
+                         tiling.min_tissue)  # fmt: skip
+    write_classmap(out / "classmap.tif", classmap)
+    inside = None if region is None else region_mask(classmap, region[1])
+    measured = measure_slide(classmap.labels, classmap.mpp, classes, inside)
+    added = {
+        "classmap": classmap.metadata(),
+        "histomorphometry": [measure.to_dict() for measure in measured.measures],
+    }
+    if region is not None:
+        area_mm2 = region[1].area * mpp * mpp / 1e6
+        added["measured_in"] = {"file": str(region[0].resolve()), "area_mm2": area_mm2}
+    taken = places(measured, classmap, None if region is None else region[1])
+    write_text_atomic(out / "measures.geojson", json.dumps(taken))
+    merged = map_regions(classmap) if step < box else regions(rows, classes, mpp)
+    write_text_atomic(out / "regions.geojson", json.dumps(merged))
+    write_maps(out, source.path, classmap, taken)
+    return added
+
+
+def write_maps(out: Path, slide_path: Path, classmap: ClassMap, places: dict) -> None:
+    """`map.png`: the slide's thumbnail with each cell of its class map in its class's colour
+    (with the default stride, each tile), and a legend of the map's classes; and, where
+    `places` (a FeatureCollection of `places.places`) holds any, `measures.png`: the same map
+    with where the measures were taken drawn over it."""
     from ossiclass.classmap import cells
+    from ossiclass.places import draw_places
     from ossiclass.report import tissue_map
     from ossiclass.slides import open_slide
 
@@ -136,7 +174,10 @@ def write_map(path: Path, slide_path: Path, classmap: ClassMap) -> None:
     boxes, labels, _ = cells(classmap, runs=False)
     image = tissue_map(thumbnail, downsample, boxes, labels.tolist(), classmap.classes,
                        title=slide_path.name)  # fmt: skip
-    save_png(np.asarray(image.convert("RGB")), path)
+    save_png(np.asarray(image.convert("RGB")), out / "map.png")
+    if places["features"]:
+        drawn = draw_places(image, downsample, places)
+        save_png(np.asarray(drawn.convert("RGB")), out / "measures.png")
 
 
 def composition(rows: list[dict], tile_mm2: float | None, classes: tuple[TissueClass, ...]) -> dict:

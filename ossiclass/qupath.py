@@ -63,9 +63,10 @@ class AnnotationFile:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_annotations(path: str | Path) -> AnnotationFile:
+def read_annotations(path: str | Path, classified_only: bool = True) -> AnnotationFile:
     """Read a QuPath GeoJSON export. Anything QuPath would not have written for a classified
-    area, or cannot be used, is a `BadInputError` whose message starts with the file name."""
+    area, or cannot be used, is a `BadInputError` whose message starts with the file name.
+    With `classified_only` False, unclassified annotations are kept too (named "")."""
     path = Path(path)
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
@@ -89,18 +90,27 @@ def read_annotations(path: str | Path) -> AnnotationFile:
         if kind != "annotation":
             result.skipped[f"{kind} objects"] += 1
             continue
-        if not name:
+        if not name and classified_only:
             result.skipped["unclassified"] += 1
             continue
-        if name.startswith(IGNORE_PREFIX):
+        if name and name.startswith(IGNORE_PREFIX):
             result.skipped[name] += 1
             continue
         geometry = _area(item.get("geometry"), f"{path}: {reference}", result.warnings)
-        colour = _colour(properties["classification"])
+        colour = _colour(properties.get("classification") or {})
         result.annotations.append(
-            Annotation(name, colour, geometry, str(item.get("id") or f"#{index}"))
+            Annotation(name or "", colour, geometry, str(item.get("id") or f"#{index}"))
         )
     return result
+
+
+def read_region(path: str | Path) -> BaseGeometry:
+    """The region a user outlined in QuPath (a callus, a growth plate) to measure in: the union
+    of the file's area annotations, classified or not, in level-0 pixels."""
+    annotations = read_annotations(path, classified_only=False).annotations
+    if not annotations:
+        raise BadInputError(f"{path}: no area annotation to measure in")
+    return shapely.union_all([annotation.geometry for annotation in annotations])
 
 
 def _features(content, path: Path) -> list:
@@ -157,7 +167,7 @@ def _area(geometry, where: str, warnings: list[str]) -> BaseGeometry:
     if kind not in AREA_TYPES:
         what = f"a {kind}" if kind else "no geometry"
         raise BadInputError(
-            f"{where}: {what}, not a Polygon or MultiPolygon (only area annotations label tiles)"
+            f"{where}: {what}, not a Polygon or MultiPolygon (only area annotations are read)"
         )
     try:
         area = shape(geometry)

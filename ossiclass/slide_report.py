@@ -1,10 +1,11 @@
 """Self-contained HTML reports of classified slides, for people rather than programs.
 
 `write_report(result_dir)` reads what `classify` wrote (tiles.csv, summary.json, map.png,
-run.json) and writes `report.html` beside it: the tissue map, the composition table, a
-confidence histogram, the tiles the model was least sure of, the model and settings, and, for a
-synthetic slide whose label mask lies beside it, the agreement with the ground truth. Every image
-is embedded, so the page opens anywhere without a network. `write_index` links several reports.
+measures.png, run.json) and writes `report.html` beside it: the tissue map, the composition
+table, the measures and where they were taken, a confidence histogram, the tiles the model was
+least sure of, the model and settings, and, for a synthetic slide whose label mask lies beside
+it, the agreement with the ground truth. Every image is embedded, so the page opens anywhere
+without a network. `write_index` links several reports.
 """
 
 from __future__ import annotations
@@ -99,6 +100,53 @@ def _composition_rows(summary: dict, classes: tuple[TissueClass, ...]) -> str:
     return "\n".join(cells)
 
 
+def _measures_section(result_dir: Path, summary: dict) -> str:
+    """The slide's measures as a table, and where they were taken drawn over the map."""
+    measures = summary.get("histomorphometry")
+    if not measures:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(m['name'])}</td><td>{html.escape(m['symbol'] or '')}</td>"
+        f"<td class='num'>{_value(m)}</td><td>{html.escape(UNITS.get(m['unit'], m['unit']))}</td>"
+        "</tr>"
+        for m in measures
+    )
+    region = summary.get("measured_in")
+    where = (
+        f"in the region outlined in {html.escape(Path(region['file']).name)} "
+        f"({region['area_mm2']:.3f} mm²)"
+        if region
+        else "over the whole slide"
+    )
+    places = result_dir / "measures.png"
+    picture = (
+        f"<img class='map' id='places' src='{_data_uri(Image.open(places), 'JPEG')}' "
+        "alt='where the measures were taken'>"
+        "<p class='note'>Black outline: the callus measured; "
+        "black lines: hypertrophic zone heights, white lines: resting and proliferative zone "
+        "heights, each normal to the plate; yellow: the region given.</p>"
+        if places.exists()
+        else ""
+    )
+    return (
+        f"<h2>Histomorphometry</h2><p class='note'>Measured on the class map ({where}); symbols "
+        "of the ASBMR nomenclature (Dempster et al. 2013) where it has one.</p>"
+        f"<table id='measures'><tr><th>measure</th><th>symbol</th><th class='num'>value</th>"
+        f"<th>unit</th></tr>{rows}</table>{picture}"
+    )
+
+
+UNITS = {"mm2": "mm²", "1": ""}
+
+
+def _value(measure: dict) -> str:
+    """A fraction as a percentage, an area to 3 significant digits, a height or count whole."""
+    value, unit = measure["value"], measure["unit"]
+    if unit == "1":
+        return f"{value:.1%}"
+    return f"{value:.3g}" if unit == "mm2" else f"{value:.0f}"
+
+
 def _agreement_section(result_dir: Path, slide_path: Path) -> str:
     """Agreement with the ground truth, for a synthetic slide with its label mask beside it."""
     from ossiclass.evaluate import mask_classes, slide_agreement
@@ -176,6 +224,7 @@ def write_report(result_dir: str | Path) -> Path:
 <th class="num">area (mm²)</th></tr>
 {_composition_rows(summary, classes)}
 </table>
+{_measures_section(result_dir, summary)}
 <h2>Confidence</h2>
 <img src="{_data_uri(_histogram([float(r["confidence"]) for r in rows]))}" alt="histogram">
 <h2>The {len(crops)} tiles the model was least sure of</h2>

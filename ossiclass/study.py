@@ -1,11 +1,12 @@
 """A study: the slides of a manifest classified, measured and compared by group.
 
 `run_study` reads the manifest (a `slide` column, paths relative to it, plus any columns the lab
-keeps: animal, group, day, ...), classifies each slide not yet classified into
-`OUT/slides/<stem>/` with `classify` (a slide interrupted midway resumes with classify's own
-`resume`), and writes `slides.csv` (the manifest's columns and a column per measure),
-`groups.csv` (n, mean, SD per group and measure), a plot per measure and, given the lab's manual
-measures of the same slides, `agreement.json` with a Bland-Altman plot per measure.
+keeps: animal, group, day, ...; a `roi` column names a QuPath GeoJSON of the region to measure
+in), classifies each slide not yet classified into `OUT/slides/<stem>/` with `classify` (a
+slide interrupted midway resumes with classify's own `resume`), and writes `slides.csv` (the
+manifest's columns and a column per measure), `groups.csv` (n, mean, SD per group and
+measure), a plot per measure and, given the lab's manual measures of the same slides,
+`agreement.json` with a Bland-Altman plot per measure.
 
 Spread over processes: one Lightning Fabric DDP run (`devices`, `num_nodes`) in which process r
 of w classifies the slides i with i % w == r, each on its own device; every slide is its own
@@ -146,7 +147,8 @@ def _study_process(
         folder = study.folder(out, index)
         done += _complete(folder)
         try:
-            classify(study.slides[index], model, folder, tiling, own, resume=True, progress=False)
+            classify(study.slides[index], model, folder, tiling, own, resume=True,
+                     progress=False, roi=study.rois[index])  # fmt: skip
         except OssiclassError as error:  # reported at the end; the other slides go on
             failed[folder.name] = str(error)
     shares = [(done, failed)]

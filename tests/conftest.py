@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -119,3 +122,39 @@ def small_slide(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("slide") / "growth_plate.tif"
     return write_slide(path, SlideSettings("growth_plate", 1024, 1024, 0.5, 7), progress=False)
+
+
+def check_qupath_geojson(content: dict) -> None:
+    """What QuPath needs of an imported FeatureCollection, as a schema: asserts each field."""
+    json.dumps(content, allow_nan=False)  # plain JSON: lists, numbers, strings
+    assert content["type"] == "FeatureCollection" and isinstance(content["features"], list)
+    for item in content["features"]:
+        assert set(item) == {"type", "id", "geometry", "properties"}
+        assert item["type"] == "Feature"
+        assert str(uuid.UUID(item["id"])) == item["id"]
+        geometry = item["geometry"]
+        assert geometry["type"] in ("Polygon", "MultiPolygon", "LineString")
+        coordinates = geometry["coordinates"]
+        if geometry["type"] == "LineString":
+            lines = [coordinates]
+            assert len(coordinates) >= 2
+        else:
+            polygons = coordinates if geometry["type"] == "MultiPolygon" else [coordinates]
+            lines = [ring for rings in polygons for ring in rings]
+            assert all(len(ring) >= 4 and ring[0] == ring[-1] for ring in lines)
+        for line in lines:
+            assert isinstance(line, list) and all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p)
+                for p in line
+            )
+        properties = item["properties"]
+        assert properties["objectType"] in ("annotation", "detection", "tile")
+        classification = properties["classification"]
+        assert set(classification) == {"name", "color"} and isinstance(classification["name"], str)
+        colour = classification["color"]
+        assert isinstance(colour, list) and len(colour) == 3
+        assert all(isinstance(v, int) and 0 <= v <= 255 for v in colour)
+        measurements = properties.get("measurements", {})
+        assert isinstance(measurements, dict)
+        assert all(isinstance(k, str) and isinstance(v, float) and math.isfinite(v)
+                   for k, v in measurements.items())  # fmt: skip

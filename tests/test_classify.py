@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 import torch
 from conftest import EIGHT_CLASSES, run_killed
 from PIL import Image
 
+from ossiclass import qupath
 from ossiclass.bundle import load_bundle, save_bundle
 from ossiclass.classes import CLASSES, TISSUE_CLASSES, class_list_from_dict, class_list_to_dict
 from ossiclass.classify import Running, Tiling, classify
+from ossiclass.classmap import load_classmap, region_mask
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.evaluate import slide_agreement
@@ -52,8 +55,8 @@ def classified(tiny_model, small_slide, tmp_path_factory):
 def test_a_slide_gets_every_output(classified):
     out, summary = classified
     assert sorted(p.name for p in out.iterdir()) == [
-        "classmap.tif", "map.png", "regions.geojson", "run.json", "summary.json", "tiles.csv",
-        "tiles.geojson",
+        "classmap.tif", "map.png", "measures.geojson", "regions.geojson", "run.json",
+        "summary.json", "tiles.csv", "tiles.geojson",
     ]  # fmt: skip
     rows = _rows(out / "tiles.csv")
     columns = ["minx", "miny", "width", "height", "label", "confidence"]
@@ -197,7 +200,7 @@ def test_the_summary_holds_the_slides_measures(classified):
 
 def test_merged_regions_are_qupath_annotations_of_each_class(classified):
     import shapely
-    from test_qupath import check_qupath_geojson
+    from conftest import check_qupath_geojson
 
     out, summary = classified
     rows = _rows(out / "tiles.csv")
@@ -296,6 +299,59 @@ def test_two_processes_split_the_chunks(classified, tiny_model, small_slide, tmp
     assert result.returncode == 0, result.stderr[-2000:]
     assert "MEMBER: 2/2" in result.stderr + result.stdout
     assert _rows(out / "tiles.csv") == _rows(uninterrupted / "tiles.csv")
+
+
+def _region_file(path: Path, *boxes: tuple[int, int, int, int]) -> Path:
+    """A QuPath export of unclassified rectangles (minx, miny, maxx, maxy), level-0 pixels."""
+    drawn = [qupath.feature(shapely.box(*box), "", (0, 0, 0), "annotation") for box in boxes]
+    for item in drawn:
+        item["properties"].pop("classification")
+    path.write_text(json.dumps(qupath.feature_collection(drawn)))
+    return path
+
+
+def test_a_slide_is_measured_in_the_region_given(classified, tiny_model, small_slide, tmp_path):
+    whole, _ = classified
+    roi = _region_file(tmp_path / "roi.geojson", (0, 0, 512, 1024))  # the left half
+    out = tmp_path / "out"
+    assert (
+        main([*_classify_command(small_slide, tiny_model, out, "--roi", str(roi)), "--report"]) == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["measured_in"] == {"file": str(roi.resolve()), "area_mm2": 512 * 1024 * 0.25e-6}
+    classmap = load_classmap(out / "classmap.tif")
+    inside = region_mask(classmap, shapely.box(0, 0, 512, 1024))
+    tissue_mm2 = ((classmap.labels != 255) & inside).sum() * (classmap.mpp / 1000) ** 2
+    measured = {m["symbol"]: m["value"] for m in summary["histomorphometry"] if m["symbol"]}
+    everywhere = json.loads((whole / "summary.json").read_text())["histomorphometry"]
+    assert measured["T.Ar"] == pytest.approx(tissue_mm2)
+    assert 0 < measured["T.Ar"] < next(m["value"] for m in everywhere if m["symbol"] == "T.Ar")
+    places = json.loads((out / "measures.geojson").read_text())
+    assert places["features"][0]["properties"]["classification"]["name"] == "Region measured"
+    assert (out / "measures.png").exists()
+    page = (out / "report.html").read_text()
+    assert "id='measures'" in page and "id='places'" in page and "roi.geojson" in page
+
+
+def test_a_region_is_refused_before_anything_is_classified(
+    tiny_model, small_slide, tile_set, tmp_path, capsys
+):
+    roi = _region_file(tmp_path / "roi.geojson", (0, 0, 100, 100))
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json")
+    cases = [
+        ([small_slide], bad, "not JSON"),
+        ([small_slide, small_slide], roi, "--roi outlines a region of one slide"),
+        ([tile_set(1, size_px=64)], roi, "a region to measure in is for slides"),
+    ]
+    for inputs, region, message in cases:
+        out = tmp_path / "out"
+        command = ["classify", *map(str, inputs), "--model", str(tiny_model), "--out", str(out),
+                   "--roi", str(region), "--quiet"]  # fmt: skip
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+        assert not (out / "parts").exists()
 
 
 def test_a_tile_folder_skips_bad_tiles_and_classifies_the_rest(tiny_model, tile_set, tmp_path):

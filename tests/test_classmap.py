@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import shapely
 import tifffile
-from test_qupath import check_qupath_geojson
+from conftest import check_qupath_geojson
 
 from ossiclass.classes import CLASSES, TISSUE_CLASSES, class_list_from_dict
 from ossiclass.classify import Running, Tiling, classify

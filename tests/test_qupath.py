@@ -1,10 +1,10 @@
 import json
-import math
 import uuid
 
 import numpy as np
 import pytest
 import shapely
+from conftest import check_qupath_geojson
 from shapely.geometry import MultiPolygon, Polygon
 
 from ossiclass.classes import TISSUE_CLASSES
@@ -167,38 +167,6 @@ def test_the_cli_warns_of_a_repaired_polygon_on_one_line(tmp_path, small_slide, 
     warnings = [line for line in captured.err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "repaired" in warnings[0] and str(path) in warnings[0]
     assert "wrote 289 tiles" in captured.out  # 17 x 17 boxes of 32 px, x and y 128 to 640
-
-
-def check_qupath_geojson(content: dict) -> None:
-    """What QuPath needs of an imported FeatureCollection, as a schema: asserts each field."""
-    json.dumps(content, allow_nan=False)  # plain JSON: lists, numbers, strings
-    assert content["type"] == "FeatureCollection" and isinstance(content["features"], list)
-    for item in content["features"]:
-        assert set(item) == {"type", "id", "geometry", "properties"}
-        assert item["type"] == "Feature"
-        assert str(uuid.UUID(item["id"])) == item["id"]
-        geometry = item["geometry"]
-        assert geometry["type"] in ("Polygon", "MultiPolygon")
-        polygons = geometry["coordinates"]
-        for rings in polygons if geometry["type"] == "MultiPolygon" else [polygons]:
-            for ring in rings:
-                assert isinstance(ring, list) and len(ring) >= 4 and ring[0] == ring[-1]
-                assert all(
-                    isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float)
-                                                                 for v in p)
-                    for p in ring
-                )  # fmt: skip
-        properties = item["properties"]
-        assert properties["objectType"] in ("annotation", "detection", "tile")
-        classification = properties["classification"]
-        assert set(classification) == {"name", "color"} and isinstance(classification["name"], str)
-        colour = classification["color"]
-        assert isinstance(colour, list) and len(colour) == 3
-        assert all(isinstance(v, int) and 0 <= v <= 255 for v in colour)
-        measurements = properties.get("measurements", {})
-        assert isinstance(measurements, dict)
-        assert all(isinstance(k, str) and isinstance(v, float) and math.isfinite(v)
-                   for k, v in measurements.items())  # fmt: skip
 
 
 def test_features_written_back_pass_the_schema_and_read_back(tmp_path):

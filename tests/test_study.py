@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 import torch
 from conftest import run_killed
 from PIL import Image
@@ -18,6 +19,7 @@ from ossiclass.classify import Running, Tiling
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
 from ossiclass.manifest import group_columns, read_manifest
+from ossiclass.qupath import feature, feature_collection
 from ossiclass.study import measure_column, run_study, slide_measures
 
 REPO = Path(__file__).parents[1]
@@ -282,6 +284,7 @@ def test_bad_manual_measures_are_one_line(
         ("slide,group,group\na.tif,b,c\n", "column 'group' twice"),
         ("slide,group\na.tif,b,c\n", "line 2: more values than columns"),
         ("slide\na/x.tif\nb/x.tif\n", "would share the output folder slides/x"),
+        ("slide,roi\na.tif,a/roi.geojson\n", "line 2: region a/roi.geojson not found"),
     ],
 )
 def test_manifest_errors_are_one_line(content, message, tiny_model, tmp_path, capsys):
@@ -297,6 +300,27 @@ def test_manifest_errors_are_one_line(content, message, tiny_model, tmp_path, ca
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error, error
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow  # classifies a study's slide: seconds
+def test_a_slide_of_a_study_is_measured_in_its_region(slides, tiny_model, tmp_path):
+    region = feature(shapely.box(0, 0, 512, 512), "Callus", (0, 0, 0), "annotation")
+    (slides / "roi.geojson").write_text(json.dumps(feature_collection([region])))
+    manifest = _write(slides / "roi.csv", ["slide,roi", "scans/slide0.tif,roi.geojson"])
+    assert _study(manifest, tiny_model, tmp_path / "out").failed == {}
+    summary = json.loads((tmp_path / "out/slides/slide0/summary.json").read_text())
+    assert summary["measured_in"]["file"] == str(slides / "roi.geojson")
+    assert summary["measured_in"]["area_mm2"] == pytest.approx(512 * 512 * 0.25e-6)
+
+
+def test_a_manifest_names_the_region_each_slide_is_measured_in(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"")
+    (tmp_path / "b.tif").write_bytes(b"")
+    (tmp_path / "a.geojson").write_text("{}")
+    manifest = _write(tmp_path / "m.csv", ["slide,roi,day", "a.tif,a.geojson,7", "b.tif,,7"])
+    study = read_manifest(manifest)
+    assert study.rois == [tmp_path / "a.geojson", None]
+    assert group_columns(study) == ("day",)
 
 
 def test_grouping_columns(tmp_path):
