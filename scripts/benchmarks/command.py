@@ -27,6 +27,7 @@ MODULES = {
     "agreement": "agreement",
     "finemap": "finemap",
     "measures": "measures",
+    "scales": "scales",
     "classify": "classify",
     "real": "real",
     "finetune": "finetune",
@@ -129,6 +130,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     measures.add_argument("--seed", type=int, default=101)
     measures.add_argument("--workers", type=int, default=2)
     measures.add_argument("--keep", metavar="DIR", help="keep (or reuse) slides and outputs here")
+
+    scales = subcommand["scales"]
+    scales.add_argument("--model", required=True)
+    scales.add_argument("--size", type=int, default=6144, help="slide side at 0.25 µm/px")
+    scales.add_argument("--seed", type=int, default=201)
+    scales.add_argument("--workers", type=int, default=2)
 
     finetune = subcommand["finetune"]
     finetune.add_argument("--model", required=True)
