@@ -15,7 +15,9 @@ from benchmarks import command, table  # noqa: E402  (scripts/ is not a package)
 from benchmarks.finemap import on_grid, scores, truth_grid  # noqa: E402
 from benchmarks.variety import lowest_pairwise_mad  # noqa: E402
 
-WITH_MODEL = ("agreement", "classify", "real", "finetune", "real-finetune", "finemap", "measures")
+WITH_MODEL = (
+    "agreement", "classify", "real", "finetune", "real-finetune", "finemap", "measures", "scales",
+)  # fmt: skip
 MINIMAL = {name: ["--model", "M"] for name in WITH_MODEL}
 """The required flags of the subcommands that have any."""
 
