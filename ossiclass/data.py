@@ -97,8 +97,8 @@ class TileDataModule(pl.LightningDataModule):
     seed : the validation split, the normaliser's sample, the sampler and the augmentation
         (offset by the process's rank, so each process of a run draws its own).
     init_bundle : the bundle a fine-tuned model starts from (the training CLI links it to
-        `model.init_bundle`): its preprocessing is used as it is, so `input_px`, `normalizer`
-        and `reference` are not, and the tiles must cover its field.
+        `model.init_bundle`): its preprocessing is used as it is, so `input_px` is not,
+        `normalizer`, `reference` and `synthetic` are refused, and the tiles must cover its field.
     """
 
     def __init__(
@@ -137,6 +137,14 @@ class TileDataModule(pl.LightningDataModule):
         self.classes: tuple[TissueClass, ...] = own
         if init_bundle:
             from ossiclass.bundle import load_bundle
+
+            options = {"synthetic": synthetic, "normalizer": normalizer, "reference": reference}
+            given = [name for name, value in options.items() if value is not None]
+            if given:
+                raise BadInputError(
+                    f"fine-tuning keeps the init_bundle's preprocessing and learns from tiles in "
+                    f"data.train: data.{given[0]} cannot be given with it"
+                )
 
             _, settings = load_bundle(init_bundle)
             self.init_preprocessing = settings.preprocessing

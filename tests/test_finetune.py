@@ -66,7 +66,9 @@ def test_a_set_with_its_own_class_list(tile_set):
     assert len(read_tile_table(root, classes=longer).classes) == 9
 
 
-def test_tuning_on_some_classes_warns_that_the_others_will_be_forgotten(tmp_path, tile_set):
+def test_tuning_keeps_the_bundles_preprocessing_and_warns_of_classes_without_tiles(
+    tmp_path, tile_set
+):
     from ossiclass.bundle import ModelSettings, save_bundle
     from ossiclass.data import TileDataModule
     from ossiclass.preprocessing import Preprocessing
@@ -84,6 +86,9 @@ def test_tuning_on_some_classes_warns_that_the_others_will_be_forgotten(tmp_path
     with pytest.warns(UserWarning, match="no training tiles of mesenchyme, callus"):
         data.setup("fit")
     assert data.class_names == EIGHT[:6] and data.input_px == 32
+    for option in ({"normalizer": "reinhard"}, {"reference": "ref.png"}):
+        with pytest.raises(BadInputError, match=f"data.{next(iter(option))} cannot be given"):
+            TileDataModule(train=str(root), init_bundle=str(start), **option)
 
 
 @pytest.mark.slow
