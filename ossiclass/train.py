@@ -115,7 +115,12 @@ class _ContinuingWriter(ExperimentWriter):
 
 
 class ContinuingCSVLogger(CSVLogger):
-    """CSVLogger whose resumed runs continue their metrics.csv, each step once."""
+    """CSVLogger whose resumed runs continue their metrics.csv, each step once: every run's
+    logger (its `save_dir` by default the Trainer's `default_root_dir`)."""
+
+    def __init__(self, save_dir: str | None = None, name: str = "lightning_logs",
+                 version: int | str | None = None, **kwargs):  # fmt: skip
+        super().__init__(save_dir or ".", name=name, version=version, **kwargs)
 
     @property
     @rank_zero_experiment
@@ -148,11 +153,17 @@ class FlushLogsOnCheckpoint(Callback):
             logger.save()
 
 
+LOGGER = f"{__name__}.ContinuingCSVLogger"
+"""Every run's logger unless a config names another (or `logger: false`)."""
+
+
 class _TrainingCLI(LightningCLI):
-    """LightningCLI with the callbacks every run has, so that configs do not repeat them: the
-    `BundleWriter` (options under `bundle.`) and a `ModelCheckpoint` keeping the best epoch by
-    validation macro-F1 and the last (options under `checkpoint.`). The model learns the data's
-    classes, and a bundle to fine-tune (`model.init_bundle`) gives the data its preprocessing."""
+    """LightningCLI with what every run has, so that configs do not repeat it: the
+    `BundleWriter` (options under `bundle.`), a `ModelCheckpoint` keeping the best epoch by
+    validation macro-F1 and the last (options under `checkpoint.`), and a
+    `ContinuingCSVLogger` in the Trainer's `default_root_dir` (`trainer.logger`). The model
+    learns the data's classes, and a bundle to fine-tune (`model.init_bundle`) gives the data
+    its preprocessing."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_bundle", "data.init_bundle")
@@ -168,6 +179,12 @@ class _TrainingCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        if getattr(logger, "class_path", None) == LOGGER and logger.init_args.save_dir is None:
+            logger.init_args.save_dir = config.trainer.default_root_dir or "."
 
     def before_fit(self) -> None:
         add_tensorboard(self.trainer)
@@ -202,5 +219,6 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         args=args,
         run=run,
         seed_everything_default=0,
+        trainer_defaults={"logger": {"class_path": LOGGER}},
         save_config_kwargs={"overwrite": True},
     )

@@ -59,7 +59,6 @@ def main() -> int:
         run(sys.executable, "scripts/train.py", "--config", "configs/default.yaml",
             "--data.train", str(out / "tiles"), "--data.test", str(out / "test"),
             "--trainer.default_root_dir", str(out / "train"),
-            "--trainer.logger.init_args.save_dir", str(out / "train"),
             "--trainer.logger.init_args.version", "demo", *resume)  # fmt: skip
         ossiclass("evaluate", "--model", str(model), "--data", str(out / "test"),
                   "--calibrate", str(out / "calibration"), "--out", str(out / "evaluate"),

@@ -67,7 +67,7 @@ def test_training_on_the_gpu_in_bf16_writes_a_bundle(tile_set, tmp_path):
          "--data.train", str(tiles), "--data.test", "null", "--data.input_px", "32",
          "--data.batch_size", "8", "--data.num_workers", "2", "--model.backbone", "resnet18",
          "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run)],
+         "--trainer.default_root_dir", str(run)],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -111,7 +111,6 @@ def train_and_test(root: Path, name: str, overrides: list[str], calibration: Pat
     training, evaluate's last line, and the agreement (pure tiles) per layout, as text."""
     seconds = _output([sys.executable, "scripts/train.py", "--config", "configs/default.yaml",
                        "--trainer.default_root_dir", str(root),
-                       "--trainer.logger.init_args.save_dir", str(root),
                        "--trainer.logger.init_args.version", name,
                        "--trainer.enable_progress_bar", "false", *overrides])[1]  # fmt: skip
     model = root / "lightning_logs" / name / "model.pt"
