@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 from ossiclass import __version__, commands
+from ossiclass.arguments import (
+    fraction,
+    input_mpp,
+    number,
+    positive_float,
+    positive_int,
+    whole_number,
+)
 from ossiclass.errors import OssiclassError
-
-
-def _number(convert: Callable[[str], float], accept: Callable[[float], bool], expected: str):
-    """An argparse type: `convert` the text, and refuse what `accept` does not, saying what
-    was `expected`."""
-
-    def parse(text: str):
-        value = convert(text)
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-
-    parse.__name__ = expected  # argparse's "invalid ... value" for text that is no number
-    return parse
-
-
-_positive_int = _number(int, lambda v: v >= 1, "a positive whole number")
-_whole_number = _number(int, lambda v: v >= 0, "0 or more")
-_positive_float = _number(float, lambda v: v > 0, "a positive number")
-_fraction = _number(float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
-_amount = _number(float, lambda v: 0 <= v <= 3, "a share from 0 to 3")
-_input_mpp = _number(float, lambda v: 0.05 <= v <= 50, "0.05 to 50 µm per pixel")
+from ossiclass.synth_cli import add_synth_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,124 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ossiclass {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    synth = subcommands.add_parser(
-        "synth", help="make synthetic H&E tiles, slides and contact sheets"
-    )
-    kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--mpp", type=float, default=0.5, help="µm per pixel (default 0.5, a 20x scan)"
-    )
-    common.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-
-    tiles = kinds.add_parser("tiles", parents=[common], help="a tile data set with a manifest")
-    tiles.add_argument("out", help="output folder: OUT/<class>/*.png and OUT/manifest.csv")
-    tiles.add_argument("--per-class", type=_positive_int, required=True, help="tiles per class")
-    tiles.add_argument(
-        "--size", type=_positive_int, default=256, help="tile size in pixels (default 256)"
-    )
-    tiles.add_argument(
-        "--domains",
-        type=_positive_int,
-        default=8,
-        help="stain domains ('labs') drawn from the seed (default 8)",
-    )
-    tiles.add_argument(
-        "--classes",
-        nargs="+",
-        metavar="NAME",
-        help="classes to paint, in this order (default: the six); beyond the six: marrow, fat. "
-        "Writes OUT/classes.json unless they are the six",
-    )
-    tiles.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
-    tiles.add_argument("--quiet", action="store_true", help="no progress bar")
-    tiles.set_defaults(run=commands.synth_tiles)
-
-    slide = kinds.add_parser(
-        "slide", parents=[common], help="a slide (.tif) with label and tissue masks"
-    )
-    slide.add_argument(
-        "out",
-        help="output .tif; OUT.labels.png, OUT.tissue.png and OUT.truth.json (its true "
-        "measures) are written beside it",
-    )
-    slide.add_argument(
-        "--layout",
-        default="growth_plate",
-        choices=["growth_plate", "fracture_callus", "intramembranous", "marrow_cavity"],
-    )
-    slide.add_argument(
-        "--lab",
-        type=_whole_number,
-        metavar="SEED",
-        help="draw the stain domain ('lab') from this seed, so that slides of other seeds "
-        "share one lab (default: from --seed)",
-    )
-    slide.add_argument(
-        "--width", type=_positive_int, default=8192, help="width in pixels (default 8192)"
-    )
-    slide.add_argument(
-        "--height", type=_positive_int, default=8192, help="height in pixels (default 8192)"
-    )
-    slide.add_argument(
-        "--cartilage",
-        type=_amount,
-        default=1.0,
-        metavar="SHARE",
-        help="fracture_callus: the cartilage left in the callus, as a share of the layout's "
-        "(default 1; below 1 the rest is woven bone): a difference to paint between groups",
-    )
-    slide.add_argument(
-        "--plate-height",
-        type=_amount,
-        default=1.0,
-        metavar="SHARE",
-        help="growth_plate: the hypertrophic zone's height, as a share of the layout's (default 1)",
-    )
-    slide.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
-    slide.add_argument("--quiet", action="store_true", help="no progress bar")
-    slide.set_defaults(run=commands.synth_slide)
-
-    drawn = kinds.add_parser(
-        "annotations", help="QuPath annotations drawn from a synthetic slide's label mask"
-    )
-    drawn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    drawn.add_argument("slide", help="a synthetic slide (.tif, with SLIDE.labels.png beside it)")
-    drawn.add_argument("--regions", type=_positive_int, required=True, help="regions per class")
-    drawn.add_argument("--out", required=True, help="output GeoJSON file")
-    drawn.add_argument(
-        "--classes", nargs="+", metavar="CLASS", help="the classes to outline (default: all)"
-    )
-    drawn.add_argument(
-        "--diameter-um",
-        nargs=2,
-        type=_positive_float,
-        default=(150.0, 600.0),
-        metavar=("MIN", "MAX"),
-        help="a region's size across in µm, smallest and largest (default 150 600)",
-    )
-    drawn.set_defaults(run=commands.synth_annotations)
-
-    sheet = kinds.add_parser(
-        "sheet", parents=[common], help="a contact sheet: a labelled row per class"
-    )
-    sheet.add_argument("out", help="output image (.png or .jpg)")
-    sheet.add_argument(
-        "--per-class", type=_positive_int, default=6, help="tiles per class (default 6)"
-    )
-    sheet.add_argument(
-        "--size", type=_positive_int, default=256, help="tile size in pixels (default 256)"
-    )
-    sheet.add_argument(
-        "--classes", nargs="+", metavar="NAME", help="a row per class (default: the six)"
-    )
-    sheet.add_argument(
-        "--width", type=_positive_int, default=None, help="resize the sheet to this width in pixels"
-    )
-    sheet.add_argument(
-        "--quality", type=int, default=85, help="JPEG quality when OUT is .jpg (default 85)"
-    )
-    sheet.set_defaults(run=commands.synth_sheet)
+    add_synth_commands(subcommands)
 
     annotations = subcommands.add_parser(
         "annotations",
@@ -185,19 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale = annotations.add_mutually_exclusive_group(required=True)
     scale.add_argument("--model", help="take the µm/px and input size from this model bundle")
-    scale.add_argument("--mpp", type=_input_mpp, help="the model's µm per pixel (with --tile-px)")
+    scale.add_argument("--mpp", type=input_mpp, help="the model's µm per pixel (with --tile-px)")
     annotations.add_argument(
-        "--tile-px", type=_positive_int, help="the model's input size in pixels (with --mpp)"
+        "--tile-px", type=positive_int, help="the model's input size in pixels (with --mpp)"
     )
     annotations.add_argument(
         "--min-cover",
-        type=_number(float, lambda v: 0 < v <= 1, "a share above 0, up to 1"),
+        type=number(float, lambda v: 0 < v <= 1, "a share above 0, up to 1"),
         default=0.9,
         help="least share of a tile one class's polygons must cover (default 0.9)",
     )
     annotations.add_argument(
         "--stride",
-        type=_positive_int,
+        type=positive_int,
         help="tile step in model pixels (default: the tile size, classify's grid; less gives "
         "overlapping tiles)",
     )
@@ -209,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotations.add_argument(
         "--input-mpp",
-        type=_input_mpp,
+        type=input_mpp,
         help="the slides' µm per pixel (default: from the files' metadata, else 0.5, a 20x "
         "scan, with a note)",
     )
@@ -255,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", required=True, help="model bundle (model.pt from training)")
     model.add_argument(
         "--mpp",
-        type=_input_mpp,
+        type=input_mpp,
         help="the input's µm per pixel (default: from the file's metadata, else 0.5, a 20x "
         "scan, with a note)",
     )
@@ -272,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="images to classify")
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument(
-        "--top-k", type=_positive_int, default=3, help="classes to list (default 3)"
+        "--top-k", type=positive_int, default=3, help="classes to list (default 3)"
     )
     predict.add_argument(
         "--tta", action="store_true", help="average over the 8 flips and quarter turns"
@@ -282,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = argparse.ArgumentParser(add_help=False)  # how classify tiles and runs
     runs.add_argument(
         "--stride",
-        type=_positive_int,
+        type=positive_int,
         help="tile step in model pixels (default: the tile size, no overlap); less overlaps the "
         "tiles and blends their probabilities into a finer class map (classmap.tif, "
         "regions.geojson) of one cell per step, at the cost of more tiles (half: 4x, a quarter: "
@@ -290,16 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument(
         "--min-tissue",
-        type=_fraction,
+        type=fraction,
         default=0.5,
         help="least tissue share of a tile (default 0.5)",
     )
     runs.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="tiles per batch (default 64)"
+        "--batch-size", type=positive_int, default=64, help="tiles per batch (default 64)"
     )
     runs.add_argument(
         "--workers",
-        type=_whole_number,
+        type=whole_number,
         help="processes reading tiles, per device (default: on the CPU 0 for a slide, else 2; "
         "on GPUs up to 8)",
     )
@@ -310,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto")
     runs.add_argument(
-        "--devices", type=_positive_int, default=1, help="processes or GPUs to split over"
+        "--devices", type=positive_int, default=1, help="processes or GPUs to split over"
     )
 
     classify = subcommands.add_parser(
@@ -374,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument(
         "--num-nodes",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="machines the processes run on (default 1; each with --devices of them)",
     )
@@ -398,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     normalize.add_argument(
         "--mpp",
-        type=_positive_float,
+        type=positive_float,
         help="µm per pixel of the images (default 0.5): all but macenko measure holes in "
         "tissue, specks and smoothing in µm",
     )
