@@ -38,7 +38,7 @@ from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.predict import InferenceNetwork, Predictor
 from ossiclass.preprocess.tissue import white_balance, white_balance_gains
 from ossiclass.preprocessing import Preprocessing
-from ossiclass.qupath import read_region
+from ossiclass.qupath import Region, read_region
 from ossiclass.sources import TileSource, open_source
 
 STAIN_SAMPLE_TILES = 64
@@ -270,7 +270,7 @@ def classify(
     input_path, out, model = Path(input_path), Path(out), Path(model)
     if resume and (out / "summary.json").exists() and not (out / "parts").exists():
         return json.loads((out / "summary.json").read_text())
-    region = None if roi is None else (Path(roi), read_region(roi))
+    region = None if roi is None else read_region(roi)
     trainer = _trainer(running)
     device = trainer.strategy.root_device  # decides bf16 ("auto"), workers, pinned memory
     predictor = Predictor(model, device, running.precision)
@@ -378,10 +378,9 @@ def _trainer(running: Running) -> pl.Trainer:
 
 
 def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started: float,
-           classified_now: int, region) -> dict:  # fmt: skip
+           classified_now: int, region: Region | None) -> dict:  # fmt: skip
     """Merge the chunks into the final outputs, write them atomically, and remove the parts;
-    measure in `region`, (GeoJSON file, shapely geometry in level-0 pixels), None: the whole
-    slide."""
+    measure in `region` (None: the whole slide)."""
     rows, skipped = parts.merge(plan.parts)
     source, classes = plan.source, predictor.classes
     outputs.write_tiles_csv(out / "tiles.csv", rows, source.key_columns, classes)

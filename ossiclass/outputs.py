@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ossiclass.classify import Plan, Tiling
     from ossiclass.classmap import ClassMap
     from ossiclass.predict import Predictor
+    from ossiclass.qupath import Region
     from ossiclass.sources import TileSource
 
 
@@ -125,11 +126,11 @@ def label_indices(rows: list[dict], classes: tuple[TissueClass, ...]) -> list[in
 
 
 def write_slide_outputs(out: Path, rows: list[dict], source: TileSource, predictor: Predictor,
-                        tiling: Tiling, region) -> dict:  # fmt: skip
+                        tiling: Tiling, region: Region | None) -> dict:  # fmt: skip
     """A slide's maps and measures: `tiles.geojson`, `classmap.tif`, `measures.geojson`,
-    `regions.geojson`, `map.png` and `measures.png`. The measures are taken in `region`, (its
-    GeoJSON file, a shapely geometry in level-0 pixels), None: the whole slide. Returns what
-    they add to the summary: the class map's metadata, the measures and the region."""
+    `regions.geojson`, `map.png` and `measures.png`. The measures are taken in `region` (None:
+    the whole slide). Returns what they add to the summary: the class map's metadata, the
+    measures and the region."""
     from ossiclass.classmap import class_map, region_mask, write_classmap
     from ossiclass.classmap import regions as map_regions
     from ossiclass.histomorphometry import measure_slide
@@ -142,16 +143,16 @@ def write_slide_outputs(out: Path, rows: list[dict], source: TileSource, predict
     classmap = class_map(rows, classes, source.size, min(step, box), mpp, source.tissue,
                          tiling.min_tissue)  # fmt: skip
     write_classmap(out / "classmap.tif", classmap)
-    inside = None if region is None else region_mask(classmap, region[1])
+    inside = None if region is None else region_mask(classmap, region.geometry)
     measured = measure_slide(classmap.labels, classmap.mpp, classes, inside)
     added = {
         "classmap": classmap.metadata(),
         "histomorphometry": [measure.to_dict() for measure in measured.measures],
     }
     if region is not None:
-        area_mm2 = region[1].area * mpp * mpp / 1e6
-        added["measured_in"] = {"file": str(region[0].resolve()), "area_mm2": area_mm2}
-    taken = places(measured, classmap, None if region is None else region[1])
+        area_mm2 = region.geometry.area * mpp * mpp / 1e6
+        added["measured_in"] = {"file": str(region.path), "area_mm2": area_mm2}
+    taken = places(measured, classmap, None if region is None else region.geometry)
     write_text_atomic(out / "measures.geojson", json.dumps(taken))
     merged = map_regions(classmap) if step < box else regions(rows, classes, mpp)
     write_text_atomic(out / "regions.geojson", json.dumps(merged))

@@ -104,13 +104,22 @@ def read_annotations(path: str | Path, classified_only: bool = True) -> Annotati
     return result
 
 
-def read_region(path: str | Path) -> BaseGeometry:
-    """The region a user outlined in QuPath (a callus, a growth plate) to measure in: the union
-    of the file's area annotations, classified or not, in level-0 pixels."""
+@dataclass(frozen=True)
+class Region:
+    """A region a user outlined in QuPath (a callus, a growth plate) to measure in: the file
+    and the union of its area annotations, classified or not (level-0 pixels)."""
+
+    path: Path
+    geometry: BaseGeometry
+
+
+def read_region(path: str | Path) -> Region:
+    """The `Region` of a QuPath GeoJSON export; a file without an area is a `BadInputError`."""
     annotations = read_annotations(path, classified_only=False).annotations
     if not annotations:
         raise BadInputError(f"{path}: no area annotation to measure in")
-    return shapely.union_all([annotation.geometry for annotation in annotations])
+    geometry = shapely.union_all([annotation.geometry for annotation in annotations])
+    return Region(Path(path).resolve(), geometry)
 
 
 def _features(content, path: Path) -> list:

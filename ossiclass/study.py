@@ -45,6 +45,7 @@ from ossiclass.manifest import (
     read_manifest,
     read_manual,
 )
+from ossiclass.qupath import read_region
 from ossiclass.slide_report import summary_classes
 
 STUDY_FILE = "study.json"
@@ -119,6 +120,8 @@ def run_study(
     measured_by_hand = read_manual(manual, study) if manual is not None else None
     out, model = Path(out), Path(model)
     load_bundle(model)  # a bad model is one line now, not a failure per slide
+    for roi in filter(None, study.rois):
+        read_region(roi)  # so is a bad region file
     record = {
         "model_sha256": outputs.sha256(model),
         "tiling": asdict(tiling),

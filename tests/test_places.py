@@ -91,7 +91,8 @@ def test_a_region_file_is_the_union_of_its_areas_classified_or_not(tmp_path):
     ]
     drawn[1]["properties"].pop("classification")  # as QuPath writes an unclassified one
     path.write_text(json.dumps(feature_collection(drawn)))
-    assert read_region(path).area == 200 * 100
+    region = read_region(path)
+    assert region.geometry.area == 200 * 100 and region.path == path.resolve()
     path.write_text(json.dumps(feature_collection([])))
     with pytest.raises(BadInputError, match="no features"):
         read_region(path)

@@ -285,6 +285,7 @@ def test_bad_manual_measures_are_one_line(
         ("slide,group\na.tif,b,c\n", "line 2: more values than columns"),
         ("slide\na/x.tif\nb/x.tif\n", "would share the output folder slides/x"),
         ("slide,roi\na.tif,a/roi.geojson\n", "line 2: region a/roi.geojson not found"),
+        ("slide,roi\na.tif,bad.geojson\n", "bad.geojson: not JSON"),
     ],
 )
 def test_manifest_errors_are_one_line(content, message, tiny_model, tmp_path, capsys):
@@ -292,6 +293,7 @@ def test_manifest_errors_are_one_line(content, message, tiny_model, tmp_path, ca
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "x.tif").write_bytes(b"")
     (tmp_path / "a.tif").write_bytes(b"")
+    (tmp_path / "bad.geojson").write_text("{")
     manifest = tmp_path / "manifest.csv"
     if content is not None:
         manifest.write_text(content)
