@@ -65,8 +65,8 @@ class Across:
 
 class CentreLine:
     """The plate's centre line: the mean offset of its pixels across the principal `axis` at
-    each map pixel along it, smoothed by a Gaussian of the plate's `thickness` (so that the
-    steps of a tile map do not tilt it), gaps bridged linearly."""
+    each map pixel along it, smoothed by a Gaussian of twice the plate's `thickness` (so that
+    the steps of a tile map do not tilt it), gaps bridged linearly."""
 
     def __init__(self, points: np.ndarray, axis: np.ndarray, along: np.ndarray, thickness: float):
         self.origin, self.axis = points.mean(axis=0), axis

@@ -26,6 +26,8 @@ from ossiclass.files import write_text_atomic
 
 LEAST_SURE = 12
 """Tiles shown as crops: those the model was least sure of."""
+UNITS = {"mm2": "mm²", "1": ""}
+"""How a measure's unit is shown (fractions as percentages, without one)."""
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -134,9 +136,6 @@ def _measures_section(result_dir: Path, summary: dict) -> str:
         f"<table id='measures'><tr><th>measure</th><th>symbol</th><th class='num'>value</th>"
         f"<th>unit</th></tr>{rows}</table>{picture}"
     )
-
-
-UNITS = {"mm2": "mm²", "1": ""}
 
 
 def _value(measure: dict) -> str:
