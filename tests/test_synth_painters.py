@@ -5,7 +5,14 @@ from threadpoolctl import threadpool_limits
 
 from ossiclass.classes import CLASSES
 from ossiclass.synth.extra_painters import EXTRA_PAINTERS, PAINTED_CLASSES
-from ossiclass.synth.painters import PAINTERS, _fibrous_tissue, paint, paint_shape, painter
+from ossiclass.synth.painters import (
+    PAINTERS,
+    _fibrous_tissue,
+    paint,
+    paint_parts,
+    paint_shape,
+    painter,
+)
 from ossiclass.synth.stains import DYES, EOSIN, MATRIX_H, NUCLEI, RBC, render, sample_domains
 
 
@@ -62,6 +69,27 @@ def test_callus_is_granulation_tissue_with_islands_in_most_fields():
     assert 0.1 < np.mean(np.array(fractions) < 0.01) < 0.4
     fibrous = _fibrous_tissue(np.random.default_rng(0), (128, 128), 1.0)
     assert _island_fraction(fibrous) < 0.02
+
+
+def test_a_callus_field_says_which_of_its_pixels_are_cartilage_and_woven_bone():
+    """`paint_parts` draws the same field as `paint` and names its islands: cartilage where
+    the matrix takes hematoxylin, woven bone where eosin is densest (between its marrow)."""
+    seen = set()
+    for seed in range(12):
+        maps, parts = paint_parts("callus", np.random.default_rng(seed), (256, 256), 0.5)
+        same = paint("callus", np.random.default_rng(seed), (256, 256), 0.5)
+        np.testing.assert_array_equal(maps, same)
+        assert parts.shape == maps.shape[1:] and set(np.unique(parts)) <= {0, 1, 2}
+        seen |= set(np.unique(parts).tolist())
+        fibrous = parts == 0
+        if (parts == 1).mean() > 0.05:  # cartilage: hematoxylin in the matrix
+            assert np.median(maps[MATRIX_H][parts == 1]) > np.median(maps[MATRIX_H][fibrous]) + 0.05
+        if (parts == 2).mean() > 0.05:  # woven bone: its matrix denser in eosin than collagen
+            assert np.percentile(maps[EOSIN][parts == 2], 90) > np.percentile(
+                maps[EOSIN][fibrous], 90
+            )
+    assert seen == {0, 1, 2}
+    assert paint_parts("woven_bone", np.random.default_rng(0), (64, 64), 0.5)[1] is None
 
 
 def _clear_share(maps):

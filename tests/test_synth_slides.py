@@ -74,6 +74,19 @@ def test_label_mask_has_every_region_the_layout_promises(slides, layout):
     assert 0.05 < (labels == BACKGROUND_LABEL).mean() < 0.6
 
 
+def test_a_callus_s_islands_are_labelled_as_the_tissue_they_hold(tmp_path):
+    """Inside the callus the layout draws, the mask says cartilage or woven bone where the
+    callus painter drew an island of it; elsewhere it is the layout's."""
+    settings = SlideSettings("fracture_callus", 1024, 1024, 2.0, 112)
+    path = write_slide(tmp_path / "callus.tif", settings, progress=False)
+    labels = np.asarray(Image.open(path.with_suffix(".labels.png")))
+    layout = label_window(settings, _fields(settings), 0, 0, 1024, 1024)
+    changed = labels != layout
+    assert (layout[changed] == INDEX["callus"]).all()
+    assert set(np.unique(labels[changed])) <= {INDEX["hyaline_cartilage"], INDEX["woven_bone"]}
+    assert 0.05 < changed.sum() / (layout == INDEX["callus"]).sum() < 0.8
+
+
 def test_painted_tissue_follows_the_label_mask(slides):
     image = tifffile.imread(slides["growth_plate"])
     labels = np.asarray(Image.open(slides["growth_plate"].with_suffix(".labels.png")))

@@ -6,8 +6,8 @@ A painter is `paint(rng, shape, mpp, orientation=None) -> (4, H, W) float32` (ch
 None draws it at random. Each painter follows its section of TISSUES.md and varies density,
 size, orientation and proportions widely, so no two tiles look alike.
 
-The six painters stay in this one file (a little over 400 lines) so that they can be read and
-tuned side by side against TISSUES.md; their shared shapes and cells live in `shapes.py` and
+The six painters stay in this one file (about 470 lines) so that they can be read and tuned
+side by side against TISSUES.md; their shared shapes and cells live in `shapes.py` and
 `cells.py`, and the painters of tissues beyond the six (marrow, fat) in `extra_painters.py`,
 which `paint` and `painter` reach by name.
 """
@@ -350,12 +350,22 @@ def _haemorrhage(rng, shape, mpp) -> np.ndarray:
     return maps
 
 
-def paint_callus(rng, shape, mpp, orientation=None) -> np.ndarray:
+CALLUS_ISLANDS = ("callus", "hyaline_cartilage", "woven_bone")
+"""What a callus's islands are made of, as `paint_callus_parts` numbers them: haemorrhage (part
+of the callus's soft tissue, 0), cartilage (1) and woven bone (2)."""
+
+
+def paint_callus_parts(rng, shape, mpp) -> tuple[np.ndarray, np.ndarray]:
     """Fracture repair: fibrous granulation tissue with haemorrhage, cartilage and woven bone
     islands, often several side by side in one field. The islands' share varies from field to
     field as it does across a slide's callus: a quarter of fields (soft callus) are granulation
-    tissue alone, dense collagen with no clear space, unlike mesenchyme."""
+    tissue alone, dense collagen with no clear space, unlike mesenchyme.
+
+    Returns the dye maps and (H, W) uint8 what each pixel is, an index into `CALLUS_ISLANDS`
+    (the tissue an island holds where its soft mask is over half, else 0): what a slide's
+    label mask records inside its callus."""
     maps = _fibrous_tissue(rng, shape, mpp)
+    parts = np.zeros(shape, dtype=np.uint8)
     elements = [_haemorrhage, paint_hyaline_cartilage, paint_woven_bone]
     chosen = rng.choice(len(elements), size=int(rng.integers(0, 4)), replace=False)
     for index in chosen:
@@ -366,7 +376,13 @@ def paint_callus(rng, shape, mpp, orientation=None) -> np.ndarray:
             per_canvas=False,
         )
         maps = maps * (1 - island) + elements[index](rng, shape, mpp) * island
-    return maps
+        parts[island > 0.5] = index
+    return maps, parts
+
+
+def paint_callus(rng, shape, mpp, orientation=None) -> np.ndarray:
+    """A callus field's dye maps (see `paint_callus_parts`)."""
+    return paint_callus_parts(rng, shape, mpp)[0]
 
 
 PAINTERS: dict[str, Painter] = {
@@ -420,12 +436,28 @@ def paint(
     The maps are at painting resolution (see `paint_shape`); pass `shape` to `stains.render`.
     `artefacts` adds the section artefacts of `cells.add_section_artefacts`.
     """
+    return paint_parts(name, rng, shape, mpp, orientation, artefacts)[0]
+
+
+def paint_parts(
+    name: str,
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    mpp: float,
+    orientation: float | None = None,
+    artefacts: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`paint`'s dye maps and, for the callus, what each of their pixels is
+    (`paint_callus_parts`, at painting resolution); None for the other classes."""
     work_shape, paint_mpp = paint_shape(shape, mpp)
-    maps = painter(name)(rng, work_shape, paint_mpp, orientation)
+    if name == "callus":
+        maps, parts = paint_callus_parts(rng, work_shape, paint_mpp)
+    else:
+        maps, parts = painter(name)(rng, work_shape, paint_mpp, orientation), None
     np.maximum(maps, 0.0, out=maps)
     # The fine grain of fixed tissue: no matrix is perfectly smooth under the objective.
     grain = 1 + rng.uniform(0.03, 0.12) * smooth_noise(rng, work_shape, 1.5 / paint_mpp)
     maps[[MATRIX_H, EOSIN]] *= grain
     if artefacts:
         cells.add_section_artefacts(maps, rng, paint_mpp)
-    return maps
+    return maps, parts

@@ -37,7 +37,7 @@ import tifffile
 from PIL import Image
 from tqdm import tqdm
 
-from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_list_to_dict
+from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_index, class_list_to_dict
 from ossiclass.errors import BadInputError
 from ossiclass.files import write_text_atomic
 from ossiclass.histomorphometry import measure_slide, mode_downsample
@@ -48,7 +48,7 @@ from ossiclass.synth.layouts import (
     TissueAmounts,
     layout_classes,
 )
-from ossiclass.synth.painters import paint, paint_shape
+from ossiclass.synth.painters import CALLUS_ISLANDS, paint_parts, paint_shape
 from ossiclass.synth.shapes import noise_weights
 from ossiclass.synth.stains import DYES, StainDomain, render, sample_domains
 from ossiclass.synth.tiles import worker_pool
@@ -181,6 +181,10 @@ def paint_chunk(
     rows = ((np.arange(work_shape[0]) + 0.5) * height / work_shape[0]).astype(np.intp)
     cols = ((np.arange(work_shape[1]) + 0.5) * width / work_shape[1]).astype(np.intp)
     work_labels = labels[rows][:, cols]
+    # Each label pixel's painting pixel (the nearest), to label what a painter drew.
+    full_rows = np.minimum((np.arange(height) + 0.5) * work_shape[0] / height, work_shape[0] - 1)
+    full_cols = np.minimum((np.arange(width) + 0.5) * work_shape[1] / width, work_shape[1] - 1)
+    full_rows, full_cols = full_rows.astype(np.intp), full_cols.astype(np.intp)
     maps = np.zeros((len(DYES), *work_shape), dtype=np.float32)
     orientations = ORIENTATIONS[settings.layout]
     for label in np.unique(work_labels):
@@ -194,8 +198,13 @@ def paint_chunk(
         )
         where = work_labels == label
         name = SLIDE_CLASSES[label].name
-        painted = paint(name, rng, (height, width), settings.mpp, orientations.get(label), False)
+        painted, parts = paint_parts(name, rng, (height, width), settings.mpp,
+                                     orientations.get(label), False)  # fmt: skip
         maps[:, where] = painted[:, where]
+        if parts is not None:  # the callus's islands: labelled as the tissue they hold
+            islands = np.asarray([class_index(n) for n in CALLUS_ISLANDS], dtype=np.uint8)
+            full = islands[parts[full_rows][:, full_cols]]
+            labels = np.where(labels == label, full, labels)
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, top, left, 0xC0]))
     return render(maps, domain, rng, (height, width)), labels
 
