@@ -56,12 +56,15 @@ class Tiling:
     white_balance : scale a slide's channels so that its glass reads neutral (240 in each)
         before anything else: a lab's tinted or dim glass otherwise reads as stain. Slides
         only: a tile alone shows too little glass to go by.
+    refine : move the class map's boundaries within tiles to where the slide's colours put
+        them, in cells of about 8 µm (`refine.py`). Slides only.
     """
 
     stride_px: int | None = None
     min_tissue: float = 0.5
     input_mpp: float | None = None
     white_balance: bool = True
+    refine: bool = False
 
     def validate(self) -> None:
         if not 0.0 <= self.min_tissue <= 1.0:
@@ -276,8 +279,9 @@ def classify(
     predictor = Predictor(model, device, running.precision)
     source = open_source(input_path, predictor.preprocessing, tiling.input_mpp,
                          tiling.stride_px, tiling.min_tissue)  # fmt: skip
-    if region is not None and not source.has_boxes:
-        raise BadInputError(f"{input_path}: a region to measure in is for slides, not tile folders")
+    if not source.has_boxes and (region is not None or tiling.refine):
+        what = "a region to measure in" if region is not None else "refining a map"
+        raise BadInputError(f"{input_path}: {what} is for slides, not tile folders")
     plan = _plan(source, predictor, tiling, running, model, out, resume, trainer)
     total = len(plan.todo) * running.batch_size
     writer = ChunkWriter(plan.parts, source, predictor.classes, total, progress)

@@ -54,6 +54,7 @@ class ClassMap:
     input_mpp : µm per level-0 pixel.
     classes : the model's class list.
     window : the blending window (one of `WINDOWS`).
+    refined : True where the boundaries were moved within tiles (`refine.refine_map`).
     """
 
     labels: np.ndarray
@@ -62,6 +63,7 @@ class ClassMap:
     input_mpp: float
     classes: tuple[TissueClass, ...]
     window: str = "triangular"
+    refined: bool = False
 
     @property
     def mpp(self) -> float:
@@ -79,6 +81,7 @@ class ClassMap:
             "shape": list(self.labels.shape),
             "no_tissue": NO_TISSUE,
             "window": self.window,
+            "refined": self.refined,
         }
 
 
@@ -277,7 +280,8 @@ def load_classmap(path: str | Path) -> ClassMap:
         width, height = description["slide_px"]
         cell_px, input_mpp = int(description["cell_px"]), float(description["level0_mpp"])
         slide_px = (int(width), int(height))
-        classmap = ClassMap(labels, cell_px, slide_px, input_mpp, classes, description["window"])
+        classmap = ClassMap(labels, cell_px, slide_px, input_mpp, classes, description["window"],
+                            bool(description.get("refined", False)))
     except (ValueError, TypeError, KeyError, AttributeError):
         raise BadInputError(f"{path}: not an ossiclass class map (classmap.tif)") from None
     if labels.dtype != np.uint8 or labels.ndim != 2:

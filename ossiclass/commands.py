@@ -185,7 +185,7 @@ def _tiling_running(args: argparse.Namespace):
     """classify's `Tiling` and `Running` from the options classify and study share."""
     from ossiclass.classify import Running, Tiling
 
-    tiling = Tiling(args.stride, args.min_tissue, args.mpp, not args.no_white_balance)
+    tiling = Tiling(args.stride, args.min_tissue, args.mpp, not args.no_white_balance, args.refine)
     running = Running(args.batch_size, args.workers, args.accelerator, args.devices, args.precision)
     return tiling, running
 

@@ -131,6 +131,7 @@ def write_slide_outputs(out: Path, rows: list[dict], source: TileSource, predict
     `regions.geojson`, `map.png` and `measures.png`. The measures are taken in `region` (None:
     the whole slide). Returns what they add to the summary: the class map's metadata, the
     measures and the region."""
+    from ossiclass import refine
     from ossiclass.classmap import class_map, region_mask, write_classmap
     from ossiclass.classmap import regions as map_regions
     from ossiclass.histomorphometry import measure_slide
@@ -139,9 +140,13 @@ def write_slide_outputs(out: Path, rows: list[dict], source: TileSource, predict
     classes, prep, mpp = predictor.classes, predictor.preprocessing, source.scale.mpp
     write_text_atomic(out / "tiles.geojson", json.dumps(geojson(rows, classes)))
     box, step = grid_px(mpp, prep.model_mpp, prep.input_px, tiling.stride_px)
-    # A cell per step of the grid, or per tile where tiles lie apart (a stride over the tile).
-    classmap = class_map(rows, classes, source.size, min(step, box), mpp, source.tissue,
+    # A cell per step of the grid, or per tile where tiles lie apart (a stride over the tile);
+    # refined, cells of about 8 µm.
+    cell = min(refine.cell_px(mpp), step, box) if tiling.refine else min(step, box)
+    classmap = class_map(rows, classes, source.size, cell, mpp, source.tissue,
                          tiling.min_tissue)  # fmt: skip
+    if tiling.refine:
+        classmap = refine.refine_map(classmap, source.path, source.glass, box)
     write_classmap(out / "classmap.tif", classmap)
     inside = None if region is None else region_mask(classmap, region.geometry)
     measured = measure_slide(classmap.labels, classmap.mpp, classes, inside)
@@ -154,7 +159,7 @@ def write_slide_outputs(out: Path, rows: list[dict], source: TileSource, predict
         added["measured_in"] = {"file": str(region.path), "area_mm2": area_mm2}
     taken = places(measured, classmap, None if region is None else region.geometry)
     write_text_atomic(out / "measures.geojson", json.dumps(taken))
-    merged = map_regions(classmap) if step < box else regions(rows, classes, mpp)
+    merged = map_regions(classmap) if cell < box else regions(rows, classes, mpp)
     write_text_atomic(out / "regions.geojson", json.dumps(merged))
     write_maps(out, source.path, classmap, taken)
     return added

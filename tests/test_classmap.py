@@ -9,6 +9,7 @@ import pytest
 import shapely
 import tifffile
 from conftest import check_qupath_geojson
+from scipy import ndimage as ndi
 
 from ossiclass.classes import CLASSES, TISSUE_CLASSES, class_list_from_dict
 from ossiclass.classify import Running, Tiling, classify
@@ -187,3 +188,37 @@ def test_classify_with_a_stride_writes_a_finer_map_and_its_regions(
         area = shapely.geometry.shape(feature["geometry"]).area
         assert area == pytest.approx(counts[index] * 64 * 64)  # no cell reaches past 1024 px
     assert sum(counts > 0) == len(collection["features"])
+
+
+def test_classify_refine_writes_a_map_of_8_um_cells_moved_only_near_boundaries(
+    tiny_model, small_slide, tmp_path
+):
+    """The refined map's cells are 16 level-0 px (8 µm at 0.5 µm/px); it says it is refined;
+    it differs from the same tiles' unrefined map only within half a tile of a boundary of
+    that map; its regions hold every refined cell."""
+    from ossiclass.refine import cell_px
+
+    out = tmp_path / "out"
+    summary = classify(small_slide, tiny_model, out, Tiling(refine=True), FAST, progress=False)
+    refined = load_classmap(out / "classmap.tif")
+    assert refined.refined and summary["classmap"]["refined"] is True
+    assert refined.cell_px == cell_px(0.5) == 16 and refined.labels.shape == (64, 64)
+    with open(out / "tiles.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    tiles = class_map(rows, refined.classes, refined.slide_px, 16, 0.5, None).labels
+    tiles[refined.labels == NO_TISSUE] = NO_TISSUE
+    changed = refined.labels != tiles
+    near = np.zeros_like(changed)
+    for k in np.unique(tiles[tiles != NO_TISSUE]):
+        near |= ndi.binary_dilation(tiles == k, np.ones((9, 9), bool)) & (tiles != k)
+    assert not (changed & ~near).any()  # a tile is 128 px, 8 cells: half of it is 4 cells
+    collection = json.loads((out / "regions.geojson").read_text())
+    check_qupath_geojson(collection)
+    area = sum(shapely.geometry.shape(f["geometry"]).area for f in collection["features"])
+    assert area == pytest.approx((refined.labels != NO_TISSUE).sum() * 16 * 16)
+
+
+def test_refining_a_tile_folder_is_refused(tiny_model, tile_set, tmp_path):
+    with pytest.raises(BadInputError, match="refining a map is for slides"):
+        classify(tile_set(1), tiny_model, tmp_path / "out", Tiling(refine=True), FAST,
+                 progress=False)  # fmt: skip

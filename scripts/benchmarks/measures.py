@@ -1,7 +1,7 @@
 """`measures`: histomorphometry from `classify` against the truth of synthetic slides of unseen
 seeds and labs, one per layout: each class's fraction of tissue, a fracture callus's
-composition and a growth plate's zone heights, from the tile grid's class map and from the
-finer map of tiles every half tile, against the same measures of the slide's label mask.
+composition and a growth plate's zone heights, from the maps of `MAPS` (the tile grid, tiles
+every half tile, each also refined), against the same measures of the slide's label mask.
 
 The truth is `histomorphometry.measure_slide` on the label mask at `TRUTH_UM` µm per pixel (a
 mode downsample of the 0.5 µm/px mask). With `--keep DIR` the slides and outputs stay there;
@@ -26,8 +26,9 @@ from ossiclass.histomorphometry import measure_slide, mode_downsample
 
 TRUTH_UM = 4.0
 """µm per pixel the label mask is measured at (8 x 8 pixels of 0.5 µm: far finer than a map)."""
-DIVISIONS = (1, 2)
-"""Strides measured: the tile grid and half a tile."""
+MAPS = ((1, False), (2, False), (1, True), (2, True))
+"""The maps measured, as (tile over stride, refined): the tile grid, tiles every half tile,
+and each with its boundaries refined (`classify --refine`)."""
 
 
 def _measures(labels: np.ndarray, mpp: float, classes) -> dict[str, float]:
@@ -67,14 +68,16 @@ def run(*, model: str | Path, size: int, seed: int, workers: int, keep: str | No
         root.mkdir(parents=True, exist_ok=True)
         for layout, slide_seed, path in layout_slides(root, seed, size, workers):
             truth, maps = _truth(path), []
-            for division in DIVISIONS:
+            for division, refine in MAPS:
                 stride = tile_px // division
-                out = root / f"{layout}-{slide_seed}-stride{stride}"
+                out = root / f"{layout}-{slide_seed}-stride{stride}{'-refined' * refine}"
                 if not (out / "classmap.tif").exists():
-                    classify(path, model, out, Tiling(stride_px=stride), running, progress=False)
+                    tiling = Tiling(stride_px=stride, refine=refine)
+                    classify(path, model, out, tiling, running, progress=False)
                 labels, mpp, classes = read_classmap(out / "classmap.tif")
                 compared = _compared(_measures(labels, mpp, classes), truth)
-                maps.append({"stride_px": stride, "map_mpp": mpp, "measures": compared})
+                maps.append({"stride_px": stride, "refined": refine, "map_mpp": mpp,
+                             "measures": compared})  # fmt: skip
             slides.append({"layout": layout, "seed": slide_seed, "maps": maps})
     return {
         "what": "measures of classify's class maps against those of the label mask: absolute "
@@ -93,7 +96,9 @@ def report(figures: dict) -> str:
     for slide in figures["slides"]:
         lines.append(f"  {slide['layout']} (seed {slide['seed']}):")
         for found in slide["maps"]:
-            lines.append(f"    stride {found['stride_px']} px (map {found['map_mpp']:g} µm/px):")
+            refined = ", refined" if found["refined"] else ""
+            lines.append(f"    stride {found['stride_px']} px (map {found['map_mpp']:g} µm/px"
+                         f"{refined}):")  # fmt: skip
             for name, row in found["measures"].items():
                 unit = "relative" if name.endswith("height") else "absolute"
                 lines.append(f"      {name:<40} truth {row['truth']:>9.4f}  found "
