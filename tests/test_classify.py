@@ -471,6 +471,15 @@ def test_several_inputs_go_on_past_a_bad_one(tiny_model, small_slide, tmp_path, 
     assert (out / "growth_plate" / "summary.json").read_text() == summary
 
 
+def test_refine_on_the_command_line_writes_a_refined_map(tiny_model, small_slide, tmp_path):
+    out = tmp_path / "out"
+    command = ["classify", str(small_slide), "--model", str(tiny_model), "--out", str(out)]
+    assert main([*command, "--quiet", "--workers", "0", "--refine"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classmap"]["refined"] is True and summary["tiling"]["refine"] is True
+    assert summary["classmap"]["cell_px"] == 16  # 8 µm at 0.5 µm/px
+
+
 def test_several_inputs_are_not_split_over_devices(tiny_model, small_slide, tmp_path, capsys):
     inputs = [str(small_slide), str(small_slide)]
     command = ["classify", *inputs, "--model", str(tiny_model), "--out", str(tmp_path / "o")]

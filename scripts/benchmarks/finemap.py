@@ -1,10 +1,11 @@
-"""`finemap`: class maps finer than a tile (overlapping tiles, their probabilities blended) against
-the ground-truth masks of synthetic slides of seeds training never saw, one per layout: the tile
-grid and strides of half and a quarter tile, their agreement overall and near true class
+"""`finemap`: class maps finer than a tile (overlapping tiles, their probabilities blended; or
+refined, `classify --refine`) against the ground-truth masks of synthetic slides of seeds training
+never saw, one per layout: the maps of `MAPS`, their agreement overall and near true class
 boundaries, their boundary F-score, and the seconds per slide against the tile grid's.
 
-Each finer map is scored twice: as `classify` blends it (the triangular window) and with the
-tiles' plain mean (rebuilt from the same `tiles.csv`): the window's worth measured, not assumed.
+Each finer map that is not refined is scored twice: as `classify` blends it (the triangular
+window) and with the tiles' plain mean (rebuilt from the same `tiles.csv`): the window's worth
+measured, not assumed.
 
 Every map is scored on one evaluation grid of `eval_um` µm cells, so that a coarse map is not
 judged against a coarse truth: a cell's true class is the mask's majority over it (glass, 255,
@@ -43,8 +44,9 @@ from ossiclass.classes import CLASSES, TissueClass
 from ossiclass.classify import Running, Tiling, classify
 from ossiclass.classmap import NO_TISSUE, class_map, load_classmap
 
-DIVISIONS = (1, 2, 4)
-"""Strides as fractions of the tile: the tile grid, half a tile, a quarter."""
+MAPS = ((1, False), (2, False), (4, False), (1, True), (2, True))
+"""The maps scored, as (tile over stride, refined): the tile grid, half a tile, a quarter, and
+the tile grid and half a tile with their boundaries refined (`classify --refine`)."""
 FOREIGN = 254
 """A map class the generator never paints (a model's extra class): it never agrees."""
 
@@ -61,7 +63,7 @@ def run(
     tolerance_um: float,
 ) -> dict:
     """Classify one `size` x `size` px slide per layout (seeds `seed`, `seed` + 1, ...) with
-    `model` at each stride of `DIVISIONS` and score each class map (see the module's
+    `model` for each map of `MAPS` and score each class map (see the module's
     docstring); slides made afresh unless `keep` (a folder kept with slides and outputs)
     holds them."""
     _, settings = load_bundle(model)
@@ -75,17 +77,18 @@ def run(
             truth = truth_grid(_read_mask(path.with_suffix(".labels.png")), eval_px)
             name = root / f"{layout}-{slide_seed}"
             maps = [
-                _scored_map(path, model, name, tile_px // division, running, truth, eval_px,
-                            band_um, tolerance_um)
-                for division in DIVISIONS
+                _scored_map(path, model, name, tile_px // division, refine, running, truth,
+                            eval_px, band_um, tolerance_um)
+                for division, refine in MAPS
             ]  # fmt: skip
             for found in maps:
                 found["seconds_vs_tile_grid"] = round(found["seconds"] / maps[0]["seconds"], 2)
             slides.append({"layout": layout, "seed": slide_seed, "maps": maps})
     return {
-        "what": "class maps of the tile grid and of strides of 1/2 and 1/4 tile against the "
-        "label mask on a common grid: accuracy, accuracy near true class boundaries, boundary "
-        "F-score, coverage; seconds of classify per slide and against the tile grid's",
+        "what": "class maps of the tile grid, of strides of 1/2 and 1/4 tile and refined, "
+        "against the label mask on a common grid: accuracy, accuracy near true class "
+        "boundaries, boundary F-score, coverage; seconds of classify per slide and against the "
+        "tile grid's",
         "model": str(model),
         "tile_px": tile_px,
         "size_px": size,
@@ -97,35 +100,40 @@ def run(
 
 
 def _scored_map(
-    path: Path, model: str | Path, name: Path, stride: int, running: Running, truth: np.ndarray,
-    eval_px: int, band_um: float, tolerance_um: float,
+    path: Path, model: str | Path, name: Path, stride: int, refine: bool, running: Running,
+    truth: np.ndarray, eval_px: int, band_um: float, tolerance_um: float,
 ) -> dict:  # fmt: skip
-    """Classify the slide at `path` with `stride` into `name`-stride<stride> and score its
-    class map against `truth` (on cells of `eval_px` level-0 px)."""
-    out = name.with_name(f"{name.name}-stride{stride}")
+    """Classify the slide at `path` with `stride` (and `refine`) into `name`-stride<stride>
+    and score its class map against `truth` (on cells of `eval_px` level-0 px)."""
+    out = name.with_name(f"{name.name}-stride{stride}{'-refined' * refine}")
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    summary = classify(path, model, out, Tiling(stride_px=stride), running, progress=False)
+    tiling = Tiling(stride_px=stride, refine=refine)
+    summary = classify(path, model, out, tiling, running, progress=False)
     seconds = time.perf_counter() - start
     classmap = load_classmap(out / "classmap.tif")
     with open(out / "tiles.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    # The same tiles blended with equal weights (the plain mean) instead of the tent: rebuilt
-    # from tiles.csv at no cost in classifying, over the same cells.
-    uniform = class_map(rows, classmap.classes, classmap.slide_px, classmap.cell_px,
-                        classmap.input_mpp, window="uniform").labels  # fmt: skip
-    uniform[classmap.labels == NO_TISSUE] = NO_TISSUE
+    maps = {"triangular": classmap.labels}
+    if not refine:
+        # The same tiles blended with equal weights (the plain mean) instead of the tent:
+        # rebuilt from tiles.csv at no cost in classifying, over the same cells.
+        uniform = class_map(rows, classmap.classes, classmap.slide_px, classmap.cell_px,
+                            classmap.input_mpp, window="uniform").labels  # fmt: skip
+        uniform[classmap.labels == NO_TISSUE] = NO_TISSUE
+        maps["uniform"] = uniform
     scored = {}
-    for window, labels in (("triangular", classmap.labels), ("uniform", uniform)):
+    for window, labels in maps.items():
         predicted = on_grid(labels, classmap.cell_px, truth.shape, eval_px)
         predicted = _as_truth_indices(predicted, classmap.classes)
         scored[window] = scores(truth, predicted, eval_px * MPP, band_um, tolerance_um)
     return {
         "stride_px": stride,
+        "refined": refine,
         "cell_um": classmap.mpp,
         "tiles": summary["tiles"]["classified"],
         **scored["triangular"],
-        "uniform_window": scored["uniform"],
+        "uniform_window": scored.get("uniform"),
         "seconds": round(seconds, 2),
     }
 
@@ -232,14 +240,15 @@ def report(figures: dict) -> str:
         lines.append(f"  {slide['layout']} (seed {slide['seed']}):")
         for found in slide["maps"]:
             lines.append(
-                f"    stride {found['stride_px']} px ({found['cell_um']:g} µm cells, "
+                f"    stride {found['stride_px']} px{', refined' * found['refined']} "
+                f"({found['cell_um']:g} µm cells, "
                 f"{found['tiles']} tiles): accuracy {_text(found['accuracy'])}, near boundaries "
                 f"{_text(found['band_accuracy'])} ({found['band_cells']} cells), boundary F "
                 f"{_text(found['boundary_f'])} (P {_text(found['boundary_precision'])}, R "
                 f"{_text(found['boundary_recall'])}), coverage {_text(found['coverage'])}; "
                 f"{found['seconds']:.1f} s, {found['seconds_vs_tile_grid']:.2f}x the tile grid"
             )
-            if found["stride_px"] < figures["tile_px"]:
+            if found["uniform_window"] and found["stride_px"] < figures["tile_px"]:
                 mean = found["uniform_window"]
                 lines.append(
                     f"      the plain mean instead of the tent: accuracy {_text(mean['accuracy'])}"
