@@ -280,8 +280,8 @@ def load_classmap(path: str | Path) -> ClassMap:
         width, height = description["slide_px"]
         cell_px, input_mpp = int(description["cell_px"]), float(description["level0_mpp"])
         slide_px = (int(width), int(height))
-        classmap = ClassMap(labels, cell_px, slide_px, input_mpp, classes, description["window"],
-                            bool(description.get("refined", False)))
+        window, refined = description["window"], bool(description.get("refined", False))
+        classmap = ClassMap(labels, cell_px, slide_px, input_mpp, classes, window, refined)
     except (ValueError, TypeError, KeyError, AttributeError):
         raise BadInputError(f"{path}: not an ossiclass class map (classmap.tif)") from None
     if labels.dtype != np.uint8 or labels.ndim != 2:
