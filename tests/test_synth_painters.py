@@ -92,6 +92,19 @@ def test_a_callus_field_says_which_of_its_pixels_are_cartilage_and_woven_bone():
     assert paint_parts("woven_bone", np.random.default_rng(0), (64, 64), 0.5)[1] is None
 
 
+def test_a_callus_keeps_as_much_of_its_cartilage_islands_as_a_study_paints():
+    shares = []
+    for cartilage in (0.0, 0.5, 1.0, 2.0):
+        parts = [
+            paint_parts(
+                "callus", np.random.default_rng(seed), (128, 128), 1.0, None, True, cartilage
+            )[1]  # fmt: skip
+            for seed in range(24)
+        ]
+        shares.append(np.mean([(p == 1).mean() for p in parts]))
+    assert shares[0] == 0 and shares[0] < shares[1] < shares[2] < shares[3]
+
+
 def _clear_share(maps):
     """Share of a field with almost no matrix: the clear space of loose tissue."""
     return (maps[EOSIN] < 0.03).mean()

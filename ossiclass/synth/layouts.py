@@ -37,8 +37,9 @@ class TissueAmounts:
     """How much of some tissues a layout paints, as a share of what it paints by default (1):
     the difference a study paints between its groups. `cartilage`: the area of the cartilage
     islands of a fracture callus (what is no longer cartilage is woven bone, as cartilage is
-    replaced by bone); `plate_height`: the height of a growth plate's hypertrophic zone (the
-    primary spongiosa below it moves)."""
+    replaced by bone), and of the small ones the callus painter draws inside it;
+    `plate_height`: the height of a growth plate's hypertrophic zone (the primary spongiosa
+    below it moves)."""
 
     cartilage: float = 1.0
     plate_height: float = 1.0

@@ -355,11 +355,14 @@ CALLUS_ISLANDS = ("callus", "hyaline_cartilage", "woven_bone")
 of the callus's soft tissue, 0), cartilage (1) and woven bone (2)."""
 
 
-def paint_callus_parts(rng, shape, mpp) -> tuple[np.ndarray, np.ndarray]:
+def paint_callus_parts(rng, shape, mpp, cartilage: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Fracture repair: fibrous granulation tissue with haemorrhage, cartilage and woven bone
     islands, often several side by side in one field. The islands' share varies from field to
     field as it does across a slide's callus: a quarter of fields (soft callus) are granulation
     tissue alone, dense collagen with no clear space, unlike mesenchyme.
+
+    `cartilage` scales the share of the field a cartilage island covers (at most 0.9): the
+    cartilage left in a study's callus (`layouts.TissueAmounts`).
 
     Returns the dye maps and (H, W) uint8 what each pixel is, an index into `CALLUS_ISLANDS`
     (the tissue an island holds where its soft mask is over half, else 0): what a slide's
@@ -369,12 +372,9 @@ def paint_callus_parts(rng, shape, mpp) -> tuple[np.ndarray, np.ndarray]:
     elements = [_haemorrhage, paint_hyaline_cartilage, paint_woven_bone]
     chosen = rng.choice(len(elements), size=int(rng.integers(0, 4)), replace=False)
     for index in chosen:
-        island = soft_threshold(
-            smooth_noise(rng, shape, rng.uniform(25, 60) / mpp),
-            rng.uniform(0.15, 0.4),
-            3.0,
-            per_canvas=False,
-        )
+        field, share = smooth_noise(rng, shape, rng.uniform(25, 60) / mpp), rng.uniform(0.15, 0.4)
+        share = min(share * cartilage, 0.9) if index == 1 else share
+        island = soft_threshold(field, share, 3.0, per_canvas=False)
         maps = maps * (1 - island) + elements[index](rng, shape, mpp) * island
         parts[island > 0.5] = index
     return maps, parts
@@ -446,12 +446,14 @@ def paint_parts(
     mpp: float,
     orientation: float | None = None,
     artefacts: bool = True,
+    cartilage: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`paint`'s dye maps and, for the callus, what each of their pixels is
-    (`paint_callus_parts`, at painting resolution); None for the other classes."""
+    (`paint_callus_parts`, at painting resolution, its cartilage islands scaled by
+    `cartilage`); None for the other classes."""
     work_shape, paint_mpp = paint_shape(shape, mpp)
     if name == "callus":
-        maps, parts = paint_callus_parts(rng, work_shape, paint_mpp)
+        maps, parts = paint_callus_parts(rng, work_shape, paint_mpp, cartilage)
     else:
         maps, parts = painter(name)(rng, work_shape, paint_mpp, orientation), None
     np.maximum(maps, 0.0, out=maps)

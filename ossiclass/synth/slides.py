@@ -198,8 +198,9 @@ def paint_chunk(
         )
         where = work_labels == label
         name = SLIDE_CLASSES[label].name
-        painted, parts = paint_parts(name, rng, (height, width), settings.mpp,
-                                     orientations.get(label), False)  # fmt: skip
+        orientation = orientations.get(label)
+        painted, parts = paint_parts(name, rng, (height, width), settings.mpp, orientation,
+                                     False, settings.cartilage)  # fmt: skip
         maps[:, where] = painted[:, where]
         if parts is not None:  # the callus's islands: labelled as the tissue they hold
             islands = np.asarray([class_index(n) for n in CALLUS_ISLANDS], dtype=np.uint8)
