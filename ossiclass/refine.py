@@ -49,12 +49,14 @@ one odd cell cannot outweigh its neighbours in the smoothing."""
 MIN_CELLS = 50
 """A class with fewer interior cells than this is not learnt: its cells and those around keep
 the tiles' answer."""
+STRIP_CELLS = 256
+"""Rows of cells whose image is read at once (2 mm of slide at 8 µm cells)."""
 MIN_PIECE_CELLS = 4
 """Pieces of a class smaller than this many cells (16 µm across) are specks, not tissue."""
 
 
 def cell_features(image: np.ndarray, glass: np.ndarray | float, shape: tuple[int, int],
-                  cell_px: float) -> np.ndarray:  # fmt: skip
+                  cell_px: float, top: float = 0.0) -> np.ndarray:  # fmt: skip
     """The look of each cell: mean and standard deviation of the optical density of each of
     R, G, B over the cell, the image resampled (box) to `PIXELS_PER_CELL` pixels a side.
 
@@ -64,6 +66,7 @@ def cell_features(image: np.ndarray, glass: np.ndarray | float, shape: tuple[int
     glass : the glass's RGB, one value or (3,): optical density 0.
     shape : the map's (rows, columns).
     cell_px : a cell's side in `image` pixels (need not be whole).
+    top : the image row (need not be whole) where the first row of cells starts.
 
     Returns
     -------
@@ -71,12 +74,12 @@ def cell_features(image: np.ndarray, glass: np.ndarray | float, shape: tuple[int
     """
     rows, columns = shape
     side = PIXELS_PER_CELL
-    height, width = int(np.ceil(rows * cell_px)), int(np.ceil(columns * cell_px))
+    height, width = int(np.ceil(top + rows * cell_px)), int(np.ceil(columns * cell_px))
     white = np.asarray(glass, dtype=np.float32)
     density = -np.log((image.astype(np.float32) + 1.0) / (white + 1.0))
     padded = np.zeros((max(height, image.shape[0]), max(width, image.shape[1]), 3), np.float32)
     padded[: image.shape[0], : image.shape[1]] = density
-    box = (0.0, 0.0, columns * cell_px, rows * cell_px)
+    box = (0.0, top, columns * cell_px, top + rows * cell_px)
     size = (columns * side, rows * side)
     planes = [
         Image.fromarray(plane).resize(size, Image.BOX, box) for plane in padded.transpose(2, 0, 1)
@@ -187,13 +190,24 @@ def cell_px(input_mpp: float) -> int:
 
 def refine_map(classmap: ClassMap, slide_path: Path, glass: np.ndarray | None,
                tile_px: int) -> ClassMap:  # fmt: skip
-    """`classmap` (cells of `cell_px`) refined from the slide's image at about `FEATURE_UM`
-    µm/px; `glass` is its glass RGB (None: `IO`); `tile_px` a tile's side in level-0 pixels,
-    half of which is how far a boundary may move."""
+    """`classmap` (cells of `cell_px`) refined from the slide's level closest to `FEATURE_UM`
+    µm/px, read in strips of `STRIP_CELLS` rows of cells; `glass` is its glass RGB (None:
+    `IO`); `tile_px` a tile's side in level-0 pixels, half of which is how far a boundary may
+    move."""
+    rows, columns = classmap.labels.shape
+    white = IO if glass is None else glass
     with open_slide(slide_path, classmap.input_mpp) as slide:
-        longest = max(slide.dimensions) * classmap.input_mpp / FEATURE_UM
-        image, downsample = slide.thumbnail(max(round(longest), 1))
-    features = cell_features(image, IO if glass is None else glass, classmap.labels.shape,
-                             classmap.cell_px / downsample)  # fmt: skip
+        level = slide.best_level(FEATURE_UM / classmap.input_mpp)
+        downsample = slide.level_downsamples[level]
+        width, height = (round(side / downsample) for side in slide.dimensions)
+        cell = classmap.cell_px / downsample  # in pixels of the level
+        strips = []
+        for first in range(0, rows, STRIP_CELLS):
+            count = min(STRIP_CELLS, rows - first)
+            y0 = min(int(first * cell), height - 1)
+            y1 = min(int(np.ceil((first + count) * cell)), height)
+            image = slide.read_region(0, round(y0 * downsample), width, max(y1 - y0, 1), level)
+            strips.append(cell_features(image, white, (count, columns), cell, first * cell - y0))
     band = max(round(tile_px / 2 / classmap.cell_px), 1)
-    return replace(classmap, labels=refine(classmap.labels, features, band), refined=True)
+    refined = refine(classmap.labels, np.concatenate(strips), band)
+    return replace(classmap, labels=refined, refined=True)
