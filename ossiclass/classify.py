@@ -302,7 +302,8 @@ def _plan(source, predictor, tiling, running, model, out, resume, trainer) -> Pl
         "model_sha256": outputs.sha256(model),
         "items": len(source),
         "glass_rgb": outputs.glass_rgb(source),
-        "tiling": asdict(tiling),
+        # What the tiles depend on: refining redraws only the map, so a run resumes either way.
+        "tiling": {key: value for key, value in asdict(tiling).items() if key != "refine"},
         "batch_size": running.batch_size,
         "precision": running.precision,
     }

@@ -7,7 +7,7 @@ where the slide shows it, in cells of `CELL_UM`:
 
 1. Each class's look on this slide (mean and spread of the optical density of each colour
    channel over a cell) is learnt, as a Gaussian, from the cells deep inside its regions: cells
-   with nothing but that class within half a tile.
+   with no other class within half a tile (glass aside).
 2. A cell may take a class found within half a tile of it, where that class explains the looks
    of it and of the cells around it (log-likelihoods smoothed over `SMOOTHING_CELLS`) better,
    by `MARGIN`, than its own class does.
@@ -49,8 +49,8 @@ one odd cell cannot outweigh its neighbours in the smoothing."""
 MIN_CELLS = 50
 """A class with fewer interior cells than this is not learnt: its cells and those around keep
 the tiles' answer."""
-STRIP_CELLS = 256
-"""Rows of cells whose image is read at once (2 mm of slide at 8 µm cells)."""
+STRIP_PX = 2048
+"""Rows of image pixels read at once (at least one row of cells): 4 mm of slide at 2 µm/px."""
 MIN_PIECE_CELLS = 4
 """Pieces of a class smaller than this many cells (16 µm across) are specks, not tissue."""
 
@@ -75,10 +75,12 @@ def cell_features(image: np.ndarray, glass: np.ndarray | float, shape: tuple[int
     rows, columns = shape
     side = PIXELS_PER_CELL
     height, width = int(np.ceil(top + rows * cell_px)), int(np.ceil(columns * cell_px))
-    white = np.asarray(glass, dtype=np.float32)
-    density = -np.log((image.astype(np.float32) + 1.0) / (white + 1.0))
+    white = np.broadcast_to(np.asarray(glass, dtype=np.float32), (3,))
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    density = -np.log((levels + 1.0) / (white + 1.0))  # (256, 3): each grey level's, per channel
     padded = np.zeros((max(height, image.shape[0]), max(width, image.shape[1]), 3), np.float32)
-    padded[: image.shape[0], : image.shape[1]] = density
+    for c in range(3):
+        padded[: image.shape[0], : image.shape[1], c] = density[image[..., c], c]
     box = (0.0, top, columns * cell_px, top + rows * cell_px)
     size = (columns * side, rows * side)
     planes = [
@@ -105,7 +107,7 @@ def refine(labels: np.ndarray, features: np.ndarray, band_cells: int) -> np.ndar
     -------
     (rows, columns) uint8; no-tissue cells stay so and no cell becomes no tissue.
     """
-    window = np.ones((2 * band_cells + 1,) * 2, dtype=bool)
+    side = 2 * band_cells + 1
     tissue = labels != BACKGROUND_LABEL
     present = [int(k) for k in np.unique(labels[tissue])]
     if not present:
@@ -113,14 +115,14 @@ def refine(labels: np.ndarray, features: np.ndarray, band_cells: int) -> np.ndar
     scores = np.full((len(present), *labels.shape), -np.inf, dtype=np.float32)
     for i, k in enumerate(present):
         mine = labels == k
-        interior = ndi.binary_erosion(mine | ~tissue, window, border_value=1) & mine
+        interior = ndi.minimum_filter(mine | ~tissue, side, mode="constant", cval=True) & mine
         if interior.sum() >= MIN_CELLS:
             scores[i][tissue] = _log_likelihood(features[tissue], features[interior])
     learnt = np.isfinite(scores[:, tissue]).all(axis=1)
     scores = _smoothed(scores, tissue, learnt)
     allowed = np.zeros(scores.shape, dtype=bool)
     for i, k in enumerate(present):
-        allowed[i] = ndi.binary_dilation(labels == k, window) & tissue
+        allowed[i] = ndi.maximum_filter(labels == k, side, mode="constant") & tissue
     allowed &= learnt[:, None, None]
     own = np.searchsorted(present, np.where(tissue, labels, present[0]))
     own_score = np.take_along_axis(scores, own[None], 0)[0]
@@ -129,7 +131,7 @@ def refine(labels: np.ndarray, features: np.ndarray, band_cells: int) -> np.ndar
     move = tissue & learnt[own] & (best_score > own_score + MARGIN)
     refined = labels.copy()
     refined[move] = np.asarray(present, dtype=np.uint8)[best[move]]
-    return _without_specks(refined)
+    return _without_specks(refined, moved=refined != labels)
 
 
 def _smoothed(scores: np.ndarray, tissue: np.ndarray, learnt: np.ndarray) -> np.ndarray:
@@ -148,9 +150,10 @@ def _smoothed(scores: np.ndarray, tissue: np.ndarray, learnt: np.ndarray) -> np.
     return smoothed
 
 
-def _without_specks(labels: np.ndarray) -> np.ndarray:
-    """Pieces (8-connected) of one class under `MIN_PIECE_CELLS` cells take the class most
-    tissue cells around them have."""
+def _without_specks(labels: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """Pieces (8-connected) of one class under `MIN_PIECE_CELLS` cells that refinement made
+    (holding a `moved` cell, or left behind where all around moved) take the class most tissue
+    cells around them have; the tiles' own pieces stay."""
     cleaned = labels.copy()
     ring = np.ones((3, 3), dtype=bool)
     for k in np.unique(labels[labels != BACKGROUND_LABEL]):
@@ -164,7 +167,10 @@ def _without_specks(labels: np.ndarray) -> np.ndarray:
                 for axis, size in zip(where, labels.shape, strict=True)
             )
             inside = pieces[window] == piece
-            around = labels[window][ndi.binary_dilation(inside, ring) & ~inside]
+            ring_cells = ndi.binary_dilation(inside, ring) & ~inside
+            if not (moved[window] & (inside | ring_cells)).any():
+                continue
+            around = labels[window][ring_cells]
             around = around[around != BACKGROUND_LABEL]
             if len(around):
                 cleaned[window][inside] = np.bincount(around).argmax()
@@ -191,7 +197,7 @@ def cell_px(input_mpp: float) -> int:
 def refine_map(classmap: ClassMap, slide_path: Path, glass: np.ndarray | None,
                tile_px: int) -> ClassMap:  # fmt: skip
     """`classmap` (cells of `cell_px`) refined from the slide's level closest to `FEATURE_UM`
-    µm/px, read in strips of `STRIP_CELLS` rows of cells; `glass` is its glass RGB (None:
+    µm/px, read in strips of about `STRIP_PX` rows; `glass` is its glass RGB (None:
     `IO`); `tile_px` a tile's side in level-0 pixels, half of which is how far a boundary may
     move."""
     rows, columns = classmap.labels.shape
@@ -201,9 +207,10 @@ def refine_map(classmap: ClassMap, slide_path: Path, glass: np.ndarray | None,
         downsample = slide.level_downsamples[level]
         width, height = (round(side / downsample) for side in slide.dimensions)
         cell = classmap.cell_px / downsample  # in pixels of the level
+        strip_cells = max(int(STRIP_PX // cell), 1)
         strips = []
-        for first in range(0, rows, STRIP_CELLS):
-            count = min(STRIP_CELLS, rows - first)
+        for first in range(0, rows, strip_cells):
+            count = min(strip_cells, rows - first)
             y0 = min(int(first * cell), height - 1)
             y1 = min(int(np.ceil((first + count) * cell)), height)
             image = slide.read_region(0, round(y0 * downsample), width, max(y1 - y0, 1), level)

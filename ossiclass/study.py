@@ -296,7 +296,13 @@ def _agreement(
 def _check_record(out: Path, record: dict) -> None:
     """Refuse an OUT whose slides were classified with another model or other settings."""
     path = out / STUDY_FILE
-    if path.exists() and json.loads(path.read_text()) != record:
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    # A setting added since the study began counts as its default (so `refine`, False).
+    if isinstance(stored, dict) and isinstance(stored.get("tiling"), dict):
+        stored["tiling"] = asdict(Tiling()) | stored["tiling"]
+    if stored != record:
         raise BadInputError(
             f"{out}: holds a study classified with another model or other settings; "
             "use another output folder"

@@ -281,7 +281,9 @@ def test_a_killed_run_resumes_to_the_same_tiles(classified, tiny_model, small_sl
     assert len(list((out / "parts").glob("chunk-*.json"))) == chunks // 2
     assert not (out / "tiles.csv").exists()
     assert main(_classify_command(small_slide, tiny_model, out)) == 2  # refuses to start over
-    assert main(_classify_command(small_slide, tiny_model, out, "--resume")) == 0
+    # Refining redraws the map, not the tiles: the run resumes with it too.
+    assert main(_classify_command(small_slide, tiny_model, out, "--resume", "--refine")) == 0
+    assert json.loads((out / "summary.json").read_text())["classmap"]["refined"] is True
     assert _rows(out / "tiles.csv") == _rows(uninterrupted / "tiles.csv")
     assert json.loads((out / "run.json").read_text())["classified_in_this_run"] < len(
         _rows(out / "tiles.csv")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from ossiclass.classes import BACKGROUND_LABEL
 from ossiclass.refine import cell_features, refine
@@ -59,10 +60,29 @@ def test_no_tissue_stays_no_tissue_and_tissue_stays_tissue():
 
 
 def test_a_class_too_small_to_learn_is_left_where_the_tiles_put_it():
-    truth = _halves(30)
-    tiles = _halves(36, size=20)  # class 1 has no cell 8 cells from class 0: nothing to learn
-    refined = refine(tiles, _features(truth[:20, :20]), band_cells=8)
-    assert (refined == tiles).all()
+    truth = _halves(10, size=20)
+    tiles = _halves(14, size=20)  # class 1 has no cell 8 cells from class 0: nothing to learn
+    refined = refine(tiles, _features(truth), band_cells=8)
+    assert (tiles != truth).any() and (refined == tiles).all()
+
+
+def test_no_cell_takes_a_class_from_farther_than_half_a_tile():
+    """Blocks of three classes whose true boundaries lie 3 cells off the tiles': whatever
+    moves, each cell's new class lies within half a tile (4 cells) of it on the tiles' map;
+    a tiny piece the tiles made (a lone cell deep inside a region) stays."""
+    rng = np.random.default_rng(3)
+    tiles = np.repeat(np.repeat(rng.integers(0, 3, (6, 6)), 16, 0), 16, 1).astype(np.uint8)
+    truth = np.roll(tiles, (3, 3), axis=(0, 1))
+    tiles[20, 20] = 3  # a piece of one cell, the tiles' own
+    looks = np.array([[0.2, 0.3, 0.1], [0.5, 0.6, 0.3], [0.9, 0.4, 0.6]])
+    features = np.concatenate([looks[truth], np.full((*truth.shape, 3), 0.05)], axis=-1)
+    features = (features + rng.normal(0, 0.05, features.shape)).astype(np.float32)
+    refined = refine(tiles, features, band_cells=4)
+    assert (refined != tiles).mean() > 0.02
+    for k in np.unique(refined):
+        near = ndi.maximum_filter(tiles == k, 9, mode="constant")  # within 4 cells
+        assert near[refined == k].all()
+    assert refined[20, 20] == 3
 
 
 def test_a_cell_s_features_are_the_mean_and_spread_of_its_optical_density():
@@ -135,3 +155,17 @@ def test_a_slide_s_tile_map_refined_agrees_better_with_its_label_mask(callus_sli
 
     assert refined.refined and refined.cell_px == cell == 4
     assert agreement(refined.labels) > agreement(tiles.labels) + 0.03
+
+
+def test_a_slide_read_in_strips_gives_the_map_read_whole(small_slide, monkeypatch):
+    from ossiclass import refine as module
+    from ossiclass.classes import TISSUE_CLASSES
+    from ossiclass.classmap import ClassMap
+
+    labels = np.zeros((64, 64), dtype=np.uint8)
+    labels[:, 30:] = 3
+    labels[:5] = BACKGROUND_LABEL
+    classmap = ClassMap(labels, 16, (1024, 1024), 0.5, TISSUE_CLASSES)
+    whole = module.refine_map(classmap, small_slide, None, 128).labels
+    monkeypatch.setattr(module, "STRIP_PX", 9)  # strips of two rows of 4-pixel cells
+    np.testing.assert_array_equal(module.refine_map(classmap, small_slide, None, 128).labels, whole)

@@ -213,6 +213,22 @@ def test_the_command_prints_the_outputs_and_a_line_per_group(
 
 
 @pytest.mark.slow  # classifies a study's slides: seconds each
+def test_a_study_begun_before_a_setting_came_goes_on_with_its_default(
+    slides, studied, tiny_model, tmp_path, capsys
+):
+    from ossiclass.study import STUDY_FILE
+
+    out = _copy(studied, tmp_path)
+    record = json.loads((out / STUDY_FILE).read_text())
+    del record["tiling"]["refine"]  # as a study begun before --refine wrote it
+    (out / STUDY_FILE).write_text(json.dumps(record))
+    command = _command(slides / "manifest.csv", tiny_model, out)
+    assert main(command) == 0
+    assert main([*command, "--refine"]) == 2  # refined measures would mix with unrefined
+    assert "another model or other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_a_study_of_another_model_is_refused(slides, studied, eight_class_model, capsys):
     out, _ = studied
     assert main(_command(slides / "manifest.csv", eight_class_model, out)) == 2

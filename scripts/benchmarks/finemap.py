@@ -240,7 +240,7 @@ def report(figures: dict) -> str:
         lines.append(f"  {slide['layout']} (seed {slide['seed']}):")
         for found in slide["maps"]:
             lines.append(
-                f"    stride {found['stride_px']} px{', refined' * found['refined']} "
+                f"    stride {found['stride_px']} px{', refined' * found.get('refined', False)} "
                 f"({found['cell_um']:g} µm cells, "
                 f"{found['tiles']} tiles): accuracy {_text(found['accuracy'])}, near boundaries "
                 f"{_text(found['band_accuracy'])} ({found['band_cells']} cells), boundary F "

@@ -96,7 +96,7 @@ def report(figures: dict) -> str:
     for slide in figures["slides"]:
         lines.append(f"  {slide['layout']} (seed {slide['seed']}):")
         for found in slide["maps"]:
-            refined = ", refined" if found["refined"] else ""
+            refined = ", refined" if found.get("refined", False) else ""
             lines.append(f"    stride {found['stride_px']} px (map {found['map_mpp']:g} µm/px"
                          f"{refined}):")  # fmt: skip
             for name, row in found["measures"].items():
