@@ -74,6 +74,7 @@ def test_label_mask_has_every_region_the_layout_promises(slides, layout):
     assert 0.05 < (labels == BACKGROUND_LABEL).mean() < 0.6
 
 
+@pytest.mark.slow  # paints a slide of its own: about 10 s
 def test_a_callus_s_islands_are_labelled_as_the_tissue_they_hold(tmp_path):
     """Inside the callus the layout draws, the mask says cartilage or woven bone where the
     callus painter drew an island of it; elsewhere it is the layout's."""
