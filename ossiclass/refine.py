@@ -11,7 +11,8 @@ where the slide shows it, in cells of `CELL_UM`:
 2. A cell may take a class found within half a tile of it, where that class explains the looks
    of it and of the cells around it (log-likelihoods smoothed over `SMOOTHING_CELLS`) better,
    by `MARGIN`, than its own class does.
-3. Pieces under `MIN_PIECE_CELLS` cells take the class most of the cells around them have.
+3. Pieces under `MIN_PIECE_CELLS` cells that refinement made take the class most of the
+   cells around them have; the tiles' own pieces stay.
 
 Nothing is learnt across slides: each slide is its own reference, so a lab's stain shifts the
 Gaussians, not the answer. Deep inside a region the network's call over a whole field stands,
@@ -113,12 +114,14 @@ def refine(labels: np.ndarray, features: np.ndarray, band_cells: int) -> np.ndar
     if not present:
         return labels.copy()
     scores = np.full((len(present), *labels.shape), -np.inf, dtype=np.float32)
+    learnt = np.zeros(len(present), dtype=bool)
+    looks = features[tissue]
     for i, k in enumerate(present):
         mine = labels == k
         interior = ndi.minimum_filter(mine | ~tissue, side, mode="constant", cval=True) & mine
         if interior.sum() >= MIN_CELLS:
-            scores[i][tissue] = _log_likelihood(features[tissue], features[interior])
-    learnt = np.isfinite(scores[:, tissue]).all(axis=1)
+            scores[i][tissue] = _log_likelihood(looks, features[interior])
+            learnt[i] = True
     scores = _smoothed(scores, tissue, learnt)
     allowed = np.zeros(scores.shape, dtype=bool)
     for i, k in enumerate(present):

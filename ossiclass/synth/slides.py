@@ -158,6 +158,10 @@ def _fields(settings: SlideSettings) -> SlideFields:
     return SlideFields(settings, (coarse, coarse * 1.3, 150 / settings.mpp))
 
 
+ISLAND_LABELS = np.array([class_index(name) for name in CALLUS_ISLANDS], dtype=np.uint8)
+"""The label of each of `painters.CALLUS_ISLANDS`, by its number there."""
+
+
 def label_window(
     settings: SlideSettings, fields: SlideFields, top: int, left: int, height: int, width: int
 ) -> np.ndarray:
@@ -203,8 +207,7 @@ def paint_chunk(
                                      False, settings.cartilage)  # fmt: skip
         maps[:, where] = painted[:, where]
         if parts is not None:  # the callus's islands: labelled as the tissue they hold
-            islands = np.asarray([class_index(n) for n in CALLUS_ISLANDS], dtype=np.uint8)
-            full = islands[parts[full_rows][:, full_cols]]
+            full = ISLAND_LABELS[parts[full_rows][:, full_cols]]
             labels = np.where(labels == label, full, labels)
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, top, left, 0xC0]))
     return render(maps, domain, rng, (height, width)), labels
