@@ -4,7 +4,8 @@ A bundle holds plain data only (tensors, strings, numbers, lists, dicts), so it 
 `torch.load(weights_only=True)` and never runs code from the file: the network's weights, the
 class list in output order (names, display names, colours), the backbone name, the
 `Preprocessing` (input size in pixels, the model's µm per pixel, the stain normaliser and its
-fitted reference, the standardisation) and the softmax temperature. Version 1 bundles (the
+fitted reference, the standardisation), the softmax temperature and, where one was fitted,
+the network's cell head (`cell_head.py`). Version 1 bundles (the
 preprocessing as flat fields) and version 2 ones (the classes as names) still load.
 """
 
@@ -21,7 +22,7 @@ from torch import nn
 from ossiclass import __version__
 from ossiclass.classes import TISSUE_CLASSES, TissueClass, class_list_from_dict, class_list_to_dict
 from ossiclass.errors import BadModelError
-from ossiclass.network import build_backbone
+from ossiclass.network import CELL_HEAD, build_backbone
 from ossiclass.preprocessing import Preprocessing
 
 BUNDLE_FORMAT = "ossiclass-model"
@@ -130,6 +131,11 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
             f"{path}: the network has {outputs} outputs but the bundle lists "
             f"{len(settings.classes)} classes ({', '.join(settings.class_names)})"
         )
+    if isinstance(state, dict) and isinstance(state.get(f"{CELL_HEAD}.weight"), torch.Tensor):
+        outputs, features = state[f"{CELL_HEAD}.weight"].shape
+        if outputs != len(settings.classes):
+            raise BadModelError(f"{path}: the cell head has {outputs} outputs, not one per class")
+        setattr(network, CELL_HEAD, nn.Linear(features, outputs))
     try:
         network.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as error:

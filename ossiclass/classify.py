@@ -32,7 +32,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ossiclass import outputs, parts
+from ossiclass import cell_head, outputs, parts
 from ossiclass.classes import TissueClass
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.predict import InferenceNetwork, Predictor
@@ -167,15 +167,20 @@ class ChunkClassifier(pl.LightningModule):
     """The prediction step: per-item probabilities of a chunk (tiles of one item averaged).
     `gains` (3,): the white balance, folded into the network's input standardisation."""
 
-    def __init__(self, network: InferenceNetwork, gains: np.ndarray | None = None):
+    def __init__(self, network: InferenceNetwork, gains: np.ndarray | None = None,
+                 cells: bool = False):  # fmt: skip
         super().__init__()
-        self.network = network
+        self.network, self.cells = network, cells
         self.register_buffer("gains", None if gains is None else torch.from_numpy(gains))
 
     def predict_step(self, batch, batch_idx: int) -> dict:
         chunk, tiles, owners, failed = batch
         if len(tiles) == 0:
             return {"chunk": chunk, "items": [], "probabilities": torch.empty(0), "failed": failed}
+        if self.cells:  # a slide's tiles, one per item: each with its cells' probabilities
+            probabilities, cells = self.network.cell_probabilities(tiles, self.gains)
+            return {"chunk": chunk, "items": owners.tolist(), "probabilities": probabilities.cpu(),
+                    "cells": cells.cpu(), "failed": failed}  # fmt: skip
         probabilities = self.network.probabilities(tiles, self.gains)
         items, inverse = torch.unique_consecutive(owners, return_inverse=True)
         sums = torch.zeros(len(items), probabilities.shape[1], device=probabilities.device)
@@ -221,6 +226,9 @@ class ChunkWriter(BasePredictionWriter):
             {"item": item, **self.source.key(item), **outputs.result_columns(p, self.classes)}
             for item, p in pairs
         ]
+        if "cells" in prediction:
+            for row, cells in zip(rows, prediction["cells"].numpy(), strict=True):
+                row["cells"] = cell_head.encode(cells)
         skipped = [
             {"item": item, **self.source.key(item), "reason": reason}
             for item, reason in prediction["failed"]
@@ -332,7 +340,8 @@ def _run(plan: Plan, predictor: Predictor, running: Running, trainer, device) ->
         persistent_workers=False,
     )
     gains = None if plan.glass is None or in_workers else white_balance_gains(plan.glass)
-    module = ChunkClassifier(predictor.network, gains)
+    cells = plan.source.has_boxes and predictor.network.cell_head is not None
+    module = ChunkClassifier(predictor.network, gains, cells)
     with warnings.catch_warnings():
         # Chunks are whole batches: Lightning cannot (and need not) track sample indices.
         warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")

@@ -55,6 +55,8 @@ class ClassMap:
     classes : the model's class list.
     window : the blending window (one of `WINDOWS`).
     refined : True where the boundaries were moved within tiles (`refine.refine_map`).
+    callus_cells : True where the callus's cells took the cell head's classes
+        (`refine.split_callus`).
     """
 
     labels: np.ndarray
@@ -64,6 +66,7 @@ class ClassMap:
     classes: tuple[TissueClass, ...]
     window: str = "triangular"
     refined: bool = False
+    callus_cells: bool = False
 
     @property
     def mpp(self) -> float:
@@ -82,6 +85,7 @@ class ClassMap:
             "no_tissue": NO_TISSUE,
             "window": self.window,
             "refined": self.refined,
+            "callus_cells": self.callus_cells,
         }
 
 
@@ -281,7 +285,9 @@ def load_classmap(path: str | Path) -> ClassMap:
         cell_px, input_mpp = int(description["cell_px"]), float(description["level0_mpp"])
         slide_px = (int(width), int(height))
         window, refined = description["window"], bool(description.get("refined", False))
-        classmap = ClassMap(labels, cell_px, slide_px, input_mpp, classes, window, refined)
+        callus_cells = bool(description.get("callus_cells", False))
+        classmap = ClassMap(labels, cell_px, slide_px, input_mpp, classes, window, refined,
+                            callus_cells)  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError):
         raise BadInputError(f"{path}: not an ossiclass class map (classmap.tif)") from None
     if labels.dtype != np.uint8 or labels.ndim != 2:

@@ -120,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=commands.evaluate_model)
 
+    fit_cells = subcommands.add_parser(
+        "fit-cells",
+        help="fit the model's cell head, which tells a callus's islands from its fibrous "
+        "tissue, on a synthetic tile set; stored in the model",
+    )
+    fit_cells.add_argument("--model", required=True, help="model bundle (model.pt)")
+    fit_cells.add_argument(
+        "--data", required=True, help="a synthetic tile set (ossiclass synth tiles): training's"
+    )
+    fit_cells.add_argument(
+        "--per-class", type=positive_int, default=200,
+        help="tiles of each class to paint again with what each pixel is (default 200)",
+    )  # fmt: skip
+    fit_cells.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit_cells.set_defaults(run=commands.fit_cell_head)
+
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--model", required=True, help="model bundle (model.pt from training)")
     model.add_argument(

@@ -145,6 +145,20 @@ def evaluate_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def fit_cell_head(args: argparse.Namespace) -> int:
+    from ossiclass.cell_head import fit_cells
+
+    done = fit_cells(args.model, args.data, args.per_class, not args.quiet)
+    callus = done["held_out_callus_accuracy"]
+    print(
+        f"fitted the cell head on {done['tiles']} tiles ({done['cells_per_tile']} cells each); "
+        f"held-out cells right: {done['held_out_accuracy']:.3f}"
+        + ("" if callus is None else f", in the callus {callus:.3f}")
+        + f"; stored in {args.model}"
+    )
+    return 0
+
+
 def predict_images(args: argparse.Namespace) -> int:
     import json
 

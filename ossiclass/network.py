@@ -18,6 +18,21 @@ def head(model: nn.Module) -> nn.Linear:
     return model.fc if hasattr(model, "fc") else model.classifier[-1]
 
 
+CELL_HEAD = "cell_head"
+"""The attribute of a network that holds its cell head, if it has one (`cell_head.py`)."""
+
+
+def feature_pooling(model: nn.Module) -> nn.Module:
+    """The layer of a network of `BACKBONES` that pools its last feature map: its input is
+    (N, C, h, w), one vector per cell of the tile (32 input pixels a side)."""
+    return model.avgpool
+
+
+def cell_head(model: nn.Module) -> nn.Linear | None:
+    """The network's cell head (features of a cell -> class logits), or None."""
+    return getattr(model, CELL_HEAD, None)
+
+
 def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     layer = nn.Linear(head(model).in_features, num_classes)
     if hasattr(model, "fc"):
@@ -36,7 +51,11 @@ def transfer_weights(
     source_head, target_head = head(source), head(target)
     head_weights = {id(source_head.weight), id(source_head.bias)}
     head_names = {k for k, v in source.named_parameters() if id(v) in head_weights}
-    state = {k: v for k, v in source.state_dict().items() if k not in head_names}
+    # The cell head is fitted to a frozen network: once the network learns on, it is stale.
+    state = {
+        k: v for k, v in source.state_dict().items()
+        if k not in head_names and not k.startswith(f"{CELL_HEAD}.")
+    }  # fmt: skip
     missing, unexpected = target.load_state_dict(state, strict=False)
     if unexpected or set(missing) != head_names:
         raise ValueError("the two networks are not of one backbone")

@@ -147,6 +147,8 @@ def write_slide_outputs(out: Path, rows: list[dict], source: TileSource, predict
                          tiling.min_tissue)  # fmt: skip
     if tiling.refine:
         classmap = refine.refine_map(classmap, source.path, source.glass, box)
+        if rows and "cells" in rows[0]:  # the model has a cell head
+            classmap = refine.split_callus(classmap, rows)
     write_classmap(out / "classmap.tif", classmap)
     inside = None if region is None else region_mask(classmap, region.geometry)
     measured = measure_slide(classmap.labels, classmap.mpp, classes, inside)

@@ -15,9 +15,10 @@ where the slide shows it, in cells of `CELL_UM`:
    cells around them have; the tiles' own pieces stay.
 
 Nothing is learnt across slides: each slide is its own reference, so a lab's stain shifts the
-Gaussians, not the answer. Deep inside a region the network's call over a whole field stands,
-and so does its call of a mixture: a fracture callus's small cartilage and woven-bone islands,
-which colour alone does not tell from its fibrous tissue, stay callus (docs/histomorphometry.md).
+Gaussians, not the answer. Deep inside a region the network's call over a whole field stands.
+So would its call of a mixture: a fracture callus's small cartilage and woven-bone islands,
+which colour alone does not tell from its fibrous tissue. Where the model has a cell head
+(`cell_head.py`), `split_callus` gives the callus's cells the classes it sees in them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from ossiclass.classes import BACKGROUND_LABEL
-from ossiclass.classmap import ClassMap
+from ossiclass.classmap import ClassMap, blend, tile_table
 from ossiclass.preprocess.tissue import IO
 from ossiclass.slides import open_slide
 
@@ -221,3 +222,30 @@ def refine_map(classmap: ClassMap, slide_path: Path, glass: np.ndarray | None,
     band = max(round(tile_px / 2 / classmap.cell_px), 1)
     refined = refine(classmap.labels, np.concatenate(strips), band)
     return replace(classmap, labels=refined, refined=True)
+
+
+def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
+    """`classmap` with each cell of its fibrous callus given the class the tiles' cell heads
+    find most probable there (their `cells`, see `cell_head.encode`; tiles overlapping a cell
+    averaged): the cartilage and woven bone inside a callus, and the fibrous tissue left."""
+    from ossiclass import cell_head
+
+    classes = classmap.classes
+    names = [c.name for c in classes]
+    if "callus" not in names or not rows:
+        return classmap
+    boxes, _ = tile_table(rows, classes)
+    cells = np.stack([cell_head.decode(row["cells"], len(classes)) for row in rows])
+    side = cells.shape[-1]  # (N, K, side, side) per tile
+    step, shape = np.arange(side) / side, (len(boxes), side, side)
+    left, top, width, height = (boxes[:, k, None, None] for k in range(4))
+    x = np.broadcast_to(left + step[None, None, :] * width, shape)
+    y = np.broadcast_to(top + step[None, :, None] * height, shape)
+    width, height = np.broadcast_to(width / side, shape), np.broadcast_to(height / side, shape)
+    sub = np.stack([x, y, width, height], axis=-1).reshape(-1, 4)  # a box per cell
+    probabilities = cells.transpose(0, 2, 3, 1).reshape(-1, len(classes))
+    mean, weight = blend(sub, probabilities, classmap.labels.shape, classmap.cell_px, "uniform")
+    labels = classmap.labels.copy()
+    fibrous = (labels == names.index("callus")) & (weight > 0)
+    labels[fibrous] = mean.argmax(axis=-1)[fibrous]
+    return replace(classmap, labels=labels, callus_cells=True)

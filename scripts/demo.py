@@ -3,10 +3,10 @@
     python scripts/demo.py [--out outputs/demo]
 
 Makes a training set (32 labs), a calibration set and a test set (labs never seen in training),
-trains with configs/default.yaml, calibrates and evaluates on the unseen labs, makes one slide of
-each layout (seeds and labs not used in training), classifies them with an HTML report each, and
-prints a short summary. Every step is skipped when its output exists, so a demo that was
-interrupted picks up where it stopped.
+trains with configs/default.yaml, calibrates and evaluates on the unseen labs, fits the cell head
+(`ossiclass fit-cells`), makes one slide of each layout (seeds and labs not used in training),
+classifies them with refined maps and an HTML report each, and prints a short summary. Every
+step is skipped when its output exists, so a demo that was interrupted picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ def ossiclass(*arguments: str) -> None:
     run(sys.executable, "-m", "ossiclass", *arguments)
 
 
+def has_cell_head(model: Path) -> bool:
+    from ossiclass.bundle import load_bundle
+    from ossiclass.network import cell_head
+
+    return cell_head(load_bundle(model)[0]) is not None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/demo", help="where everything goes")
@@ -63,6 +70,8 @@ def main() -> int:
         ossiclass("evaluate", "--model", str(model), "--data", str(out / "test"),
                   "--calibrate", str(out / "calibration"), "--out", str(out / "evaluate"),
                   "--quiet")  # fmt: skip
+    if not has_cell_head(model):  # fitted to the trained network, as the temperature is
+        ossiclass("fit-cells", "--model", str(model), "--data", str(out / "tiles"), "--quiet")
 
     slides = []
     for offset, layout in enumerate(LAYOUTS):
@@ -73,7 +82,7 @@ def main() -> int:
                       str(SLIDE_PX), "--workers", "2", "--quiet")  # fmt: skip
         slides.append(str(slide))
     ossiclass("classify", *slides, "--model", str(model), "--out", str(out / "classified"),
-              "--report", "--resume", "--quiet")  # fmt: skip
+              "--refine", "--report", "--resume", "--quiet")  # fmt: skip
 
     from ossiclass.evaluate import slide_agreement
 

@@ -25,7 +25,7 @@ from ossiclass.classes import CLASSES, TissueClass, known_class, write_class_lis
 from ossiclass.errors import BadInputError
 from ossiclass.files import save_png, write_text_atomic
 from ossiclass.synth.extra_painters import PAINTED_CLASSES
-from ossiclass.synth.painters import paint
+from ossiclass.synth.painters import paint_parts
 from ossiclass.synth.stains import StainDomain, render, sample_domains
 
 MANIFEST_COLUMNS = ("path", "label", "domain", "seed", "mpp")
@@ -77,11 +77,21 @@ def make_tile(
     class_name: str, index: int, seed: int, domains: list[StainDomain], size_px: int, mpp: float
 ) -> tuple[np.ndarray, int]:
     """Tile `index` of a class: ((size_px, size_px, 3) uint8 image, its stain-domain index)."""
+    image, domain, _ = labelled_tile(class_name, index, seed, domains, size_px, mpp)
+    return image, domain
+
+
+def labelled_tile(
+    class_name: str, index: int, seed: int, domains: list[StainDomain], size_px: int, mpp: float
+) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """`make_tile`'s image and stain domain, and what each pixel of a callus tile is: (h, w)
+    uint8 indices into `painters.CALLUS_ISLANDS` at painting resolution (None for the other
+    classes, which are one tissue throughout)."""
     stream = PAINTED_CLASSES.index(class_name)
     rng = np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
     domain = index % len(domains)
-    maps = paint(class_name, rng, (size_px, size_px), mpp)
-    return render(maps, domains[domain], rng, (size_px, size_px)), domain
+    maps, parts = paint_parts(class_name, rng, (size_px, size_px), mpp)
+    return render(maps, domains[domain], rng, (size_px, size_px)), domain, parts
 
 
 def _write_tile(job: tuple[str, int], root: Path, settings: TileSettings, domains) -> list:

@@ -1,0 +1,163 @@
+"""The cell head: the class of each cell of a tile's last feature map (32 network-input pixels
+a side: 32 µm for the default model), so that the map of a fracture callus tells its cartilage
+and woven-bone islands from its fibrous tissue.
+
+A tile's class speaks for its whole field, and a callus field is a mixture by definition
+(TISSUES.md): the tile classifier rightly calls it callus, and the callus measures still need
+what its islands are. The cell head is one linear layer over the backbone's last feature map,
+fitted to the frozen network (`ossiclass fit-cells`) on synthetic tiles whose every pixel's
+tissue the generator knows: a callus tile's islands, each other tile's one class. The tile
+classifier stays exactly as it was. `classify` stores each slide tile's cell probabilities
+with its chunk, and `--refine` uses them inside the callus (`refine.split_callus`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ossiclass.errors import BadInputError
+from ossiclass.network import CELL_HEAD, feature_pooling
+
+FIT_STEPS = 600
+"""AdamW steps of the fit, each on `BATCH_CELLS` cells drawn at random."""
+BATCH_CELLS = 4096
+LEARNING_RATE = 1e-2
+HELD_OUT_EVERY = 5
+"""Every fifth tile is held out of the fit, to report how well the head does on tiles it never
+saw."""
+
+
+def painted_cells(tile_set: str | Path, class_names: tuple[str, ...], per_class: int,
+                  progress: bool = True) -> tuple[np.ndarray, list[np.ndarray], float]:  # fmt: skip
+    """Tiles 0 .. `per_class` - 1 of every class of a synthetic tile set (its `synth.json`),
+    painted again (the very tiles of the set) with what each pixel is.
+
+    Returns ((N, S, S, 3) uint8 tiles, N (h, w) uint8 label images at painting resolution,
+    indices into `class_names`, the model's class list), and the tiles' µm per pixel.
+    """
+    from ossiclass.synth.painters import CALLUS_ISLANDS
+    from ossiclass.synth.stains import sample_domains
+    from ossiclass.synth.tiles import TileSettings, labelled_tile
+
+    description = Path(tile_set) / "synth.json"
+    try:
+        settings = TileSettings(**json.loads(description.read_text())["settings"])
+        settings.validate()
+    except FileNotFoundError:
+        raise BadInputError(f"{tile_set}: not a synthetic tile set (no synth.json)") from None
+    except (ValueError, TypeError, KeyError) as error:
+        raise BadInputError(f"{description}: malformed ({error})") from None
+    missing = [n for n in (*settings.classes, *CALLUS_ISLANDS) if n not in class_names]
+    if missing:
+        raise BadInputError(f"{tile_set}: the model has no class {', '.join(sorted(set(missing)))}")
+    islands = np.array([class_names.index(name) for name in CALLUS_ISLANDS], dtype=np.uint8)
+    domains = sample_domains(settings.seed, settings.domains)
+    tiles, labels = [], []
+    jobs = [(name, index) for name in settings.classes for index in range(per_class)]
+    for name, index in tqdm(jobs, desc="painting tiles", unit="tile", disable=not progress):
+        image, _, parts = labelled_tile(
+            name, index, settings.seed, domains, settings.size_px, settings.mpp
+        )
+        tiles.append(image)
+        if parts is None:
+            parts_shape = (1, 1)  # one tissue throughout
+            labels.append(np.full(parts_shape, class_names.index(name), dtype=np.uint8))
+        else:
+            labels.append(islands[parts])
+    return np.stack(tiles), labels, settings.mpp
+
+
+def cell_targets(labels: list[np.ndarray], classes: int, cells: int) -> torch.Tensor:
+    """Each cell's share of each class: (N, classes, cells, cells) float32 from N label images
+    (area averages over a cells x cells grid)."""
+    targets = []
+    for label in labels:
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(label).long(), classes)
+        onehot = onehot.permute(2, 0, 1).float()[None]
+        targets.append(torch.nn.functional.adaptive_avg_pool2d(onehot, cells)[0])
+    return torch.stack(targets)
+
+
+@torch.inference_mode()
+def feature_cells(network: nn.Module, tiles: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """The last feature map (N, C, h, w) float32 of (N, 3, S, S) standardised tiles."""
+    kept = []
+    hook = feature_pooling(network).register_forward_pre_hook(
+        lambda module, inputs: kept.append(inputs[0].float())
+    )
+    try:
+        for start in range(0, len(tiles), batch):
+            network(tiles[start : start + batch])
+    finally:
+        hook.remove()
+    return torch.cat(kept)
+
+
+def fit_cell_head(features: torch.Tensor, targets: torch.Tensor, seed: int = 0) -> nn.Linear:
+    """A linear layer from each cell's features to its classes, fitted with the soft
+    cross-entropy of (N, C, h, w) features against (N, K, h, w) class shares."""
+    generator = torch.Generator().manual_seed(seed)
+    x = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    y = targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1])
+    torch.manual_seed(seed)
+    head = nn.Linear(x.shape[1], y.shape[1])
+    optimiser = torch.optim.AdamW(head.parameters(), LEARNING_RATE, weight_decay=1e-4)
+    for _ in range(FIT_STEPS):
+        pick = torch.randint(0, len(x), (min(BATCH_CELLS, len(x)),), generator=generator)
+        loss = nn.functional.cross_entropy(head(x[pick]), y[pick])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return head.eval()
+
+
+def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
+              progress: bool = True) -> dict:  # fmt: skip
+    """Fit a bundle's cell head on a synthetic tile set (see the module's docstring) and store
+    it in the bundle. Returns what it did: tiles, cells, and the held-out tiles' cell accuracy
+    (the share of cells whose largest class is the head's answer) for the callus and for all."""
+    from ossiclass.bundle import load_bundle, save_bundle
+
+    network, settings = load_bundle(model)
+    setattr(network, CELL_HEAD, None)  # a head fitted before is fitted again
+    prep = settings.preprocessing
+    images, labels, tiles_mpp = painted_cells(tile_set, settings.class_names, per_class, progress)
+    images = np.stack([prep.to_model_scale(image, tiles_mpp) for image in images])
+    tiles = torch.from_numpy(prep.normalize(images)).permute(0, 3, 1, 2)
+    features = feature_cells(network, prep.standardize()(tiles))
+    targets = cell_targets(labels, len(settings.classes), features.shape[-1])
+    held_out = torch.arange(len(tiles)) % HELD_OUT_EVERY == 0
+    head = fit_cell_head(features[~held_out], targets[~held_out])
+    with torch.no_grad():
+        answers = head(features[held_out].permute(0, 2, 3, 1)).argmax(-1)
+    truth = targets[held_out].argmax(1)
+    callus = torch.tensor([label.size > 1 for label in labels])[held_out]  # painted in parts
+    accuracy = (answers == truth).float()
+    setattr(network, CELL_HEAD, head)
+    save_bundle(model, network, settings)
+    return {
+        "tiles": len(tiles),
+        "cells_per_tile": features.shape[-1] ** 2,
+        "held_out_accuracy": float(accuracy.mean()),
+        "held_out_callus_accuracy": float(accuracy[callus].mean()) if callus.any() else None,
+    }
+
+
+def encode(probabilities: np.ndarray) -> str:
+    """(K, h, w) cell probabilities as text for a chunk's row: base64 of them in 1/255 steps."""
+    quantised = np.round(np.asarray(probabilities) * 255).astype(np.uint8)
+    return f"{quantised.shape[1]}:" + base64.b64encode(quantised.tobytes()).decode("ascii")
+
+
+def decode(text: str, classes: int) -> np.ndarray:
+    """`encode`'s text back: (classes, h, w) float32 probabilities."""
+    side, data = text.split(":", 1)
+    values = np.frombuffer(base64.b64decode(data), dtype=np.uint8).astype(np.float32) / 255
+    return values.reshape(classes, int(side), -1)

@@ -1,0 +1,186 @@
+"""The cell head: painted truth per cell, its fit, the bundle that carries it, the network
+that runs it, and the refined map's callus split by it."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ossiclass.bundle import load_bundle, save_bundle
+from ossiclass.cell_head import (
+    cell_targets,
+    decode,
+    encode,
+    feature_cells,
+    fit_cell_head,
+    painted_cells,
+)
+from ossiclass.classes import CLASSES, TISSUE_CLASSES
+from ossiclass.classmap import NO_TISSUE, ClassMap
+from ossiclass.cli import main
+from ossiclass.errors import BadModelError
+from ossiclass.network import CELL_HEAD, build_backbone, cell_head, transfer_weights
+from ossiclass.predict import InferenceNetwork
+from ossiclass.refine import split_callus
+from ossiclass.synth.stains import sample_domains
+from ossiclass.synth.tiles import labelled_tile, make_tile
+
+CALLUS, CARTILAGE, WOVEN = (CLASSES.index(n) for n in ("callus", "hyaline_cartilage", "woven_bone"))
+
+
+def _with_heads(model, path, tile_bias: int | None = None, cell_bias: int | None = None):
+    """`model` saved at `path` with a cell head; a bias of 20 on class `tile_bias` of the
+    tile head and `cell_bias` of the cell head (weights zero) makes each answer that class."""
+    network, settings = load_bundle(model)
+    head = nn.Linear(network.fc.in_features, len(settings.classes))
+    with torch.no_grad():
+        for layer, bias in ((network.fc, tile_bias), (head, cell_bias)):
+            if bias is not None:
+                layer.weight.zero_()
+                layer.bias.zero_()
+                layer.bias[bias] = 20.0
+    setattr(network, CELL_HEAD, head)
+    return save_bundle(path, network, settings)
+
+
+def test_a_labelled_tile_is_the_data_set_s_tile_with_its_callus_parts():
+    domains = sample_domains(3, 2)
+    for name in ("callus", "woven_bone"):
+        image, domain, parts = labelled_tile(name, 1, 3, domains, 64, 0.5)
+        expected, expected_domain = make_tile(name, 1, 3, domains, 64, 0.5)
+        assert np.array_equal(image, expected) and domain == expected_domain
+        assert (parts is None) == (name != "callus")
+
+
+def test_painted_cells_label_every_pixel_of_the_set_s_tiles(tile_set):
+    root = tile_set(3, size_px=64)
+    tiles, labels, mpp = painted_cells(root, CLASSES, 3, progress=False)
+    assert tiles.shape == (18, 64, 64, 3) and mpp == 0.5
+    first_callus = 3 * CALLUS
+    stored = np.asarray(Image.open(root / "callus" / "callus_000000.png"))
+    assert np.array_equal(tiles[first_callus], stored)
+    assert all(label.shape == (1, 1) for i, label in enumerate(labels) if i // 3 != CALLUS)
+    assert [int(labels[i][0, 0]) for i in range(0, 18, 3) if i // 3 != CALLUS] == [
+        k for k in range(6) if k != CALLUS
+    ]
+    callus = np.concatenate([labels[i].ravel() for i in range(first_callus, first_callus + 3)])
+    assert set(np.unique(callus)) <= {CALLUS, CARTILAGE, WOVEN}
+
+
+def test_fit_cells_stores_a_head_that_the_bundle_carries(tiny_model, tile_set, tmp_path, capsys):
+    model = shutil.copy(tiny_model, tmp_path / "model.pt")
+    data = tile_set(3, size_px=128)  # 64 µm: the tiny model's 32 px at 2 µm/px
+    assert main(["fit-cells", "--model", str(model), "--data", str(data), "--per-class", "3",
+                 "--quiet"]) == 0  # fmt: skip
+    assert "fitted the cell head on 18 tiles (1 cells each)" in capsys.readouterr().out
+    assert cell_head(load_bundle(model)[0]).out_features == 6
+
+
+def test_fit_cells_refuses_a_folder_that_is_not_a_synthetic_set(tiny_model, tmp_path, capsys):
+    command = ["fit-cells", "--model", str(tiny_model), "--data", str(tmp_path), "--quiet"]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "not a synthetic tile set" in error and len(error.strip().splitlines()) == 1
+
+
+def test_cell_targets_are_each_cell_s_class_shares():
+    label = np.zeros((4, 4), np.uint8)
+    label[:, 1:] = 2  # a quarter class 0, the rest class 2
+    targets = cell_targets([label, np.full((1, 1), 1, np.uint8)], 3, 2)
+    assert targets.shape == (2, 3, 2, 2)
+    assert torch.allclose(targets[0, :, 0, 0], torch.tensor([0.5, 0.0, 0.5]))
+    assert torch.allclose(targets[0, :, 1, 1], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.all(targets[1, 1] == 1)
+
+
+def test_the_fit_learns_which_features_name_which_class():
+    generator = torch.Generator().manual_seed(0)
+    classes = torch.randint(0, 3, (64, 4, 4), generator=generator)
+    features = torch.randn(64, 8, 4, 4, generator=generator)
+    features[:, :3] += 4 * nn.functional.one_hot(classes, 3).permute(0, 3, 1, 2)
+    targets = nn.functional.one_hot(classes, 3).permute(0, 3, 1, 2).float()
+    head = fit_cell_head(features[:48], targets[:48])
+    with torch.no_grad():
+        answers = head(features[48:].permute(0, 2, 3, 1)).argmax(-1)
+    assert (answers == classes[48:]).float().mean() > 0.95
+
+
+def test_cells_are_encoded_within_a_grey_level():
+    probabilities = torch.softmax(torch.randn(6, 3, 3), 0).numpy()
+    assert np.abs(decode(encode(probabilities), 6) - probabilities).max() <= 0.5 / 255 + 1e-6
+
+
+def test_the_bundle_carries_the_cell_head_and_fine_tuning_drops_it(tiny_model, tmp_path):
+    model = _with_heads(tiny_model, tmp_path / "cells.pt", cell_bias=WOVEN)
+    network, _ = load_bundle(model)
+    assert cell_head(network).bias.argmax() == WOVEN
+    assert cell_head(load_bundle(tiny_model)[0]) is None
+    fresh = build_backbone("resnet18", 6)
+    transfer_weights(network, fresh, list(CLASSES), list(CLASSES))
+    assert cell_head(fresh) is None
+
+
+def test_a_cell_head_of_other_classes_is_a_bad_model(tiny_model, tmp_path):
+    network, settings = load_bundle(tiny_model)
+    setattr(network, CELL_HEAD, nn.Linear(network.fc.in_features, 4))
+    path = save_bundle(tmp_path / "wrong.pt", network, settings)
+    with pytest.raises(BadModelError, match="cell head has 4 outputs"):
+        load_bundle(path)
+
+
+def test_the_network_gives_each_cell_s_probabilities_beside_the_tile_s(tmp_path):
+    network = build_backbone("resnet18", 6).eval()
+    setattr(network, CELL_HEAD, nn.Linear(512, 6))
+    inference = InferenceNetwork(network)
+    tiles = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.inference_mode():
+        tile, cells = inference.cell_probabilities(tiles)
+        assert torch.allclose(tile, inference.probabilities(tiles))
+        features = feature_cells(network, inference.standardize(tiles))
+        expected = torch.softmax(network.cell_head(features.permute(0, 2, 3, 1)), -1)
+    assert cells.shape == (2, 6, 2, 2) and torch.allclose(cells.sum(1), torch.ones(2, 2, 2))
+    assert torch.allclose(cells, expected.permute(0, 3, 1, 2), atol=1e-4)
+
+
+def test_split_callus_gives_the_callus_cells_the_cell_head_s_class():
+    labels = np.full((4, 8), CALLUS, np.uint8)  # cells of 16 px; two tiles of 64 px side
+    labels[:, 6:] = CLASSES.index("lamellar_bone")
+    labels[0, 0] = NO_TISSUE
+    classmap = ClassMap(labels, 16, (128, 64), 0.5, TISSUE_CLASSES, refined=True)
+    cells = np.zeros((2, 6, 2, 2), np.float32)
+    cells[:, CALLUS] = 1
+    cells[0, :, :, 0] = 0
+    cells[0, CARTILAGE, :, 0] = 1  # the first tile's left half is cartilage
+    cells[1, WOVEN] = 1  # the second tile sees woven bone throughout
+    cells[1, CALLUS] = 0
+    rows = [
+        {"minx": x, "miny": 0, "width": 64, "height": 64, "cells": encode(c),
+         **{f"prob_{n}": 0.0 for n in CLASSES}}
+        for x, c in zip((0, 64), cells, strict=True)
+    ]  # fmt: skip
+    split = split_callus(classmap, rows)
+    assert split.callus_cells and split.labels[0, 0] == NO_TISSUE
+    assert (split.labels[1:, :2] == CARTILAGE).all() and (split.labels[:, 2:4] == CALLUS).all()
+    assert (split.labels[:, 4:6] == WOVEN).all()
+    assert (split.labels[:, 6:] == CLASSES.index("lamellar_bone")).all()  # not callus: kept
+
+
+def test_classify_refined_splits_the_callus_by_the_cell_head(tiny_model, small_slide, tmp_path):
+    model = _with_heads(tiny_model, tmp_path / "m.pt", tile_bias=CALLUS, cell_bias=WOVEN)
+    command = ["classify", str(small_slide), "--model", str(model), "--batch-size", "16",
+               "--workers", "0", "--quiet"]  # fmt: skip
+    assert main([*command, "--out", str(tmp_path / "grid")]) == 0
+    assert main([*command, "--out", str(tmp_path / "refined"), "--refine"]) == 0
+    grid = json.loads((tmp_path / "grid" / "summary.json").read_text())
+    refined = json.loads((tmp_path / "refined" / "summary.json").read_text())
+    assert not grid["classmap"]["callus_cells"] and refined["classmap"]["callus_cells"]
+
+    def fractions(summary):
+        return {m["name"]: m["value"] for m in summary["histomorphometry"]}
+
+    assert fractions(grid)["Callus fraction"] == pytest.approx(1.0)
+    assert fractions(refined)["Woven bone fraction"] == pytest.approx(1.0)
