@@ -32,6 +32,7 @@ from scipy import ndimage as ndi
 
 from ossiclass.classes import BACKGROUND_LABEL
 from ossiclass.classmap import ClassMap, blend, tile_table
+from ossiclass.histomorphometry import CALLUS_TISSUES
 from ossiclass.preprocess.tissue import IO
 from ossiclass.slides import open_slide
 
@@ -225,15 +226,18 @@ def refine_map(classmap: ClassMap, slide_path: Path, glass: np.ndarray | None,
 
 
 def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
-    """`classmap` with each cell of its fibrous callus given the class the tiles' cell heads
-    find most probable there (their `cells`, see `cell_head.encode`; tiles overlapping a cell
-    averaged): the cartilage and woven bone inside a callus, and the fibrous tissue left."""
+    """`classmap` with each cell of its fibrous callus given the tissue of a callus
+    (`histomorphometry.CALLUS_TISSUES`: fibrous tissue, cartilage, woven bone) that the tiles'
+    cell heads find most probable there (their `cells`, see `cell_head.encode`; tiles
+    overlapping a cell averaged). What a callus is made of is decided inside it; where it ends
+    is the tiles' and the colours' call."""
     from ossiclass import cell_head
 
     classes = classmap.classes
     names = [c.name for c in classes]
     if "callus" not in names or not rows:
         return classmap
+    tissues = np.array([names.index(name) for name in CALLUS_TISSUES if name in names])
     boxes, _ = tile_table(rows, classes)
     cells = np.stack([cell_head.decode(row["cells"], len(classes)) for row in rows])
     side = cells.shape[-1]  # (N, K, side, side) per tile
@@ -247,5 +251,5 @@ def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
     mean, weight = blend(sub, probabilities, classmap.labels.shape, classmap.cell_px, "uniform")
     labels = classmap.labels.copy()
     fibrous = (labels == names.index("callus")) & (weight > 0)
-    labels[fibrous] = mean.argmax(axis=-1)[fibrous]
+    labels[fibrous] = tissues[mean[..., tissues].argmax(axis=-1)][fibrous]
     return replace(classmap, labels=labels, callus_cells=True)

@@ -157,6 +157,9 @@ def test_split_callus_gives_the_callus_cells_the_cell_head_s_class():
     cells[0, CARTILAGE, :, 0] = 1  # the first tile's left half is cartilage
     cells[1, WOVEN] = 1  # the second tile sees woven bone throughout
     cells[1, CALLUS] = 0
+    cells[1, :, 1, 1] = 0
+    cells[1, CLASSES.index("mesenchyme"), 1, 1] = 0.6  # no callus tissue: the likeliest one
+    cells[1, WOVEN, 1, 1] = 0.4
     rows = [
         {"minx": x, "miny": 0, "width": 64, "height": 64, "cells": encode(c),
          **{f"prob_{n}": 0.0 for n in CLASSES}}
@@ -165,7 +168,7 @@ def test_split_callus_gives_the_callus_cells_the_cell_head_s_class():
     split = split_callus(classmap, rows)
     assert split.callus_cells and split.labels[0, 0] == NO_TISSUE
     assert (split.labels[1:, :2] == CARTILAGE).all() and (split.labels[:, 2:4] == CALLUS).all()
-    assert (split.labels[:, 4:6] == WOVEN).all()
+    assert (split.labels[:, 4:6] == WOVEN).all()  # and no mesenchyme inside the callus
     assert (split.labels[:, 6:] == CLASSES.index("lamellar_bone")).all()  # not callus: kept
 
 
