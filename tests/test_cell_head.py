@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import run_killed
 from PIL import Image
 from torch import nn
 
@@ -20,7 +21,7 @@ from ossiclass.cell_head import (
     painted_cells,
 )
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
-from ossiclass.classmap import NO_TISSUE, ClassMap
+from ossiclass.classmap import NO_TISSUE, ClassMap, load_classmap
 from ossiclass.cli import main
 from ossiclass.errors import BadModelError
 from ossiclass.network import CELL_HEAD, build_backbone, cell_head, transfer_weights
@@ -187,3 +188,26 @@ def test_classify_refined_splits_the_callus_by_the_cell_head(tiny_model, small_s
 
     assert fractions(grid)["Callus fraction"] == pytest.approx(1.0)
     assert fractions(refined)["Woven bone fraction"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_split_callus(tiny_model, small_slide, tmp_path):
+    network, settings = load_bundle(tiny_model)
+    head = nn.Linear(network.fc.in_features, len(settings.classes))
+    head.load_state_dict(network.fc.state_dict())  # the tiny model's answers, which vary
+    setattr(network, CELL_HEAD, head)
+    with torch.no_grad():  # and tiles that are all callus
+        network.fc.weight.zero_()
+        network.fc.bias.copy_(20.0 * (torch.arange(6) == CALLUS))
+    model = save_bundle(tmp_path / "m.pt", network, settings)
+    command = ["classify", str(small_slide), "--model", str(model), "--batch-size", "16",
+               "--workers", "0", "--quiet", "--refine"]  # fmt: skip
+    assert main([*command, "--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "killed"
+    assert run_killed(tmp_path, [*command, "--out", str(out)], 2) == -9
+    assert main([*command, "--out", str(out), "--resume"]) == 0
+    whole = load_classmap(tmp_path / "whole" / "classmap.tif").labels
+    assert np.array_equal(load_classmap(out / "classmap.tif").labels, whole)
+    tissues = set(np.unique(whole).tolist()) - {NO_TISSUE}
+    assert len(tissues) >= 2
+    assert tissues <= {CALLUS, CARTILAGE, WOVEN, CLASSES.index("hypertrophic_zone")}
