@@ -32,7 +32,6 @@ from scipy import ndimage as ndi
 
 from ossiclass.classes import BACKGROUND_LABEL
 from ossiclass.classmap import ClassMap, blend, tile_table
-from ossiclass.histomorphometry import CALLUS_TISSUES
 from ossiclass.preprocess.tissue import IO
 from ossiclass.slides import open_slide
 
@@ -227,7 +226,7 @@ def refine_map(classmap: ClassMap, slide_path: Path, glass: np.ndarray | None,
 
 def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
     """`classmap` with each cell of its fibrous callus given the tissue of a callus
-    (`histomorphometry.CALLUS_TISSUES`: fibrous tissue, cartilage, woven bone) that the tiles'
+    (`painters.CALLUS_ISLANDS`: fibrous tissue, hyaline cartilage, woven bone) that the tiles'
     cell heads find most probable there (their `cells`, see `cell_head.encode`; tiles
     overlapping a cell averaged). What a callus is made of is decided inside it; where it ends
     is the tiles' and the colours' call."""
@@ -237,7 +236,9 @@ def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
     names = [c.name for c in classes]
     if "callus" not in names or not rows:
         return classmap
-    tissues = np.array([names.index(name) for name in CALLUS_TISSUES if name in names])
+    from ossiclass.synth.painters import CALLUS_ISLANDS  # what the cell head learnt a callus holds
+
+    tissues = np.array([names.index(name) for name in CALLUS_ISLANDS if name in names])
     boxes, _ = tile_table(rows, classes)
     cells = np.stack([cell_head.decode(row["cells"], len(classes)) for row in rows])
     side = cells.shape[-1]  # (N, K, side, side) per tile
