@@ -66,9 +66,8 @@ def painted_cells(tile_set: str | Path, class_names: tuple[str, ...], per_class:
             name, index, settings.seed, domains, settings.size_px, settings.mpp
         )
         tiles.append(image)
-        if parts is None:
-            parts_shape = (1, 1)  # one tissue throughout
-            labels.append(np.full(parts_shape, class_names.index(name), dtype=np.uint8))
+        if parts is None:  # one tissue throughout
+            labels.append(np.full((1, 1), class_names.index(name), dtype=np.uint8))
         else:
             labels.append(islands[parts])
     return np.stack(tiles), labels, settings.mpp
@@ -126,7 +125,6 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
     from ossiclass.bundle import load_bundle, save_bundle
 
     network, settings = load_bundle(model)
-    setattr(network, CELL_HEAD, None)  # a head fitted before is fitted again
     prep = settings.preprocessing
     images, labels, tiles_mpp = painted_cells(tile_set, settings.class_names, per_class, progress)
     images = np.stack([prep.to_model_scale(image, tiles_mpp) for image in images])
