@@ -21,7 +21,7 @@ from torch import nn
 
 from ossiclass import __version__
 from ossiclass.classes import TISSUE_CLASSES, TissueClass, class_list_from_dict, class_list_to_dict
-from ossiclass.errors import BadModelError
+from ossiclass.errors import BadModelError, OssiclassError
 from ossiclass.network import CELL_HEAD, build_backbone
 from ossiclass.preprocessing import Preprocessing
 
@@ -81,7 +81,6 @@ class ModelSettings:
 def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -> Path:
     """Write a bundle atomically; returns its path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     content = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -90,8 +89,14 @@ def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
     }
     partial = path.with_name(f".{path.name}.partial")
-    torch.save(content, partial)
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(content, partial)
+        os.replace(partial, path)
+    except OSError as error:
+        if partial.exists():
+            partial.unlink()
+        raise OssiclassError(f"cannot write the model {path}: {error.strerror or error}") from None
     return path
 
 

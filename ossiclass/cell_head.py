@@ -35,13 +35,16 @@ saw."""
 
 
 def painted_cells(tile_set: str | Path, class_names: tuple[str, ...], per_class: int,
-                  progress: bool = True) -> tuple[np.ndarray, list[np.ndarray], float]:  # fmt: skip
+                  field_um: float, progress: bool = True,
+                  ) -> tuple[np.ndarray, list[np.ndarray], float]:  # fmt: skip
     """Tiles 0 .. `per_class` - 1 of every class of a synthetic tile set (its `synth.json`),
-    painted again (the very tiles of the set) with what each pixel is.
+    painted again (the very tiles of the set) with what each pixel is. The set's tiles must
+    cover the model's field, `field_um` µm a side.
 
     Returns ((N, S, S, 3) uint8 tiles, N (h, w) uint8 label images at painting resolution,
     indices into `class_names`, the model's class list), and the tiles' µm per pixel.
     """
+    from ossiclass.datasets import FIELD_TOLERANCE
     from ossiclass.synth.painters import CALLUS_ISLANDS
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import TileSettings, labelled_tile
@@ -50,10 +53,21 @@ def painted_cells(tile_set: str | Path, class_names: tuple[str, ...], per_class:
     try:
         settings = TileSettings(**json.loads(description.read_text())["settings"])
         settings.validate()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise BadInputError(f"{tile_set}: not a synthetic tile set (no synth.json)") from None
+    except OSError as error:
+        raise BadInputError(f"{description}: cannot read ({error.strerror or error})") from None
     except (ValueError, TypeError, KeyError) as error:
         raise BadInputError(f"{description}: malformed ({error})") from None
+    if per_class > settings.per_class:
+        raise BadInputError(
+            f"{tile_set}: holds {settings.per_class} tiles per class, not {per_class}"
+        )
+    if abs(settings.size_px * settings.mpp / field_um - 1) > FIELD_TOLERANCE:
+        raise BadInputError(
+            f"{tile_set}: its tiles cover {settings.size_px * settings.mpp:g} µm, "
+            f"the model's {field_um:g} µm"
+        )
     missing = [n for n in (*settings.classes, *CALLUS_ISLANDS) if n not in class_names]
     if missing:
         raise BadInputError(f"{tile_set}: the model has no class {', '.join(sorted(set(missing)))}")
@@ -105,8 +119,9 @@ def fit_cell_head(features: torch.Tensor, targets: torch.Tensor, seed: int = 0) 
     generator = torch.Generator().manual_seed(seed)
     x = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
     y = targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1])
-    torch.manual_seed(seed)
-    head = nn.Linear(x.shape[1], y.shape[1])
+    with torch.random.fork_rng(devices=[]):  # a seeded start that leaves the caller's RNG be
+        torch.manual_seed(seed)
+        head = nn.Linear(x.shape[1], y.shape[1])
     optimiser = torch.optim.AdamW(head.parameters(), LEARNING_RATE, weight_decay=1e-4)
     for _ in range(FIT_STEPS):
         pick = torch.randint(0, len(x), (min(BATCH_CELLS, len(x)),), generator=generator)
@@ -126,7 +141,9 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
 
     network, settings = load_bundle(model)
     prep = settings.preprocessing
-    images, labels, tiles_mpp = painted_cells(tile_set, settings.class_names, per_class, progress)
+    images, labels, tiles_mpp = painted_cells(
+        tile_set, settings.class_names, per_class, prep.field_um, progress
+    )
     images = np.stack([prep.to_model_scale(image, tiles_mpp) for image in images])
     tiles = torch.from_numpy(prep.normalize(images)).permute(0, 3, 1, 2)
     features = feature_cells(network, prep.standardize()(tiles))

@@ -23,7 +23,7 @@ from ossiclass.cell_head import (
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.classmap import NO_TISSUE, ClassMap, load_classmap
 from ossiclass.cli import main
-from ossiclass.errors import BadModelError
+from ossiclass.errors import BadModelError, OssiclassError
 from ossiclass.network import CELL_HEAD, build_backbone, cell_head, transfer_weights
 from ossiclass.predict import InferenceNetwork
 from ossiclass.refine import split_callus
@@ -59,7 +59,7 @@ def test_a_labelled_tile_is_the_data_set_s_tile_with_its_callus_parts():
 
 def test_painted_cells_label_every_pixel_of_the_set_s_tiles(tile_set):
     root = tile_set(3, size_px=64)
-    tiles, labels, mpp = painted_cells(root, CLASSES, 3, progress=False)
+    tiles, labels, mpp = painted_cells(root, CLASSES, 3, field_um=32.0, progress=False)
     assert tiles.shape == (18, 64, 64, 3) and mpp == 0.5
     first_callus = 3 * CALLUS
     stored = np.asarray(Image.open(root / "callus" / "callus_000000.png"))
@@ -81,11 +81,41 @@ def test_fit_cells_stores_a_head_that_the_bundle_carries(tiny_model, tile_set, t
     assert cell_head(load_bundle(model)[0]).out_features == 6
 
 
-def test_fit_cells_refuses_a_folder_that_is_not_a_synthetic_set(tiny_model, tmp_path, capsys):
-    command = ["fit-cells", "--model", str(tiny_model), "--data", str(tmp_path), "--quiet"]
+@pytest.mark.parametrize(
+    ("data", "per_class", "expected"),
+    [
+        ("empty", 3, "not a synthetic tile set"),
+        ("file", 3, "not a synthetic tile set"),
+        ("broken", 3, "synth.json: malformed"),
+        ("set64", 3, "its tiles cover 32 µm, the model's 64 µm"),
+        ("set128", 4, "holds 3 tiles per class, not 4"),
+    ],
+)
+def test_fit_cells_refuses_a_set_it_cannot_paint(
+    tiny_model, tile_set, tmp_path, capsys, data, per_class, expected
+):
+    folder = tmp_path / "data"
+    if data == "file":
+        folder.write_text("tiles")
+    elif data.startswith("set"):
+        folder = tile_set(3, size_px=int(data[3:]))
+    else:
+        folder.mkdir()
+        if data == "broken":
+            (folder / "synth.json").write_text("{not json")
+    command = ["fit-cells", "--model", str(tiny_model), "--data", str(folder),
+               "--per-class", str(per_class), "--quiet"]  # fmt: skip
     assert main(command) == 2
     error = capsys.readouterr().err
-    assert "not a synthetic tile set" in error and len(error.strip().splitlines()) == 1
+    assert expected in error and len(error.strip().splitlines()) == 1
+
+
+def test_a_model_that_cannot_be_written_is_a_one_line_error(tiny_model, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    network, settings = load_bundle(tiny_model)
+    with pytest.raises(OssiclassError, match="cannot write the model"):
+        save_bundle(blocker / "model.pt", network, settings)
 
 
 def test_cell_targets_are_each_cell_s_class_shares():
