@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ossiclass.errors import BadInputError
-from ossiclass.network import CELL_HEAD, feature_pooling
+from ossiclass.network import CELL_HEAD, last_feature_maps
 
 FIT_STEPS = 600
 """AdamW steps of the fit, each on `BATCH_CELLS` cells drawn at random."""
@@ -101,16 +101,10 @@ def cell_targets(labels: list[np.ndarray], classes: int, cells: int) -> torch.Te
 @torch.inference_mode()
 def feature_cells(network: nn.Module, tiles: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """The last feature map (N, C, h, w) float32 of (N, 3, S, S) standardised tiles."""
-    kept = []
-    hook = feature_pooling(network).register_forward_pre_hook(
-        lambda module, inputs: kept.append(inputs[0].float())
-    )
-    try:
+    with last_feature_maps(network) as kept:
         for start in range(0, len(tiles), batch):
             network(tiles[start : start + batch])
-    finally:
-        hook.remove()
-    return torch.cat(kept)
+    return torch.cat(kept).float()
 
 
 def fit_cell_head(features: torch.Tensor, targets: torch.Tensor, seed: int = 0) -> nn.Linear:

@@ -6,7 +6,8 @@ which predicting does not need (`model.py` holds the LightningModule that trains
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torchvision
@@ -26,6 +27,20 @@ def feature_pooling(model: nn.Module) -> nn.Module:
     """The layer of a network of `BACKBONES` that pools its last feature map: its input is
     (N, C, h, w), one vector per cell of the tile (32 input pixels a side)."""
     return model.avgpool
+
+
+@contextmanager
+def last_feature_maps(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Within the block, each forward of `model` (of `BACKBONES`, or its fused graph) adds its
+    last feature map, (N, C, h, w), to the list this yields."""
+    kept: list[torch.Tensor] = []
+    hook = feature_pooling(model).register_forward_pre_hook(
+        lambda module, inputs: kept.append(inputs[0])
+    )
+    try:
+        yield kept
+    finally:
+        hook.remove()
 
 
 def cell_head(model: nn.Module) -> nn.Linear | None:

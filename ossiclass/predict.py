@@ -20,7 +20,7 @@ from ossiclass.bundle import load_bundle
 from ossiclass.classes import TissueClass
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
-from ossiclass.network import cell_head, feature_pooling
+from ossiclass.network import cell_head, last_feature_maps
 from ossiclass.preprocess.tissue import tissue_fraction
 from ossiclass.preprocessing import Preprocessing, Standardize
 from ossiclass.slides import image_mpp, resolve_mpp
@@ -56,12 +56,6 @@ class InferenceNetwork(nn.Module):
         self.network = fuse(network.eval()).to(memory_format=torch.channels_last)
         self.bf16 = bf16
         self.standardize = standardize or Standardize()
-        self._cells: torch.Tensor | None = None
-        if self.cell_head is not None:
-            feature_pooling(self.network).register_forward_pre_hook(self._keep_cells)
-
-    def _keep_cells(self, module: nn.Module, inputs: tuple[torch.Tensor]) -> None:
-        self._cells = inputs[0]
 
     def forward(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of (N, 3, S, S) uint8 tiles; `gains` (3,): a white balance folded into the
@@ -79,8 +73,9 @@ class InferenceNetwork(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`probabilities` and, from the cell head, (N, C, h, w) class probabilities of each
         cell of the last feature map (32 input pixels a side); the network must have one."""
-        tile = self.probabilities(tiles, gains)
-        cells = self._cells.float().permute(0, 2, 3, 1)  # (N, h, w, features)
+        with last_feature_maps(self.network) as kept:
+            tile = self.probabilities(tiles, gains)
+        cells = kept[0].float().permute(0, 2, 3, 1)  # (N, h, w, features)
         return tile, torch.softmax(self.cell_head(cells), dim=-1).permute(0, 3, 1, 2)
 
 
