@@ -17,6 +17,7 @@ def _torchstain(reference, image):
     return normalizer.normalize(image, stains=False)[0]
 
 
+@pytest.mark.slow  # torchstain on all twenty fields: ~10 s
 def test_macenko_agrees_with_torchstain_on_real_he(reference_he):
     images = [read_image(path) for path in sorted(reference_he.glob("*.jpg"))]
     images.append(immunohistochemistry())
