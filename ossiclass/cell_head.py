@@ -127,13 +127,35 @@ def fit_cell_head(features: torch.Tensor, targets: torch.Tensor, seed: int = 0) 
 
 
 def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
-              progress: bool = True) -> dict:  # fmt: skip
+              test_set: str | Path | None = None, progress: bool = True) -> dict:  # fmt: skip
     """Fit a bundle's cell head on a synthetic tile set (see the module's docstring) and store
-    it in the bundle. Returns what it did: tiles, cells, and the held-out tiles' cell accuracy
-    (the share of cells whose largest class is the head's answer) for the callus and for all."""
+    it in the bundle. Returns what it did: tiles, cells, and the share of cells whose largest
+    class is the head's answer, for all and for the callus: on the held-out tiles of the set's
+    own labs ("held_out") and, given `test_set`, on its tiles, of labs never seen ("test")."""
     from ossiclass.bundle import load_bundle, save_bundle
 
     network, settings = load_bundle(model)
+    features, targets, callus = _painted_features(network, settings, tile_set, per_class, progress)
+    held_out = torch.arange(len(features)) % HELD_OUT_EVERY == 0
+    head = fit_cell_head(features[~held_out], targets[~held_out])
+    done = {
+        "tiles": len(features),
+        "cells_per_tile": features.shape[-1] ** 2,
+        "held_out": _accuracy(head, features[held_out], targets[held_out], callus[held_out]),
+    }
+    if test_set is not None:
+        test = _painted_features(network, settings, test_set, per_class, progress)
+        done["test"] = _accuracy(head, *test)
+    setattr(network, CELL_HEAD, head)
+    save_bundle(model, network, settings)
+    return done
+
+
+def _painted_features(
+    network: nn.Module, settings, tile_set: str | Path, per_class: int, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`painted_cells` of `tile_set` through the network: (N, C, h, w) features, (N, K, h, w)
+    class shares, and (N,) bool, the tiles painted in parts (the callus's)."""
     prep = settings.preprocessing
     images, labels, tiles_mpp = painted_cells(
         tile_set, settings.class_names, per_class, prep.field_um, progress
@@ -142,21 +164,17 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
     tiles = torch.from_numpy(prep.normalize(images)).permute(0, 3, 1, 2)
     features = feature_cells(network, prep.standardize()(tiles))
     targets = cell_targets(labels, len(settings.classes), features.shape[-1])
-    held_out = torch.arange(len(tiles)) % HELD_OUT_EVERY == 0
-    head = fit_cell_head(features[~held_out], targets[~held_out])
+    return features, targets, torch.tensor([label.size > 1 for label in labels])
+
+
+def _accuracy(
+    head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, callus: torch.Tensor
+) -> dict[str, float | None]:
+    """The share of cells whose largest class is the head's answer: for all, for the callus."""
     with torch.no_grad():
-        answers = head(features[held_out].permute(0, 2, 3, 1)).argmax(-1)
-    truth = targets[held_out].argmax(1)
-    callus = torch.tensor([label.size > 1 for label in labels])[held_out]  # painted in parts
-    accuracy = (answers == truth).float()
-    setattr(network, CELL_HEAD, head)
-    save_bundle(model, network, settings)
-    return {
-        "tiles": len(tiles),
-        "cells_per_tile": features.shape[-1] ** 2,
-        "held_out_accuracy": float(accuracy.mean()),
-        "held_out_callus_accuracy": float(accuracy[callus].mean()) if callus.any() else None,
-    }
+        right = (head(features.permute(0, 2, 3, 1)).argmax(-1) == targets.argmax(1)).float()
+    in_callus = float(right[callus].mean()) if callus.any() else None
+    return {"all": float(right.mean()), "callus": in_callus}
 
 
 def encode(probabilities: np.ndarray) -> str:

@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-class", type=positive_int, default=200,
         help="tiles of each class to paint again with what each pixel is (default 200)",
     )  # fmt: skip
+    fit_cells.add_argument(
+        "--test", help="a synthetic tile set of other labs (the demo's test set), to report how "
+        "well the head does on labs it never saw",
+    )  # fmt: skip
     fit_cells.add_argument("--quiet", action="store_true", help="no progress bar")
     fit_cells.set_defaults(run=commands.fit_cell_head)
 

@@ -148,12 +148,17 @@ def evaluate_model(args: argparse.Namespace) -> int:
 def fit_cell_head(args: argparse.Namespace) -> int:
     from ossiclass.cell_head import fit_cells
 
-    done = fit_cells(args.model, args.data, args.per_class, not args.quiet)
-    callus = done["held_out_callus_accuracy"]
+    done = fit_cells(args.model, args.data, args.per_class, args.test, not args.quiet)
+
+    def right(accuracy: dict) -> str:
+        callus = accuracy["callus"]
+        in_callus = "" if callus is None else f", in the callus {callus:.3f}"
+        return f"{accuracy['all']:.3f}{in_callus}"
+
     print(
         f"fitted the cell head on {done['tiles']} tiles ({done['cells_per_tile']} cells each); "
-        f"held-out cells right: {done['held_out_accuracy']:.3f}"
-        + ("" if callus is None else f", in the callus {callus:.3f}")
+        f"held-out cells right: {right(done['held_out'])}"
+        + (f"; on the unseen labs of {args.test}: {right(done['test'])}" if "test" in done else "")
         + f"; stored in {args.model}"
     )
     return 0

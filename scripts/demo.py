@@ -71,7 +71,8 @@ def main() -> int:
                   "--calibrate", str(out / "calibration"), "--out", str(out / "evaluate"),
                   "--quiet")  # fmt: skip
     if not has_cell_head(model):  # fitted to the trained network, as the temperature is
-        ossiclass("fit-cells", "--model", str(model), "--data", str(out / "tiles"), "--quiet")
+        ossiclass("fit-cells", "--model", str(model), "--data", str(out / "tiles"), "--test",
+                  str(out / "test"), "--quiet")  # fmt: skip
 
     slides = []
     for offset, layout in enumerate(LAYOUTS):

@@ -75,9 +75,12 @@ def test_painted_cells_label_every_pixel_of_the_set_s_tiles(tile_set):
 def test_fit_cells_stores_a_head_that_the_bundle_carries(tiny_model, tile_set, tmp_path, capsys):
     model = shutil.copy(tiny_model, tmp_path / "model.pt")
     data = tile_set(3, size_px=128)  # 64 µm: the tiny model's 32 px at 2 µm/px
+    test = tile_set(3, size_px=128, seed=1)  # other labs
     assert main(["fit-cells", "--model", str(model), "--data", str(data), "--per-class", "3",
-                 "--quiet"]) == 0  # fmt: skip
-    assert "fitted the cell head on 18 tiles (1 cells each)" in capsys.readouterr().out
+                 "--test", str(test), "--quiet"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "fitted the cell head on 18 tiles (1 cells each)" in out
+    assert f"on the unseen labs of {test}: " in out and "in the callus" in out
     assert cell_head(load_bundle(model)[0]).out_features == 6
 
 
