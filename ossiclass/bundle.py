@@ -11,6 +11,7 @@ preprocessing as flat fields) and version 2 ones (the classes as names) still lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -91,11 +92,12 @@ def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -
     partial = path.with_name(f".{path.name}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(content, partial)
+        with open(partial, "wb") as file:  # opened here, so that failures are OSErrors
+            torch.save(content, file)
         os.replace(partial, path)
     except OSError as error:
-        if partial.exists():
-            partial.unlink()
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         raise OssiclassError(f"cannot write the model {path}: {error.strerror or error}") from None
     return path
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,10 @@ from tqdm import tqdm
 
 from ossiclass.errors import BadInputError
 from ossiclass.network import CELL_HEAD, last_feature_maps
+
+if TYPE_CHECKING:
+    from ossiclass.bundle import ModelSettings
+    from ossiclass.synth.tiles import TileSettings
 
 FIT_STEPS = 600
 """AdamW steps of the fit, each on `BATCH_CELLS` cells drawn at random."""
@@ -34,20 +39,14 @@ HELD_OUT_EVERY = 5
 saw."""
 
 
-def painted_cells(tile_set: str | Path, class_names: tuple[str, ...], per_class: int,
-                  field_um: float, progress: bool = True,
-                  ) -> tuple[np.ndarray, list[np.ndarray], float]:  # fmt: skip
-    """Tiles 0 .. `per_class` - 1 of every class of a synthetic tile set (its `synth.json`),
-    painted again (the very tiles of the set) with what each pixel is. The set's tiles must
-    cover the model's field, `field_um` µm a side.
-
-    Returns ((N, S, S, 3) uint8 tiles, N (h, w) uint8 label images at painting resolution,
-    indices into `class_names`, the model's class list), and the tiles' µm per pixel.
-    """
+def tile_set_settings(tile_set: str | Path, class_names: tuple[str, ...], per_class: int,
+                      field_um: float) -> TileSettings:  # fmt: skip
+    """The settings of a synthetic tile set (its `synth.json`), checked for painting its first
+    `per_class` tiles of each class for a model of `class_names` whose tiles cover `field_um`
+    µm a side; else `BadInputError`."""
     from ossiclass.datasets import FIELD_TOLERANCE
     from ossiclass.synth.painters import CALLUS_ISLANDS
-    from ossiclass.synth.stains import sample_domains
-    from ossiclass.synth.tiles import TileSettings, labelled_tile
+    from ossiclass.synth.tiles import TileSettings
 
     description = Path(tile_set) / "synth.json"
     try:
@@ -71,6 +70,21 @@ def painted_cells(tile_set: str | Path, class_names: tuple[str, ...], per_class:
     missing = [n for n in (*settings.classes, *CALLUS_ISLANDS) if n not in class_names]
     if missing:
         raise BadInputError(f"{tile_set}: the model has no class {', '.join(sorted(set(missing)))}")
+    return settings
+
+
+def painted_cells(settings: TileSettings, class_names: tuple[str, ...], per_class: int,
+                  progress: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:  # fmt: skip
+    """Tiles 0 .. `per_class` - 1 of every class of a synthetic tile set (`tile_set_settings`),
+    painted again (the very tiles of the set) with what each pixel is.
+
+    Returns ((N, S, S, 3) uint8 tiles at the set's µm per pixel, N (h, w) uint8 label images at
+    painting resolution, indices into `class_names`, the model's class list).
+    """
+    from ossiclass.synth.painters import CALLUS_ISLANDS
+    from ossiclass.synth.stains import sample_domains
+    from ossiclass.synth.tiles import labelled_tile
+
     islands = np.array([class_names.index(name) for name in CALLUS_ISLANDS], dtype=np.uint8)
     domains = sample_domains(settings.seed, settings.domains)
     tiles, labels = [], []
@@ -84,7 +98,7 @@ def painted_cells(tile_set: str | Path, class_names: tuple[str, ...], per_class:
             labels.append(np.full((1, 1), class_names.index(name), dtype=np.uint8))
         else:
             labels.append(islands[parts])
-    return np.stack(tiles), labels, settings.mpp
+    return np.stack(tiles), labels
 
 
 def cell_targets(labels: list[np.ndarray], classes: int, cells: int) -> torch.Tensor:
@@ -135,7 +149,15 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
     from ossiclass.bundle import load_bundle, save_bundle
 
     network, settings = load_bundle(model)
-    features, targets, callus = _painted_features(network, settings, tile_set, per_class, progress)
+    names, field = settings.class_names, settings.preprocessing.field_um
+    sets = [tile_set_settings(tile_set, names, per_class, field)]
+    if test_set is not None:
+        sets.append(tile_set_settings(test_set, names, per_class, field))
+        if sets[1].seed == sets[0].seed:  # a set's labs are drawn from its seed
+            raise BadInputError(
+                f"{test_set}: the same labs as {tile_set} (seed {sets[0].seed}), not unseen ones"
+            )
+    features, targets, callus = _painted_features(network, settings, sets[0], per_class, progress)
     held_out = torch.arange(len(features)) % HELD_OUT_EVERY == 0
     head = fit_cell_head(features[~held_out], targets[~held_out])
     done = {
@@ -144,7 +166,7 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
         "held_out": _accuracy(head, features[held_out], targets[held_out], callus[held_out]),
     }
     if test_set is not None:
-        test = _painted_features(network, settings, test_set, per_class, progress)
+        test = _painted_features(network, settings, sets[1], per_class, progress)
         done["test"] = _accuracy(head, *test)
     setattr(network, CELL_HEAD, head)
     save_bundle(model, network, settings)
@@ -152,15 +174,15 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
 
 
 def _painted_features(
-    network: nn.Module, settings, tile_set: str | Path, per_class: int, progress: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`painted_cells` of `tile_set` through the network: (N, C, h, w) features, (N, K, h, w)
-    class shares, and (N,) bool, the tiles painted in parts (the callus's)."""
+    network: nn.Module, settings: ModelSettings, tile_set: TileSettings, per_class: int,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """`painted_cells` through the network, at the model's scale: (N, C, h, w) float32 features
+    (h = w = input px / 32), (N, K, h, w) class shares, and (N,) bool, the tiles painted in
+    parts (the callus's)."""
     prep = settings.preprocessing
-    images, labels, tiles_mpp = painted_cells(
-        tile_set, settings.class_names, per_class, prep.field_um, progress
-    )
-    images = np.stack([prep.to_model_scale(image, tiles_mpp) for image in images])
+    images, labels = painted_cells(tile_set, settings.class_names, per_class, progress)
+    images = np.stack([prep.to_model_scale(image, tile_set.mpp) for image in images])
     tiles = torch.from_numpy(prep.normalize(images)).permute(0, 3, 1, 2)
     features = feature_cells(network, prep.standardize()(tiles))
     targets = cell_targets(labels, len(settings.classes), features.shape[-1])

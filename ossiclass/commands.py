@@ -150,16 +150,15 @@ def fit_cell_head(args: argparse.Namespace) -> int:
 
     done = fit_cells(args.model, args.data, args.per_class, args.test, not args.quiet)
 
-    def right(accuracy: dict) -> str:
+    def cells_right(accuracy: dict) -> str:
         callus = accuracy["callus"]
         in_callus = "" if callus is None else f", in the callus {callus:.3f}"
         return f"{accuracy['all']:.3f}{in_callus}"
 
+    test = f"; on the unseen labs of {args.test}: {cells_right(done['test'])}" if args.test else ""
     print(
         f"fitted the cell head on {done['tiles']} tiles ({done['cells_per_tile']} cells each); "
-        f"held-out cells right: {right(done['held_out'])}"
-        + (f"; on the unseen labs of {args.test}: {right(done['test'])}" if "test" in done else "")
-        + f"; stored in {args.model}"
+        f"held-out cells right: {cells_right(done['held_out'])}{test}; stored in {args.model}"
     )
     return 0
 

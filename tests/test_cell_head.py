@@ -2,6 +2,7 @@
 that runs it, and the refined map's callus split by it."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -13,12 +14,15 @@ from torch import nn
 
 from ossiclass.bundle import load_bundle, save_bundle
 from ossiclass.cell_head import (
+    _painted_features,
     cell_targets,
     decode,
     encode,
     feature_cells,
     fit_cell_head,
+    fit_cells,
     painted_cells,
+    tile_set_settings,
 )
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.classmap import NO_TISSUE, ClassMap, load_classmap
@@ -59,8 +63,9 @@ def test_a_labelled_tile_is_the_data_set_s_tile_with_its_callus_parts():
 
 def test_painted_cells_label_every_pixel_of_the_set_s_tiles(tile_set):
     root = tile_set(3, size_px=64)
-    tiles, labels, mpp = painted_cells(root, CLASSES, 3, field_um=32.0, progress=False)
-    assert tiles.shape == (18, 64, 64, 3) and mpp == 0.5
+    settings = tile_set_settings(root, CLASSES, 3, field_um=32.0)
+    tiles, labels = painted_cells(settings, CLASSES, 3, progress=False)
+    assert tiles.shape == (18, 64, 64, 3) and settings.mpp == 0.5
     first_callus = 3 * CALLUS
     stored = np.asarray(Image.open(root / "callus" / "callus_000000.png"))
     assert np.array_equal(tiles[first_callus], stored)
@@ -80,8 +85,23 @@ def test_fit_cells_stores_a_head_that_the_bundle_carries(tiny_model, tile_set, t
                  "--test", str(test), "--quiet"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "fitted the cell head on 18 tiles (1 cells each)" in out
-    assert f"on the unseen labs of {test}: " in out and "in the callus" in out
+    assert re.search(f"on the unseen labs of {re.escape(str(test))}: [01].[0-9]{{3}}, in the "
+                     "callus [01].[0-9]{3}; stored", out)  # fmt: skip
     assert cell_head(load_bundle(model)[0]).out_features == 6
+
+
+def test_the_test_set_is_scored_on_its_own_tiles(tiny_model, tile_set, tmp_path):
+    model = shutil.copy(tiny_model, tmp_path / "model.pt")
+    data, test = tile_set(5, size_px=128), tile_set(5, size_px=128, seed=1)
+    done = fit_cells(model, data, 5, test, progress=False)
+    network, settings = load_bundle(model)
+    features, targets, callus = _painted_features(
+        network, settings, tile_set_settings(test, CLASSES, 5, 64.0), 5, progress=False
+    )
+    with torch.no_grad():
+        answers = cell_head(network)(features.permute(0, 2, 3, 1)).argmax(-1)
+    right = (answers == targets.argmax(1)).float()
+    assert done["test"] == {"all": float(right.mean()), "callus": float(right[callus].mean())}
 
 
 @pytest.mark.parametrize(
@@ -90,6 +110,7 @@ def test_fit_cells_stores_a_head_that_the_bundle_carries(tiny_model, tile_set, t
         ("empty", 3, "not a synthetic tile set"),
         ("file", 3, "not a synthetic tile set"),
         ("broken", 3, "synth.json: malformed"),
+        ("unreadable", 3, "synth.json: cannot read"),
         ("set64", 3, "its tiles cover 32 µm, the model's 64 µm"),
         ("set128", 4, "holds 3 tiles per class, not 4"),
     ],
@@ -106,6 +127,8 @@ def test_fit_cells_refuses_a_set_it_cannot_paint(
         folder.mkdir()
         if data == "broken":
             (folder / "synth.json").write_text("{not json")
+        elif data == "unreadable":
+            (folder / "synth.json").mkdir()
     command = ["fit-cells", "--model", str(tiny_model), "--data", str(folder),
                "--per-class", str(per_class), "--quiet"]  # fmt: skip
     assert main(command) == 2
@@ -113,12 +136,42 @@ def test_fit_cells_refuses_a_set_it_cannot_paint(
     assert expected in error and len(error.strip().splitlines()) == 1
 
 
-def test_a_model_that_cannot_be_written_is_a_one_line_error(tiny_model, tmp_path):
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("")
+@pytest.mark.parametrize("test", ["training's labs", "too few tiles"])
+def test_a_test_set_it_cannot_use_is_refused_before_the_fit(
+    tiny_model, tile_set, tmp_path, capsys, test
+):
+    model = shutil.copy(tiny_model, tmp_path / "model.pt")
+    data = tile_set(3, size_px=128)
+    other = tile_set(3, size_px=128) if test == "training's labs" else tile_set(2, 128, seed=1)
+    command = ["fit-cells", "--model", str(model), "--data", str(data), "--per-class", "3",
+               "--test", str(other), "--quiet"]  # fmt: skip
+    assert main(command) == 2
+    expected = "the same labs as" if test == "training's labs" else "holds 2 tiles per class"
+    assert expected in capsys.readouterr().err
+    assert cell_head(load_bundle(model)[0]) is None  # nothing fitted, nothing stored
+
+
+@pytest.mark.parametrize("blocked", ["folder", "partial"])
+def test_a_model_that_cannot_be_written_is_a_one_line_error(tiny_model, tmp_path, blocked):
     network, settings = load_bundle(tiny_model)
+    if blocked == "folder":  # its folder is a file
+        (tmp_path / "not-a-folder").write_text("")
+        path = tmp_path / "not-a-folder" / "model.pt"
+    else:  # where it is written first, a folder stands
+        path = tmp_path / "model.pt"
+        (tmp_path / ".model.pt.partial").mkdir()
     with pytest.raises(OssiclassError, match="cannot write the model"):
-        save_bundle(blocker / "model.pt", network, settings)
+        save_bundle(path, network, settings)
+    assert not path.exists()
+
+
+def test_the_fit_leaves_the_caller_s_random_numbers_be():
+    features, targets = torch.randn(4, 8, 2, 2), torch.softmax(torch.randn(4, 3, 2, 2), 1)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    fit_cell_head(features, targets)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_cell_targets_are_each_cell_s_class_shares():
@@ -178,6 +231,9 @@ def test_the_network_gives_each_cell_s_probabilities_beside_the_tile_s(tmp_path)
         expected = torch.softmax(network.cell_head(features.permute(0, 2, 3, 1)), -1)
     assert cells.shape == (2, 6, 2, 2) and torch.allclose(cells.sum(1), torch.ones(2, 2, 2))
     assert torch.allclose(cells, expected.permute(0, 3, 1, 2), atol=1e-4)
+    assert not inference.network.avgpool._forward_pre_hooks  # none left between batches
+    batched = feature_cells(network, inference.standardize(tiles), batch=1)  # in two batches
+    assert torch.allclose(batched, features, atol=1e-4)
 
 
 def test_split_callus_gives_the_callus_cells_the_cell_head_s_class():
