@@ -273,6 +273,7 @@ def _classify_command(slide, model, out, *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # a process of its own, killed midway: ~10 s
 def test_a_killed_run_resumes_to_the_same_tiles(classified, tiny_model, small_slide, tmp_path):
     uninterrupted, summary = classified
     chunks = -(-summary["tiles"]["classified"] // 8)

@@ -24,7 +24,14 @@ from ossiclass.synth.stains import render, sample_domains
 from ossiclass.synth.tiles import make_tile
 
 
-@pytest.mark.parametrize("layout", ["growth_plate", "fracture_callus", "intramembranous"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "growth_plate",
+        pytest.param("fracture_callus", marks=pytest.mark.slow),  # each slide ~3 s
+        pytest.param("intramembranous", marks=pytest.mark.slow),
+    ],
+)
 def test_tissue_mask_matches_the_generator(tmp_path, layout):
     path = write_slide(
         tmp_path / "s.tif", SlideSettings(layout, 3072, 2048, 0.5, 21), progress=False
