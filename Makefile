@@ -10,10 +10,12 @@ DEMO := outputs/demo
 install: $(INSTALLED)
 
 # Re-installs only when pyproject.toml changes; a second `make install` does nothing slow.
+# --no-compile: Python compiles only the modules it imports, on first import, instead of pip
+# compiling all of torch's and CUDA's (about a minute of the install on 2 cores).
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	touch $@
 
 test: install
