@@ -150,14 +150,13 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
 
     network, settings = load_bundle(model)
     names, field = settings.class_names, settings.preprocessing.field_um
-    sets = [tile_set_settings(tile_set, names, per_class, field)]
-    if test_set is not None:
-        sets.append(tile_set_settings(test_set, names, per_class, field))
-        if sets[1].seed == sets[0].seed:  # a set's labs are drawn from its seed
-            raise BadInputError(
-                f"{test_set}: the same labs as {tile_set} (seed {sets[0].seed}), not unseen ones"
-            )
-    features, targets, callus = _painted_features(network, settings, sets[0], per_class, progress)
+    train = tile_set_settings(tile_set, names, per_class, field)
+    test = None if test_set is None else tile_set_settings(test_set, names, per_class, field)
+    if test is not None and test.seed == train.seed:  # a set's labs are drawn from its seed
+        raise BadInputError(
+            f"{test_set}: the same labs as {tile_set} (seed {train.seed}), not unseen ones"
+        )
+    features, targets, callus = _painted_features(network, settings, train, per_class, progress)
     held_out = torch.arange(len(features)) % HELD_OUT_EVERY == 0
     head = fit_cell_head(features[~held_out], targets[~held_out])
     done = {
@@ -165,9 +164,9 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
         "cells_per_tile": features.shape[-1] ** 2,
         "held_out": _accuracy(head, features[held_out], targets[held_out], callus[held_out]),
     }
-    if test_set is not None:
-        test = _painted_features(network, settings, sets[1], per_class, progress)
-        done["test"] = _accuracy(head, *test)
+    if test is not None:
+        done["test"] = _accuracy(head, *_painted_features(network, settings, test, per_class,
+                                                          progress))  # fmt: skip
     setattr(network, CELL_HEAD, head)
     save_bundle(model, network, settings)
     return done

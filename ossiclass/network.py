@@ -23,20 +23,13 @@ CELL_HEAD = "cell_head"
 """The attribute of a network that holds its cell head, if it has one (`cell_head.py`)."""
 
 
-def feature_pooling(model: nn.Module) -> nn.Module:
-    """The layer of a network of `BACKBONES` that pools its last feature map: its input is
-    (N, C, h, w), one vector per cell of the tile (32 input pixels a side)."""
-    return model.avgpool
-
-
 @contextmanager
 def last_feature_maps(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Within the block, each forward of `model` (of `BACKBONES`, or its fused graph) adds its
-    last feature map, (N, C, h, w), to the list this yields."""
+    last feature map to the list this yields: the input of its pooling layer, (N, C, h, w),
+    one vector per cell of the tile (32 input pixels a side)."""
     kept: list[torch.Tensor] = []
-    hook = feature_pooling(model).register_forward_pre_hook(
-        lambda module, inputs: kept.append(inputs[0])
-    )
+    hook = model.avgpool.register_forward_pre_hook(lambda module, inputs: kept.append(inputs[0]))
     try:
         yield kept
     finally:
