@@ -14,7 +14,9 @@ with its chunk, and `--refine` uses them inside the callus (`refine.split_callus
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,8 @@ FIT_STEPS = 600
 """AdamW steps of the fit, each on `BATCH_CELLS` cells drawn at random."""
 BATCH_CELLS = 4096
 LEARNING_RATE = 1e-2
+FEATURE_BATCH = 64
+"""Tiles painted and passed through the network at a time."""
 HELD_OUT_EVERY = 5
 """Every fifth tile is held out of the fit, to report how well the head does on tiles it never
 saw."""
@@ -74,11 +78,11 @@ def tile_set_settings(tile_set: str | Path, class_names: tuple[str, ...], per_cl
 
 
 def painted_cells(settings: TileSettings, class_names: tuple[str, ...], per_class: int,
-                  progress: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:  # fmt: skip
+                  progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """Tiles 0 .. `per_class` - 1 of every class of a synthetic tile set (`tile_set_settings`),
-    painted again (the very tiles of the set) with what each pixel is.
+    painted again (the very tiles of the set), one at a time, with what each pixel is.
 
-    Returns ((N, S, S, 3) uint8 tiles at the set's µm per pixel, N (h, w) uint8 label images at
+    Yields ((S, S, 3) uint8 tile at the set's µm per pixel, (h, w) uint8 label image at
     painting resolution, indices into `class_names`, the model's class list).
     """
     from ossiclass.synth.painters import CALLUS_ISLANDS
@@ -87,18 +91,15 @@ def painted_cells(settings: TileSettings, class_names: tuple[str, ...], per_clas
 
     islands = np.array([class_names.index(name) for name in CALLUS_ISLANDS], dtype=np.uint8)
     domains = sample_domains(settings.seed, settings.domains)
-    tiles, labels = [], []
     jobs = [(name, index) for name in settings.classes for index in range(per_class)]
     for name, index in tqdm(jobs, desc="painting tiles", unit="tile", disable=not progress):
         image, _, parts = labelled_tile(
             name, index, settings.seed, domains, settings.size_px, settings.mpp
         )
-        tiles.append(image)
         if parts is None:  # one tissue throughout
-            labels.append(np.full((1, 1), class_names.index(name), dtype=np.uint8))
+            yield image, np.full((1, 1), class_names.index(name), dtype=np.uint8)
         else:
-            labels.append(islands[parts])
-    return np.stack(tiles), labels
+            yield image, islands[parts]
 
 
 def cell_targets(labels: list[np.ndarray], classes: int, cells: int) -> torch.Tensor:
@@ -180,12 +181,18 @@ def _painted_features(
     (h = w = input px / 32), (N, K, h, w) class shares, and (N,) bool, the tiles painted in
     parts (the callus's)."""
     prep = settings.preprocessing
-    images, labels = painted_cells(tile_set, settings.class_names, per_class, progress)
-    images = np.stack([prep.to_model_scale(image, tile_set.mpp) for image in images])
-    tiles = torch.from_numpy(prep.normalize(images)).permute(0, 3, 1, 2)
-    features = feature_cells(network, prep.standardize()(tiles))
-    targets = cell_targets(labels, len(settings.classes), features.shape[-1])
-    return features, targets, torch.tensor([label.size > 1 for label in labels])
+    standardize = prep.standardize()
+    painted = painted_cells(tile_set, settings.class_names, per_class, progress)
+    features, targets, callus = [], [], []
+    # A batch of tiles at a time: what the fit keeps is the features, not the painted tiles.
+    for batch in iter(lambda: list(itertools.islice(painted, FEATURE_BATCH)), []):
+        images, labels = zip(*batch, strict=True)
+        scaled = np.stack([prep.to_model_scale(image, tile_set.mpp) for image in images])
+        tiles = torch.from_numpy(prep.normalize(scaled)).permute(0, 3, 1, 2)
+        features.append(feature_cells(network, standardize(tiles)))
+        targets.append(cell_targets(list(labels), len(settings.classes), features[-1].shape[-1]))
+        callus += [label.size > 1 for label in labels]
+    return torch.cat(features), torch.cat(targets), torch.tensor(callus)
 
 
 def _accuracy(

@@ -64,7 +64,8 @@ def test_a_labelled_tile_is_the_data_set_s_tile_with_its_callus_parts():
 def test_painted_cells_label_every_pixel_of_the_set_s_tiles(tile_set):
     root = tile_set(3, size_px=64)
     settings = tile_set_settings(root, CLASSES, 3, field_um=32.0)
-    tiles, labels = painted_cells(settings, CLASSES, 3, progress=False)
+    images, labels = zip(*painted_cells(settings, CLASSES, 3, progress=False), strict=True)
+    tiles = np.stack(images)
     assert tiles.shape == (18, 64, 64, 3) and settings.mpp == 0.5
     first_callus = 3 * CALLUS
     stored = np.asarray(Image.open(root / "callus" / "callus_000000.png"))
@@ -102,6 +103,17 @@ def test_the_test_set_is_scored_on_its_own_tiles(tiny_model, tile_set, tmp_path)
         answers = cell_head(network)(features.permute(0, 2, 3, 1)).argmax(-1)
     right = (answers == targets.argmax(1)).float()
     assert done["test"] == {"all": float(right.mean()), "callus": float(right[callus].mean())}
+
+
+def test_painted_features_are_the_same_a_few_tiles_at_a_time(tiny_model, tile_set, monkeypatch):
+    network, settings = load_bundle(tiny_model)
+    tiles = tile_set_settings(tile_set(3, size_px=128), CLASSES, 3, 64.0)
+    whole = _painted_features(network, settings, tiles, 3, progress=False)
+    monkeypatch.setattr("ossiclass.cell_head.FEATURE_BATCH", 4)  # 18 tiles in 5 batches
+    batched = _painted_features(network, settings, tiles, 3, progress=False)
+    assert len(whole[0]) == 18
+    assert torch.allclose(whole[0], batched[0], atol=1e-5)
+    assert torch.equal(whole[1], batched[1]) and torch.equal(whole[2], batched[2])
 
 
 @pytest.mark.parametrize(
