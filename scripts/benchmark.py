@@ -1,8 +1,8 @@
 """Benchmarks that print figures.
 
     python scripts/benchmark.py {synth,colour-baseline,variety,slide,stain,stain-spread,tissue,
-                                 agreement,finemap,measures,scales,classify,real,
-                                 finetune,real-finetune,all} [--json FILE]
+                                 agreement,finemap,measures,scales,styles,classify,
+                                 real,finetune,real-finetune,all} [--json FILE]
 
 `all` trains the default model, runs every other benchmark with it, and writes one Markdown
 table of every figure beside its baseline from the same run (`--out`, default

@@ -13,10 +13,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from benchmarks import command, table  # noqa: E402  (scripts/ is not a package)
 from benchmarks.finemap import on_grid, scores, truth_grid  # noqa: E402
+from benchmarks.styles import region_tiles  # noqa: E402
 from benchmarks.variety import lowest_pairwise_mad  # noqa: E402
 
 WITH_MODEL = (
     "agreement", "classify", "real", "finetune", "real-finetune", "finemap", "measures", "scales",
+    "styles",
 )  # fmt: skip
 MINIMAL = {name: ["--model", "M"] for name in WITH_MODEL}
 """The required flags of the subcommands that have any."""
@@ -55,6 +57,23 @@ def test_colour_baseline_scores_both_models_on_the_unseen_labs():
         assert 0 <= score["macro_accuracy"] <= 1 and 0 <= score["fitted_macro_accuracy"] <= 1
         assert np.array(score["confusion"]).shape == (6, 6)
         assert np.sum(score["confusion"]) == 12
+
+
+def test_styles_counts_every_tile_of_each_seeds_region(tiny_model):
+    figures = _figures(["styles", "--model", str(tiny_model), "--count", "2", "--canvases", "1"])
+    assert [s["seed"] for s in figures["seeds"]] == [101, 102]
+    for seed in figures["seeds"]:  # a 512 µm canvas in 64 µm tiles
+        assert seed["tiles"] == 64 and sum(seed["called"].values()) == 64
+        assert seed["right"] == seed["called"].get("woven_bone", 0) / 64
+
+
+def test_a_slide_seed_paints_its_region_alike_each_time_and_unlike_another_seed(tiny_model):
+    from ossiclass.predict import Predictor
+
+    predictor = Predictor(tiny_model)
+    first = region_tiles(predictor, "woven_bone", 101, 1)
+    assert np.array_equal(first, region_tiles(predictor, "woven_bone", 101, 1))
+    assert not np.array_equal(first, region_tiles(predictor, "woven_bone", 102, 1))
 
 
 def test_the_lowest_pairwise_difference_is_the_exact_minimum():

@@ -153,6 +153,15 @@ class RegionRandom:
         return draw
 
 
+def region_random(seed: int, label: int, top: int, left: int) -> RegionRandom:
+    """The draws of class `label`'s region of the slide of `seed`, in the chunk at (`top`,
+    `left`) px: the region's one style, the chunk's own placement."""
+    return RegionRandom(
+        style=np.random.default_rng(np.random.SeedSequence([seed, label])),
+        placement=np.random.default_rng(np.random.SeedSequence([seed, top, left, label])),
+    )
+
+
 def _fields(settings: SlideSettings) -> SlideFields:
     coarse = 0.15 * min(settings.width, settings.height)
     return SlideFields(settings, (coarse, coarse * 1.3, 150 / settings.mpp))
@@ -194,12 +203,7 @@ def paint_chunk(
     for label in np.unique(work_labels):
         if label == BACKGROUND_LABEL:
             continue
-        rng = RegionRandom(
-            style=np.random.default_rng(np.random.SeedSequence([settings.seed, int(label)])),
-            placement=np.random.default_rng(
-                np.random.SeedSequence([settings.seed, top, left, int(label)])
-            ),
-        )
+        rng = region_random(settings.seed, int(label), top, left)
         where = work_labels == label
         name = SLIDE_CLASSES[label].name
         orientation = orientations.get(label)

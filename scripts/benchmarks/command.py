@@ -28,6 +28,7 @@ MODULES = {
     "finemap": "finemap",
     "measures": "measures",
     "scales": "scales",
+    "styles": "styles",
     "classify": "classify",
     "real": "real",
     "finetune": "finetune",
@@ -136,6 +137,15 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     scales.add_argument("--size", type=int, default=6144, help="slide side at 0.25 µm/px")
     scales.add_argument("--seed", type=int, default=201)
     scales.add_argument("--workers", type=int, default=2)
+
+    styles = subcommand["styles"]
+    styles.add_argument("--model", required=True)
+    styles.add_argument("--tissue", default="woven_bone", help="the class whose regions to paint")
+    styles.add_argument("--seed", type=int, default=101, help="the first slide seed")
+    styles.add_argument("--count", type=int, default=40, help="slide seeds, from --seed on")
+    styles.add_argument("--canvases", type=int, default=8, help="canvases painted per seed")
+    styles.add_argument("--bound", type=float, default=0.9, help="the share right below which "
+                        "a seed is listed")  # fmt: skip
 
     finetune = subcommand["finetune"]
     finetune.add_argument("--model", required=True)
