@@ -114,7 +114,8 @@ def cell_targets(labels: list[np.ndarray], classes: int, cells: int) -> torch.Te
 
 
 @torch.inference_mode()
-def feature_cells(network: nn.Module, tiles: torch.Tensor, batch: int = 64) -> torch.Tensor:
+def feature_cells(network: nn.Module, tiles: torch.Tensor, batch: int = FEATURE_BATCH
+                  ) -> torch.Tensor:  # fmt: skip
     """The last feature map (N, C, h, w) float32 of (N, 3, S, S) standardised tiles."""
     with last_feature_maps(network) as kept:
         for start in range(0, len(tiles), batch):

@@ -162,6 +162,12 @@ def region_random(seed: int, label: int, top: int, left: int) -> RegionRandom:
     )
 
 
+def scanner_random(seed: int, top: int, left: int) -> np.random.Generator:
+    """The scanner's draws (sensor noise, uneven light) over the chunk at (`top`, `left`) px of
+    the slide of `seed`."""
+    return np.random.default_rng(np.random.SeedSequence([seed, top, left, 0xC0]))
+
+
 def _fields(settings: SlideSettings) -> SlideFields:
     coarse = 0.15 * min(settings.width, settings.height)
     return SlideFields(settings, (coarse, coarse * 1.3, 150 / settings.mpp))
@@ -213,8 +219,7 @@ def paint_chunk(
         if parts is not None:  # the callus's islands: labelled as the tissue they hold
             full = ISLAND_LABELS[parts[full_rows][:, full_cols]]
             labels = np.where(labels == label, full, labels)
-    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, top, left, 0xC0]))
-    return render(maps, domain, rng, (height, width)), labels
+    return render(maps, domain, scanner_random(settings.seed, top, left), (height, width)), labels
 
 
 def _paint_strips(

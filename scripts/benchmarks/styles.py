@@ -20,7 +20,7 @@ from ossiclass.classes import class_index
 from ossiclass.errors import BadInputError
 from ossiclass.predict import Predictor
 from ossiclass.synth.painters import paint_parts
-from ossiclass.synth.slides import SlideSettings, region_random, slide_domain
+from ossiclass.synth.slides import SlideSettings, region_random, scanner_random, slide_domain
 from ossiclass.synth.stains import render
 
 CANVAS_PX = 1024
@@ -36,8 +36,8 @@ def region_tiles(predictor: Predictor, tissue: str, seed: int, canvases: int) ->
     for top in range(0, canvases * CANVAS_PX, CANVAS_PX):
         rng = region_random(seed, class_index(tissue), top, 0)
         maps, _ = paint_parts(tissue, rng, (CANVAS_PX, CANVAS_PX), MPP, artefacts=False)
-        light = np.random.default_rng(np.random.SeedSequence([seed, top, 0, 0xC0]))
-        image = prep.to_model_scale(render(maps, domain, light, (CANVAS_PX, CANVAS_PX)), MPP)
+        scanned = render(maps, domain, scanner_random(seed, top, 0), (CANVAS_PX, CANVAS_PX))
+        image = prep.to_model_scale(scanned, MPP)
         rows, columns = image.shape[0] // side, image.shape[1] // side
         tiles += [image[r * side : (r + 1) * side, c * side : (c + 1) * side]
                   for r in range(rows) for c in range(columns)]  # fmt: skip
