@@ -23,7 +23,7 @@ def _command(tiles, run, *extra):
         "--data.batch_size", "8", "--model.backbone", "mobilenet_v3_small",
         "--trainer.max_epochs", "4", "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run),
-        "--trainer.callbacks.patience", "100", "--trainer.log_every_n_steps", "1", *extra,
+        "--trainer.log_every_n_steps", "1", *extra,
     ]  # fmt: skip
 
 
