@@ -54,6 +54,7 @@ from ossiclass.synth.stains import DYES, StainDomain, render, sample_domains
 from ossiclass.synth.tiles import worker_pool
 
 CHUNK_PX = 1024
+"""A slide is painted in square chunks of this many px a side, each from its own draws."""
 TIFF_TILE_PX = 256
 PYRAMID_MIN_PX = 1024
 TRUTH_MPP = 4.0

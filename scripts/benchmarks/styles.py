@@ -20,11 +20,14 @@ from ossiclass.classes import class_index
 from ossiclass.errors import BadInputError
 from ossiclass.predict import Predictor
 from ossiclass.synth.painters import paint_parts
-from ossiclass.synth.slides import SlideSettings, region_random, scanner_random, slide_domain
+from ossiclass.synth.slides import (
+    CHUNK_PX,
+    SlideSettings,
+    region_random,
+    scanner_random,
+    slide_domain,
+)
 from ossiclass.synth.stains import render
-
-CANVAS_PX = 1024
-"""Side of each painted canvas, px at `MPP` (512 µm: 16 tiles of the default model)."""
 
 
 def region_tiles(predictor: Predictor, tissue: str, seed: int, canvases: int) -> np.ndarray:
@@ -33,10 +36,10 @@ def region_tiles(predictor: Predictor, tissue: str, seed: int, canvases: int) ->
     prep, side = predictor.preprocessing, predictor.preprocessing.input_px
     domain = slide_domain(SlideSettings(seed=seed))
     tiles = []
-    for top in range(0, canvases * CANVAS_PX, CANVAS_PX):
+    for top in range(0, canvases * CHUNK_PX, CHUNK_PX):
         rng = region_random(seed, class_index(tissue), top, 0)
-        maps, _ = paint_parts(tissue, rng, (CANVAS_PX, CANVAS_PX), MPP, artefacts=False)
-        scanned = render(maps, domain, scanner_random(seed, top, 0), (CANVAS_PX, CANVAS_PX))
+        maps, _ = paint_parts(tissue, rng, (CHUNK_PX, CHUNK_PX), MPP, artefacts=False)
+        scanned = render(maps, domain, scanner_random(seed, top, 0), (CHUNK_PX, CHUNK_PX))
         image = prep.to_model_scale(scanned, MPP)
         rows, columns = image.shape[0] // side, image.shape[1] // side
         tiles += [image[r * side : (r + 1) * side, c * side : (c + 1) * side]
@@ -59,7 +62,7 @@ def run(*, model: str, tissue: str, seed: int, count: int, canvases: int, bound:
         per_seed.append({"seed": slide_seed, "tiles": len(called),
                          "right": found.get(tissue, 0) / len(called), "called": found})  # fmt: skip
     return {"what": f"share of {tissue}'s tiles named right, per slide seed's style and lab",
-            "model": model, "tissue": tissue, "canvases": canvases, "canvas_px": CANVAS_PX,
+            "model": model, "tissue": tissue, "canvases": canvases, "canvas_px": CHUNK_PX,
             "bound": bound, "seeds": per_seed}  # fmt: skip
 
 
