@@ -1,8 +1,8 @@
 """`styles`: how often the model names a tissue right when a whole slide region of it is
 painted in one style: for each of `count` slide seeds from `seed`, the tissue gets the style
 that slide draws for its region and that slide's lab, painted as a slide paints its chunks on
-`canvases` fresh 1024 x 1024 px canvases at 0.5 µm/px, and the share of their tiles named
-right is reported per seed.
+`canvases` fresh canvases of a chunk's size (`slides.CHUNK_PX`) at 0.5 µm/px, and the share of
+their tiles named right is reported per seed.
 
 A tile set draws a new style for every tile, so a style the model misreads costs it a tile
 here and there; a slide keeps one style for a whole region, so the same style misreads the
