@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BaseFinetuning, Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -27,7 +27,7 @@ from ossiclass.network import build_backbone, head
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "-h", "--help")
 
 
-class BundleWriter(pl.Callback):
+class BundleWriter(Callback):
     """Write `model.pt` beside the run's checkpoints when training ends, from the best
     checkpoint where one was kept."""
 
@@ -61,26 +61,30 @@ class BundleWriter(pl.Callback):
         rank_zero_info(f"wrote the model bundle {path}")
 
 
-class HeadFirst(BaseFinetuning):
-    """Fine-tuning that trains only the network's last layer for the first `epochs` epochs,
-    then the whole network: new classes' rows settle before they pull on the features. Batch
-    norm trains throughout, so its statistics follow the lab's tiles from the start. A model
-    trained from scratch (no `model.init_bundle`) trains whole from the start. Under DDP the
-    frozen layers are not synchronised when they thaw (Lightning #20340): train on one
-    device, or set `epochs: 0`."""
+class HeadFirst(Callback):
+    """Fine-tuning that trains only the network's last layer and its batch norm for the first
+    `epochs` epochs, then the whole network: new classes' rows settle before they pull on the
+    features, and batch norm follows the lab's tiles from the start. A model trained from
+    scratch (no `model.init_bundle`) trains whole from the start.
+
+    Every parameter stays trainable, so that DDP reduces them all: the other layers' gradients
+    are dropped before each optimizer step, which then leaves those layers as they are (no
+    step, no weight decay). Layers frozen through `requires_grad` are not reduced when they
+    thaw under DDP (Lightning #20340, the `BaseFinetuning` way)."""
 
     def __init__(self, epochs: int = 1):
-        super().__init__()
         self.epochs = epochs
 
-    def freeze_before_training(self, module: pl.LightningModule) -> None:
-        if self.epochs > 0 and module.hparams.init_bundle:  # from scratch: nothing to keep
-            self.freeze(module.network, train_bn=True)
-            self.make_trainable(head(module.network))
-
-    def finetune_function(self, module: pl.LightningModule, epoch: int, optimizer) -> None:
-        if epoch >= self.epochs:  # also in a run resumed past the head's epochs
-            self.make_trainable(module.network)
+    def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+        if trainer.current_epoch >= self.epochs or not module.hparams.init_bundle:
+            return  # also in a run resumed past the head's epochs
+        network = module.network
+        norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        kept = {id(p) for layer in (head(network), *norms) for p in layer.parameters()}
+        for parameter in network.parameters():
+            if id(parameter) not in kept:
+                parameter.grad = None
 
 
 class _ContinuingWriter(ExperimentWriter):

@@ -1,6 +1,10 @@
 """Fine-tuning from a bundle: class lists that grow, weights that carry over, head first."""
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from ossiclass.datasets import read_tile_table
 from ossiclass.errors import BadInputError
 from ossiclass.network import build_backbone, head, transfer_weights
 
+REPO = Path(__file__).resolve().parents[1]
 EIGHT = [*(c.name for c in TISSUE_CLASSES), "marrow", "fat"]
 
 
@@ -129,3 +134,42 @@ def test_fine_tuning_a_bundle_on_more_classes_head_first(tmp_path, tile_set):
     assert torch.equal(tuned.conv1.weight, original.conv1.weight)
     assert not torch.equal(tuned.layer2[0].bn1.running_mean, original.layer2[0].bn1.running_mean)
     assert not torch.equal(tuned.fc.weight[:6], original.fc.weight)
+
+
+@pytest.mark.slow
+def test_head_first_under_two_process_ddp_keeps_the_processes_in_step(tmp_path, tile_set):
+    """The head's epoch, then the whole network's, over two gloo processes: the layers that
+    thaw are reduced like the rest, so both processes end with the same weights."""
+    from ossiclass.bundle import ModelSettings, save_bundle
+    from ossiclass.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    body = build_backbone("resnet18", 6)
+    start = save_bundle(
+        tmp_path / "start.pt", body, ModelSettings("resnet18", Preprocessing(0.75, 32))
+    )
+    callbacks = tmp_path / "callbacks.yaml"
+    callbacks.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - {class_path: ossiclass.train.HeadFirst, init_args: {epochs: 1}}\n"
+        f"    - {{class_path: rank_weights.RankWeights, init_args: {{folder: '{tmp_path}'}}}}\n"
+    )
+    command = [
+        sys.executable, "scripts/train.py",
+        "--config", "configs/finetune.yaml", "--config", str(callbacks),
+        "--data.train", str(_eight_class_set(tile_set)),
+        "--model.init_bundle", str(start),
+        "--data.batch_size", "8",
+        "--trainer.max_epochs", "2",
+        "--trainer.precision", "32-true",
+        "--trainer.strategy", "ddp", "--trainer.devices", "2",
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name, weight in ranks[0].items():
+        assert torch.equal(weight, ranks[1][name]), name
+    assert not torch.equal(ranks[0]["conv1.weight"], body.conv1.weight)  # the body trained too
