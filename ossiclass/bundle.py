@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from torch import nn
 from ossiclass import __version__
 from ossiclass.classes import TISSUE_CLASSES, TissueClass, class_list_from_dict, class_list_to_dict
 from ossiclass.errors import BadModelError, OssiclassError
+from ossiclass.files import partial_path
 from ossiclass.network import CELL_HEAD, build_backbone
 from ossiclass.preprocessing import Preprocessing
 
@@ -81,7 +84,6 @@ class ModelSettings:
 
 def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -> Path:
     """Write a bundle atomically; returns its path."""
-    path = Path(path)
     content = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -89,17 +91,37 @@ def save_bundle(path: str | Path, network: nn.Module, settings: ModelSettings) -
         "settings": settings.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
     }
-    partial = path.with_name(f".{path.name}.partial")
+    path = Path(path)
+    _write(path, lambda file: torch.save(content, file))
+    return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, with `save_bundle`'s error, where a bundle could not be written at `path`:
+    for commands that work for minutes before they write one."""
+    path = Path(path)
+    if path.is_dir():
+        raise OssiclassError(f"cannot write the model {path}: it is a folder")
+    _write(path, None)
+
+
+def _write(path: Path, write: Callable[[BinaryIO], object] | None) -> None:
+    """`write` a file into `path` through its partial file; with None, open that file and
+    take it away again. OSErrors become one-line errors and leave no partial file behind."""
+    partial = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as file:  # opened here, so that failures are OSErrors
-            torch.save(content, file)
-        os.replace(partial, path)
+            if write is not None:
+                write(file)
+        if write is None:
+            partial.unlink()
+        else:
+            os.replace(partial, path)
     except OSError as error:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise OssiclassError(f"cannot write the model {path}: {error.strerror or error}") from None
-    return path
 
 
 def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:

@@ -148,9 +148,10 @@ def fit_cells(model: str | Path, tile_set: str | Path, per_class: int,
     it in the bundle. Returns what it did: tiles, cells, and the share of cells whose largest
     class is the head's answer, for all and for the callus: on the held-out tiles of the set's
     own labs ("held_out") and, given `test_set`, on its tiles, of labs never seen ("test")."""
-    from ossiclass.bundle import load_bundle, save_bundle
+    from ossiclass.bundle import check_writable, load_bundle, save_bundle
 
     network, settings = load_bundle(model)
+    check_writable(model)
     names, field = settings.class_names, settings.preprocessing.field_um
     train = tile_set_settings(tile_set, names, per_class, field)
     test = None if test_set is None else tile_set_settings(test_set, names, per_class, field)

@@ -113,13 +113,15 @@ def evaluate_bundle(
     bundle's preprocessing and `predict`'s network at `precision` ("auto", "fp32", "bf16"; the
     one used is reported). A tile set's classes (its `classes.json`, else the six) must all be
     the model's. Returns (metrics, metrics as trained)."""
-    from ossiclass.bundle import load_bundle, save_bundle
+    from ossiclass.bundle import check_writable, load_bundle, save_bundle
     from ossiclass.datasets import field_um, read_tiles
     from ossiclass.files import write_text_atomic
     from ossiclass.predict import Predictor
     from ossiclass.report import confusion_figure, reliability_figure
 
     predictor = Predictor(model, precision=precision)
+    if calibrate:
+        check_writable(model)
     settings, prep = predictor.settings, predictor.preprocessing
 
     def logits_and_labels(source):

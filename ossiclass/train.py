@@ -19,8 +19,9 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_info
 
-from ossiclass.bundle import ModelSettings, save_bundle
+from ossiclass.bundle import ModelSettings, check_writable, save_bundle
 from ossiclass.data import TileDataModule
+from ossiclass.errors import OssiclassError
 from ossiclass.model import TissueClassifier
 from ossiclass.network import build_backbone, head
 
@@ -34,8 +35,22 @@ class BundleWriter(Callback):
     def __init__(self, filename: str = "model.pt"):
         self.filename = filename
 
+    def _path(self, trainer: pl.Trainer) -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir) / self.filename  # a collective
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Stop a run whose bundle could not be written before it trains, on every process."""
+        path, problem = self._path(trainer), None
+        if trainer.is_global_zero:
+            try:
+                check_writable(path)
+            except OssiclassError as error:
+                problem = str(error)
+        if problem := trainer.strategy.broadcast(problem):
+            raise OssiclassError(problem)
+
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: every rank
+        path = self._path(trainer)
         if not trainer.is_global_zero:
             return
         checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -57,7 +72,7 @@ class BundleWriter(Callback):
         )
         holder = build_backbone(settings.backbone, len(settings.classes))
         holder.load_state_dict(network)
-        path = save_bundle(folder / self.filename, holder, settings)
+        save_bundle(path, holder, settings)
         rank_zero_info(f"wrote the model bundle {path}")
 
 

@@ -4,9 +4,15 @@ import pickle
 import pytest
 import torch
 
-from ossiclass.bundle import BUNDLE_FORMAT, ModelSettings, load_bundle, save_bundle
+from ossiclass.bundle import (
+    BUNDLE_FORMAT,
+    ModelSettings,
+    check_writable,
+    load_bundle,
+    save_bundle,
+)
 from ossiclass.classes import CLASSES, TISSUE_CLASSES, class_list_from_dict, class_list_to_dict
-from ossiclass.errors import BadModelError
+from ossiclass.errors import BadModelError, OssiclassError
 from ossiclass.network import build_backbone
 from ossiclass.preprocessing import Preprocessing
 
@@ -134,3 +140,21 @@ def test_a_malformed_class_list_is_one_line(bundle):
     _resave(path, lambda content: content["settings"].update(classes=["mesenchyme", "bogus"]))
     with pytest.raises(BadModelError, match="class list is malformed.*unknown class 'bogus'"):
         load_bundle(path)
+
+
+@pytest.mark.parametrize("blocked", ["none", "folder", "is a folder", "partial"])
+def test_a_bundle_that_could_not_be_written_is_found_before_the_work(tmp_path, blocked):
+    path = tmp_path / "run" / "model.pt"
+    if blocked == "folder":  # its folder is a file
+        (tmp_path / "run").write_text("")
+    elif blocked == "is a folder":
+        path.mkdir(parents=True)
+    elif blocked == "partial":  # where it is written first, a folder stands
+        (tmp_path / "run" / ".model.pt.partial").mkdir(parents=True)
+    if blocked == "none":
+        check_writable(path)
+        assert list(path.parent.iterdir()) == []  # it leaves nothing behind
+        return
+    with pytest.raises(OssiclassError, match=f"cannot write the model {path}"):
+        check_writable(path)
+    assert not path.is_file()

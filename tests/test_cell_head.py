@@ -163,6 +163,14 @@ def test_a_test_set_it_cannot_use_is_refused_before_the_fit(
     assert cell_head(load_bundle(model)[0]) is None  # nothing fitted, nothing stored
 
 
+def test_a_model_it_could_not_rewrite_is_refused_before_the_fit(tiny_model, tmp_path, capsys):
+    model = shutil.copy(tiny_model, tmp_path / "model.pt")
+    (tmp_path / ".model.pt.partial").mkdir()  # where the bundle is written first
+    command = ["fit-cells", "--model", str(model), "--data", str(tmp_path / "no-such-set")]
+    assert main(command) == 2  # the model is checked first: the set is never looked at
+    assert f"cannot write the model {model}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("blocked", ["folder", "partial"])
 def test_a_model_that_cannot_be_written_is_a_one_line_error(tiny_model, tmp_path, blocked):
     network, settings = load_bundle(tiny_model)

@@ -63,6 +63,12 @@ def test_evaluate_command_writes_metrics_pictures_and_stores_the_temperature(
 def test_evaluate_errors_are_one_line(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 2
     assert "no such model file" in capsys.readouterr().err
+    settings = ModelSettings("resnet18", Preprocessing(0.75, 32))
+    model = save_bundle(tmp_path / "model.pt", build_backbone("resnet18", 6), settings)
+    (tmp_path / ".model.pt.partial").mkdir()  # the temperature could not be stored
+    argv = ["evaluate", "--model", str(model), "--data", str(tmp_path / "none"), "--calibrate", "x"]
+    assert main(argv) == 2  # found before any tile is read
+    assert f"cannot write the model {model}" in capsys.readouterr().err
 
 
 def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path, tile_set):

@@ -27,6 +27,19 @@ def _command(tiles, run, *extra):
     ]  # fmt: skip
 
 
+def test_a_run_whose_bundle_could_not_be_written_stops_before_it_trains(tmp_path, tile_set):
+    run = tmp_path / "run"
+    (run / "model.pt").mkdir(parents=True)  # where the bundle goes, a folder stands
+    command = _command(tile_set(2, seed=5), run, "--trainer.logger", "false")
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"ossiclass: error: cannot write the model {run / 'model.pt'}: it is a folder"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (run / "checkpoints").exists()  # not an epoch trained
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_logs_each_step_once(tmp_path, tile_set):
     tiles = tile_set(8, seed=5)
