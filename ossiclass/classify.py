@@ -273,14 +273,15 @@ def classify(
     measured again).
 
     Returns the summary (None on processes other than the first under DDP). With `resume`, a
-    run that had finished is left as it is and its summary returned.
+    run that had finished is left as it is and its summary returned, if it was made of the
+    same input by the same model with the same tiling.
     """
     tiling.validate()
     running.validate()
     started = time.time()
     input_path, out, model = Path(input_path), Path(out), Path(model)
     if resume and (out / "summary.json").exists() and not (out / "parts").exists():
-        return json.loads((out / "summary.json").read_text())
+        return _finished_summary(out, input_path, model, tiling)
     region = None if roi is None else read_region(roi)
     trainer = _trainer(running)
     device = trainer.strategy.root_device  # decides bf16 ("auto"), workers, pinned memory
@@ -299,6 +300,25 @@ def classify(
     if not trainer.is_global_zero:
         return None
     return _write(out, plan, predictor, tiling, started, writer.done, region)
+
+
+def _finished_summary(out: Path, input_path: Path, model: Path, tiling: Tiling) -> dict:
+    """The summary of the run that finished in `out`, which `resume` leaves as it is; refused
+    where it was made of another input, by another model (its sha256) or with other tiling."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        run = json.loads((out / "run.json").read_text())
+        # A setting added since the run counts as its default (so `refine`, False).
+        made = (run["input"], run["model_sha256"], asdict(Tiling()) | summary["tiling"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BadInputError(f"{out}: cannot read its finished run ({error})") from None
+    asked = (str(input_path.resolve()), outputs.sha256(model), asdict(tiling))
+    if made != asked:
+        raise BadInputError(
+            f"{out}: holds a finished run of another input, model or settings; "
+            "use another output folder"
+        )
+    return summary
 
 
 def _plan(source, predictor, tiling, running, model, out, resume, trainer) -> Plan:

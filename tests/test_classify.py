@@ -273,6 +273,19 @@ def _classify_command(slide, model, out, *extra):
     ]  # fmt: skip
 
 
+def test_a_finished_run_resumes_only_as_it_was_made(classified, tiny_model, small_slide,
+                                                   tmp_path, capsys):  # fmt: skip
+    out, summary = classified
+    kept = (out / "summary.json").read_text()
+    assert classify(small_slide, tiny_model, out, running=FAST, resume=True) == summary
+    network, settings = load_bundle(tiny_model)
+    other = save_bundle(tmp_path / "other.pt", network, replace(settings, temperature=2.0))
+    for model, extra in ((other, []), (tiny_model, ["--refine"]), (tiny_model, ["--stride", "16"])):
+        assert main(_classify_command(small_slide, model, out, "--resume", *extra)) == 2, extra
+        assert "holds a finished run of another input, model or settings" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == kept
+
+
 @pytest.mark.slow  # a process of its own, killed midway: ~10 s
 def test_a_killed_run_resumes_to_the_same_tiles(classified, tiny_model, small_slide, tmp_path):
     uninterrupted, summary = classified
