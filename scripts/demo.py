@@ -61,7 +61,7 @@ def main() -> int:
 
     run_dir = out / "train" / "lightning_logs" / "demo"
     model = run_dir / "model.pt"
-    made = not model.exists() or not has_cell_head(model)  # maps of an older model are redone
+    new_model = not model.exists() or not has_cell_head(model)  # older maps are redone
     if not model.exists():
         last = run_dir / "checkpoints" / "last.ckpt"
         resume = ["--ckpt_path", str(last)] if last.exists() else []
@@ -84,7 +84,7 @@ def main() -> int:
                       str(SLIDE_SEED + offset), "--width", str(SLIDE_PX), "--height",
                       str(SLIDE_PX), "--workers", "2", "--quiet")  # fmt: skip
         slides.append(str(slide))
-    if made:
+    if new_model:
         shutil.rmtree(out / "classified", ignore_errors=True)
     ossiclass("classify", *slides, "--model", str(model), "--out", str(out / "classified"),
               "--refine", "--report", "--resume", "--quiet")  # fmt: skip
