@@ -148,12 +148,14 @@ def _study_process(
     done, failed = 0, {}
     for index in tqdm(mine, desc="study", unit="slide", disable=not (progress and rank == 0)):
         folder = study.folder(out, index)
-        done += _complete(folder)
+        finished = _complete(folder)
         try:
             classify(study.slides[index], model, folder, tiling, own, resume=True,
                      progress=False, roi=study.rois[index])  # fmt: skip
         except OssiclassError as error:  # reported at the end; the other slides go on
             failed[folder.name] = str(error)
+        else:
+            done += finished
     shares = [(done, failed)]
     if world > 1:  # also the barrier: every slide is finished before the tables are read
         shares = [None] * world
@@ -171,7 +173,8 @@ def _write_tables(
     study: Manifest, out: Path, columns: tuple[str, ...], manual: Manual | None, result: Study
 ) -> None:
     """slides.csv, groups.csv, the plots and, with manual measures, agreement.json."""
-    measured = [_measures_of(study.folder(out, i)) for i in range(len(study.slides))]
+    folders = [study.folder(out, i) for i in range(len(study.slides))]
+    measured = [[] if f.name in result.failed else _measures_of(f) for f in folders]
     described = {}  # slides.csv column -> the measure (name, symbol, unit) that first names it
     for measures in measured:
         for measure in measures:
@@ -331,7 +334,7 @@ def _complete(folder: Path) -> bool:
 
 
 def _measures_of(folder: Path) -> list[dict]:
-    """The measures of a classified slide; none for one that failed."""
+    """The measures of a slide classified to the end; none for one left unfinished."""
     if not _complete(folder):
         return []
     return slide_measures(json.loads((folder / "summary.json").read_text()))

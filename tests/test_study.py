@@ -359,17 +359,23 @@ def test_grouping_columns(tmp_path):
 def test_a_slide_that_cannot_be_read_is_reported_and_the_others_go_on(
     slides, studied, tiny_model, tmp_path, capsys
 ):
-    shutil.copy(slides / "scans" / "slide0.tif", tmp_path / "good.tif")
-    shutil.copytree(studied[0] / "slides" / "slide0", tmp_path / "o" / "slides" / "good")
+    done = studied[0] / "slides" / "slide0"
+    shutil.copytree(done, tmp_path / "o" / "slides" / "slide0")
+    # A finished slide whose run was made of another input is refused, not taken as done.
+    shutil.copy(slides / "scans" / "slide0.tif", tmp_path / "moved.tif")
+    shutil.copytree(done, tmp_path / "o" / "slides" / "moved")
     (tmp_path / "broken.tif").write_bytes(b"not a tiff")
-    manifest = _write(tmp_path / "m.csv", ["slide,group", "good.tif,a", "broken.tif,a"])
+    manifest = _write(
+        tmp_path / "m.csv",
+        ["slide,group", f"{slides / 'scans' / 'slide0.tif'},a", "moved.tif,a", "broken.tif,a"],
+    )
     assert main(_command(manifest, tiny_model, tmp_path / "o")) == 2
     captured = capsys.readouterr()
-    assert (
-        "slide broken:" in captured.err and "0 classified, 1 already done, 1 failed" in captured.out
-    )
+    assert "slide broken:" in captured.err and "slide moved:" in captured.err
+    assert "another input" in captured.err
+    assert "0 classified, 1 already done, 2 failed" in captured.out
     rows = _rows(tmp_path / "o" / "slides.csv")
-    assert rows[0]["Mesenchyme fraction"] != "" and rows[1]["Mesenchyme fraction"] == ""
+    assert [row["Mesenchyme fraction"] != "" for row in rows] == [True, False, False]
     groups = _rows(tmp_path / "o" / "groups.csv")
     assert {r["n"] for r in groups} == {"1"} and {r["sd"] for r in groups} == {""}
 
