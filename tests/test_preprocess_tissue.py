@@ -76,6 +76,16 @@ def test_glass_along_the_border_is_not_a_hole():
     assert not tissue_mask(thumbnail, mpp=8.0)[:, 96:].any()
 
 
+def test_pale_tissue_that_meets_denser_tissue_counts():
+    thumbnail = np.full((100, 100, 3), 240, np.uint8)  # glass
+    thumbnail[:, :40] = 120  # dense tissue
+    # Loose mesenchyme: half its pixels (cells) at 0.2 summed optical density, half (ground
+    # substance) at 0.08, under the pale-tissue threshold: alone they would be specks.
+    thumbnail[:, 40:80] = np.where(np.indices((100, 40)).sum(axis=0) % 2, 224, 234)[..., None]
+    mask = tissue_mask(thumbnail, mpp=8.0)
+    assert mask[:, :80].all() and not mask[:, 80:].any()
+
+
 def test_specks_are_dropped_and_holes_filled():
     thumbnail = np.full((100, 100, 3), 235, np.uint8)
     thumbnail[20:80, 20:80] = (150, 90, 160)  # tissue, 480 µm square at 8 µm/px

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.color import rgb2lab
-from skimage.filters import gaussian, threshold_otsu
+from skimage.filters import apply_hysteresis_threshold, gaussian, threshold_otsu
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import clear_border
 
@@ -106,9 +106,11 @@ def tissue_mask(
 
     Returns
     -------
-    (H, W) bool, True on tissue: optical density against the glass's own white, thresholded
-    by Otsu but kept between `MIN_OPTICAL_DENSITY` and `MAX_THRESHOLD` so that pale tissue
-    (loose mesenchyme) counts and an empty slide gives an empty mask.
+    (H, W) bool, True on tissue: optical density against the glass's own white over a
+    threshold by Otsu, kept between `MIN_OPTICAL_DENSITY` and `MAX_THRESHOLD` so that an empty
+    slide gives an empty mask, and with it the paler pixels, down to `MIN_OPTICAL_DENSITY`,
+    that join it (hysteresis): loose mesenchyme, half of whose pixels may lie under any
+    threshold that glass stays under, counts where it meets denser tissue.
     """
     if thumbnail.ndim != 3 or thumbnail.shape[-1] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {thumbnail.shape}")
@@ -116,7 +118,7 @@ def tissue_mask(
     threshold = MIN_OPTICAL_DENSITY
     if np.ptp(density) > MIN_OPTICAL_DENSITY:
         threshold = float(np.clip(threshold_otsu(density), MIN_OPTICAL_DENSITY, MAX_THRESHOLD))
-    mask = density > threshold
+    mask = apply_hysteresis_threshold(density, MIN_OPTICAL_DENSITY, threshold)
     pixel_um2 = mpp * mpp
     mask = remove_small_objects(mask, max_size=max(int(min_tissue_um2 / pixel_um2), 1))
     return fill_small_holes(mask, mpp, max_hole_um2)
