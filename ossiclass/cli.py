@@ -7,6 +7,7 @@ User errors (`OssiclassError`) print one line and exit with status 2; Ctrl-C exi
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from ossiclass import __version__, commands
@@ -311,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    # tifffile logs what it finds wrong in a damaged file; the one line below says it instead.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         if argv[:1] == ["train"]:
             from ossiclass.train import run_cli

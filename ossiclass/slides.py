@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +194,8 @@ def _tiff_levels(tif: tifffile.TiffFile, path: Path) -> list:
         and page.shaped[-1] in (3, 4) and page.imagedepth == 1
         for page in pages
     ):  # fmt: skip
+        if any(_tile_table_cut_short(page) for page in pages):
+            raise ImageReadError(f"{path}: damaged image data (its table of tiles is cut short)")
         return [TiledLevel(page) for page in pages]
     group = zarr.open(series.aszarr(), mode="r")
     levels = (
@@ -201,6 +204,13 @@ def _tiff_levels(tif: tifffile.TiffFile, path: Path) -> list:
         else [group]
     )
     return [ChannelsLast(level) for level in levels] if series.axes == "SYX" else levels
+
+
+def _tile_table_cut_short(page: tifffile.TiffPage) -> bool:
+    """Whether a tiled page records fewer tiles' offsets or sizes than it has tiles (a file
+    cut short in its header)."""
+    tiles = -(-page.imagelength // page.tilelength) * -(-page.imagewidth // page.tilewidth)
+    return min(len(page.dataoffsets), len(page.databytecounts)) < tiles
 
 
 def _tiff_mpp(page: tifffile.TiffPage) -> float | None:
@@ -269,14 +279,18 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     if path.suffix.lower() in WSI_SUFFIXES:
         return _open_with_tiffslide(path, mpp)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        try:
-            tif = tifffile.TiffFile(path)
-            page = tif.pages[0]
-            scale = resolve_mpp(mpp, _tiff_mpp(page))
-            if page.is_tiled:
-                return Slide(path, _tiff_levels(tif, path), scale, handle=tif)
-            tif.close()
-        except (tifffile.TiffFileError, IndexError, KeyError, ValueError, OSError) as error:
-            raise ImageReadError(f"{path}: corrupt or not a TIFF file ({error})") from None
+        with ExitStack() as opened:  # closes the file on any error, and when it is not tiled
+            try:
+                tif = opened.enter_context(tifffile.TiffFile(path))
+                page = tif.pages[0]
+                scale = resolve_mpp(mpp, _tiff_mpp(page))
+                if page.is_tiled:
+                    levels = _tiff_levels(tif, path)
+                    opened.pop_all()  # the slide reads from the open file until closed
+                    return Slide(path, levels, scale, handle=tif)
+            except ImageReadError:  # an OSError, already saying what is wrong
+                raise
+            except (tifffile.TiffFileError, IndexError, KeyError, ValueError, OSError) as error:
+                raise ImageReadError(f"{path}: corrupt or not a TIFF file ({error})") from None
         return Slide(path, [read_image(path)], scale)
     return Slide(path, [read_image(path)], resolve_mpp(mpp, None))

@@ -9,6 +9,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -235,8 +237,14 @@ def test_every_bad_model_is_one_line_and_no_pickle_runs(tiny_model, small_slide,
             ),
             "damaged image data",
         ),  # fmt: skip
+        (
+            lambda root: _write(
+                root / "cut-table.tif", _tiff(np.tile(TISSUE, (2, 2, 1)), tile=(16, 16))[:600]
+            ),
+            "its table of tiles is cut short",
+        ),
     ],
-    ids=["empty folder", "a slide of glass only", "truncated slide"],
+    ids=["empty folder", "a slide of glass only", "truncated slide", "cut in its tile table"],
 )
 def test_classify_refuses_unusable_inputs_in_one_line(
     make_input, phrase, tiny_model, tmp_path, capsys
@@ -246,6 +254,15 @@ def test_classify_refuses_unusable_inputs_in_one_line(
     assert main([*command, "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert len(_lines(err)) == 1 and phrase in err and "Traceback" not in err, err
+
+
+def test_a_damaged_tiff_is_one_line_from_the_shell_without_tifffiles_own_log(tiny_model, tmp_path):
+    cut = _write(tmp_path / "cut.tif", _tiff(np.tile(TISSUE, (2, 2, 1)), tile=(16, 16))[:600])
+    command = [sys.executable, "-m", "ossiclass", "predict", str(cut), "--model", str(tiny_model)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # tifffile logs 8 lines about it
+    assert result.stderr.startswith(f"ossiclass: error: {cut}: corrupt"), result.stderr
 
 
 def test_a_plain_image_without_a_scale_is_classified_at_the_default_with_a_note(

@@ -54,6 +54,22 @@ def test_missing_and_corrupt_slides(tmp_path):
         open_slide(bad)
 
 
+def test_a_slide_cut_short_in_its_table_of_tiles_is_refused_when_opened(tmp_path):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, np.zeros((256, 256, 3), np.uint8), tile=(16, 16))  # 256 tiles
+    path.write_bytes(path.read_bytes()[:600])  # the offsets of most tiles are gone
+    with pytest.raises(ImageReadError, match=r"^\S+cut.tif: damaged image data \(its table"):
+        open_slide(path)
+
+
+def test_a_tiff_that_is_no_image_is_named_so_once(tmp_path):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((4, 64, 64, 3), np.uint8), tile=(16, 16))
+    with pytest.raises(ImageReadError) as refused:
+        open_slide(path)
+    assert str(refused.value) == f"{path}: a TIFF of axes QYXS, not a grey or RGB image"
+
+
 def test_an_aperio_svs_opens_through_tiffslide(tmp_path):
     pytest.importorskip("tiffslide", reason="the optional wsi extra is not installed")
     rng = np.random.default_rng(1)
