@@ -59,6 +59,11 @@ def _tiff(array: np.ndarray, **options) -> bytes:
     return buffer.getvalue()
 
 
+def _tiff_cut_in_its_tile_table() -> bytes:
+    """A tiled TIFF of 256 tiles cut after 600 bytes: most tiles' offsets are gone."""
+    return _tiff(np.tile(TISSUE, (2, 2, 1)), tile=(16, 16))[:600]
+
+
 def _cmyk_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(TISSUE).convert("CMYK").save(buffer, format="JPEG")
@@ -238,9 +243,7 @@ def test_every_bad_model_is_one_line_and_no_pickle_runs(tiny_model, small_slide,
             "damaged image data",
         ),  # fmt: skip
         (
-            lambda root: _write(
-                root / "cut-table.tif", _tiff(np.tile(TISSUE, (2, 2, 1)), tile=(16, 16))[:600]
-            ),
+            lambda root: _write(root / "cut-table.tif", _tiff_cut_in_its_tile_table()),
             "its table of tiles is cut short",
         ),
     ],
@@ -257,7 +260,7 @@ def test_classify_refuses_unusable_inputs_in_one_line(
 
 
 def test_a_damaged_tiff_is_one_line_from_the_shell_without_tifffiles_own_log(tiny_model, tmp_path):
-    cut = _write(tmp_path / "cut.tif", _tiff(np.tile(TISSUE, (2, 2, 1)), tile=(16, 16))[:600])
+    cut = _write(tmp_path / "cut.tif", _tiff_cut_in_its_tile_table())
     command = [sys.executable, "-m", "ossiclass", "predict", str(cut), "--model", str(tiny_model)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
