@@ -241,12 +241,12 @@ def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
     tissues = np.array([names.index(name) for name in CALLUS_ISLANDS if name in names])
     boxes, _ = tile_table(rows, classes)
     cells = np.stack([cell_head.decode(row["cells"], len(classes)) for row in rows])
-    side = cells.shape[-1]  # (N, K, side, side) per tile
-    step, shape = np.arange(side) / side, (len(boxes), side, side)
+    across, down = cells.shape[-1], cells.shape[-2]  # (N, K, down, across) per tile
+    shape = (len(boxes), down, across)
     left, top, width, height = (boxes[:, k, None, None] for k in range(4))
-    x = np.broadcast_to(left + step[None, None, :] * width, shape)
-    y = np.broadcast_to(top + step[None, :, None] * height, shape)
-    width, height = np.broadcast_to(width / side, shape), np.broadcast_to(height / side, shape)
+    x = np.broadcast_to(left + np.arange(across)[None, None, :] / across * width, shape)
+    y = np.broadcast_to(top + np.arange(down)[None, :, None] / down * height, shape)
+    width, height = np.broadcast_to(width / across, shape), np.broadcast_to(height / down, shape)
     sub = np.stack([x, y, width, height], axis=-1).reshape(-1, 4)  # a box per cell
     probabilities = cells.transpose(0, 2, 3, 1).reshape(-1, len(classes))
     mean, weight = blend(sub, probabilities, classmap.labels.shape, classmap.cell_px, "uniform")

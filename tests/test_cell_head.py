@@ -282,6 +282,19 @@ def test_split_callus_gives_the_callus_cells_the_cell_head_s_class():
     assert (split.labels[:, 6:] == CLASSES.index("lamellar_bone")).all()  # not callus: kept
 
 
+def test_split_callus_places_cells_of_a_grid_wider_than_tall():
+    classmap = ClassMap(np.full((4, 4), CALLUS, np.uint8), 16, (64, 64), 0.5, TISSUE_CLASSES,
+                        refined=True)  # fmt: skip
+    cells = np.zeros((6, 2, 4), np.float32)  # two rows of four cells, each 16 x 32 px
+    cells[WOVEN] = 1
+    cells[WOVEN, 0, :2], cells[CARTILAGE, 0, :2] = 0, 1  # cartilage in the top row's left half
+    row = {"minx": 0, "miny": 0, "width": 64, "height": 64, "cells": encode(cells),
+           **{f"prob_{n}": 0.0 for n in CLASSES}}  # fmt: skip
+    labels = split_callus(classmap, [row]).labels
+    assert (labels[:2, :2] == CARTILAGE).all()
+    assert (labels[:2, 2:] == WOVEN).all() and (labels[2:] == WOVEN).all()
+
+
 def test_classify_refined_splits_the_callus_by_the_cell_head(tiny_model, small_slide, tmp_path):
     model = _with_heads(tiny_model, tmp_path / "m.pt", tile_bias=CALLUS, cell_bias=WOVEN)
     command = ["classify", str(small_slide), "--model", str(model), "--batch-size", "16",
