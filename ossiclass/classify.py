@@ -286,6 +286,10 @@ def classify(
     trainer = _trainer(running)
     device = trainer.strategy.root_device  # decides bf16 ("auto"), workers, pinned memory
     predictor = Predictor(model, device, running.precision)
+    tile_px = predictor.preprocessing.input_px
+    if (tiling.stride_px or tile_px) > tile_px:
+        raise BadInputError(f"a stride of {tiling.stride_px} px is over the model's tiles of "
+                            f"{tile_px} px: the map would leave gaps")  # fmt: skip
     source = open_source(input_path, predictor.preprocessing, tiling.input_mpp,
                          tiling.stride_px, tiling.min_tissue)  # fmt: skip
     if not source.has_boxes and (region is not None or tiling.refine):
@@ -416,6 +420,9 @@ def _write(out: Path, plan: Plan, predictor: Predictor, tiling: Tiling, started:
     """Merge the chunks into the final outputs, write them atomically, and remove the parts;
     measure in `region` (None: the whole slide)."""
     rows, skipped = parts.merge(plan.parts)
+    if not rows:
+        raise BadInputError(f"{plan.source.path}: none of its {len(skipped)} tiles could be "
+                            f"read ({outputs.skipped_line(skipped[0])})")  # fmt: skip
     source, classes = plan.source, predictor.classes
     outputs.write_tiles_csv(out / "tiles.csv", rows, source.key_columns, classes)
     summary = outputs.summary(plan, rows, skipped, predictor, tiling)

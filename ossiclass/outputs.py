@@ -73,11 +73,14 @@ def write_tiles_csv(
     write_text_atomic(path, table.getvalue())
 
 
+def skipped_line(row: dict) -> str:
+    """An item that could not be read: its file or box, and why."""
+    return f"{row.get('path', (row.get('minx'), row.get('miny')))}: {row['reason']}"
+
+
 def write_skipped(path: Path, skipped: list[dict]) -> None:
-    """One line per item that could not be read: its file or box, and why."""
-    lines = [f"{row.get('path', (row.get('minx'), row.get('miny')))}: {row['reason']}"
-             for row in skipped]  # fmt: skip
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    """One line per item that could not be read."""
+    write_text_atomic(path, "\n".join(map(skipped_line, skipped)) + "\n")
 
 
 def geojson(rows: list[dict], classes: tuple[TissueClass, ...]) -> dict:

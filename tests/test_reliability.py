@@ -217,6 +217,14 @@ def test_every_bad_model_is_one_line_and_no_pickle_runs(tiny_model, small_slide,
     assert not (tmp_path / "PWNED").exists()  # no code from a model file ran
 
 
+def _folder_of_unreadable_images(root: Path) -> Path:
+    folder = root / "unreadable"
+    folder.mkdir()
+    (folder / "text.png").write_text("not an image")
+    (folder / "empty.jpg").write_bytes(b"")
+    return folder
+
+
 @pytest.mark.parametrize(
     "make_input, phrase",
     [
@@ -246,17 +254,32 @@ def test_every_bad_model_is_one_line_and_no_pickle_runs(tiny_model, small_slide,
             lambda root: _write(root / "cut-table.tif", _tiff_cut_in_its_tile_table()),
             "its table of tiles is cut short",
         ),
+        (_folder_of_unreadable_images, "none of its 2 tiles could be read"),
     ],
-    ids=["empty folder", "a slide of glass only", "truncated slide", "cut in its tile table"],
+    ids=[
+        "empty folder",
+        "a slide of glass only",
+        "truncated slide",
+        "cut in its tile table",
+        "a folder of unreadable images",
+    ],  # fmt: skip
 )
 def test_classify_refuses_unusable_inputs_in_one_line(
     make_input, phrase, tiny_model, tmp_path, capsys
 ):
     source = make_input(tmp_path)
     command = ["classify", str(source), "--model", str(tiny_model), "--out", str(tmp_path / "o")]
-    assert main([*command, "--workers", "0"]) == 2
+    assert main([*command, "--workers", "0", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert len(_lines(err)) == 1 and phrase in err and "Traceback" not in err, err
+
+
+def test_classify_refuses_a_stride_over_the_tile_in_one_line(tiny_model, small_slide, tmp_path,
+                                                             capsys):  # fmt: skip
+    command = ["classify", str(small_slide), "--model", str(tiny_model), "--out", str(tmp_path)]
+    assert main([*command, "--stride", "100000", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert len(_lines(err)) == 1 and "over the model's tiles" in err, err
 
 
 def test_a_damaged_tiff_is_one_line_from_the_shell_without_tifffiles_own_log(tiny_model, tmp_path):
