@@ -26,6 +26,8 @@ from ossiclass.preprocessing import Preprocessing, Standardize
 from ossiclass.slides import image_mpp, resolve_mpp
 
 PRECISIONS = ("auto", "fp32", "bf16")
+BATCH = 64
+"""Tiles of one image through the network at a time (`Predictor.probabilities`)."""
 
 
 def bf16_available(device: torch.device) -> bool:
@@ -117,11 +119,15 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, tiles: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Class probabilities (N, C) of normalised (N, 3, S, S) uint8 tiles, calibrated with
-        the bundle's temperature; with `tta`, averaged over the 8 flips and quarter turns."""
-        tiles = tiles.to(self.device, non_blocking=True)
-        views = dihedral_views(tiles) if tta else [tiles]
-        probabilities = [self.network.probabilities(view) for view in views]
-        return torch.stack(probabilities).mean(0).cpu()
+        the bundle's temperature; with `tta`, averaged over the 8 flips and quarter turns. The
+        tiles go through `BATCH` at a time."""
+        batches = []
+        for batch in tiles.split(BATCH):
+            batch = batch.to(self.device, non_blocking=True)
+            views = dihedral_views(batch) if tta else [batch]
+            probabilities = [self.network.probabilities(view) for view in views]
+            batches.append(torch.stack(probabilities).mean(0).cpu())
+        return torch.cat(batches)
 
 
 def image_tiles(image: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ossiclass.errors import BadInputError
+from ossiclass.imageio import MAX_IMAGE_PIXELS
 from ossiclass.preprocess.stain import normalizer_from_dict
 from ossiclass.preprocess.tiling import resize
 
@@ -66,6 +67,12 @@ class Preprocessing:
             raise BadInputError(
                 f"{width} x {height} px at {input_mpp:g} µm/px is smaller than half the "
                 f"model's field of {self.field_um:g} µm (is {input_mpp:g} µm/px its scale?)"
+            )
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise BadInputError(
+                f"{width} x {height} px at {input_mpp:g} µm/px is {size[0]} x {size[1]} px at "
+                f"the model's {self.model_mpp:g} µm/px, over the limit of {MAX_IMAGE_PIXELS} "
+                f"pixels (is {input_mpp:g} µm/px its scale?)"
             )
         image = resize(image, size)
         pad_y, pad_x = max(self.input_px - size[1], 0), max(self.input_px - size[0], 0)

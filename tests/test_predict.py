@@ -85,6 +85,28 @@ def test_an_image_far_smaller_than_the_field_is_refused(tiny_model):
         predict_image(np.zeros((8, 8, 3), np.uint8), tiny_model, input_mpp=0.5)
 
 
+def test_an_image_over_the_pixel_limit_at_the_model_s_scale_is_refused(tiny_model, monkeypatch):
+    image = np.zeros((64, 64, 3), np.uint8)
+    monkeypatch.setattr("ossiclass.preprocessing.MAX_IMAGE_PIXELS", 100 * 100)
+    assert predict_image(image, tiny_model, input_mpp=2.0).tiles == 4  # 64 x 64 px: within
+    with pytest.raises(BadInputError, match="512 x 512 px at the model's 2 µm/px, over the"):
+        predict_image(image, tiny_model, input_mpp=16)  # a wrong scale would blow it up
+
+
+def test_tiles_go_through_the_network_a_batch_at_a_time(tiny_model, monkeypatch):
+    predictor = Predictor(tiny_model, precision="fp32")
+    tiles = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    whole = predictor.probabilities(tiles, tta=True)
+    monkeypatch.setattr("ossiclass.predict.BATCH", 2)
+    sizes = []
+    forward = predictor.network.probabilities
+    monkeypatch.setattr(
+        predictor.network, "probabilities", lambda t: sizes.append(len(t)) or forward(t)
+    )
+    assert torch.allclose(predictor.probabilities(tiles, tta=True), whole, atol=1e-6)
+    assert set(sizes) == {2, 1} and len(sizes) == 3 * 8
+
+
 def test_predict_cli_reports_bad_images_and_answers_the_rest(tiny_model, tile, tmp_path, capsys):
     good = tmp_path / "good.png"
     Image.fromarray(tile).save(good)
