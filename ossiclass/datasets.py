@@ -111,16 +111,19 @@ def read_label_map(
 
 
 def _manifest_rows(path: Path):
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise BadInputError(f"{path}: a manifest needs the columns path and label")
-        recorded = "mpp" in reader.fieldnames
-        for line, row in enumerate(reader, start=2):
-            where = f"{path}:{line}"
-            group = row.get("group") or row.get("slide") or row["path"]
-            mpp = _positive(row["mpp"], where) if recorded else None
-            yield where, path.parent / row["path"], row["label"], group, mpp
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+                raise BadInputError(f"{path}: a manifest needs the columns path and label")
+            recorded = "mpp" in reader.fieldnames
+            for line, row in enumerate(reader, start=2):
+                where = f"{path}:{line}"
+                group = row.get("group") or row.get("slide") or row["path"]
+                mpp = _positive(row["mpp"], where) if recorded else None
+                yield where, path.parent / row["path"], row["label"], group, mpp
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise BadInputError(f"{path}: not a readable CSV ({error})") from None
 
 
 def _positive(cell: str | None, where: str) -> float:

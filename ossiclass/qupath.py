@@ -72,7 +72,7 @@ def read_annotations(path: str | Path, classified_only: bool = True) -> Annotati
         content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # nested deep
         raise BadInputError(f"{path}: not JSON ({_one_line(error)})") from None
     features = _features(content, path)
     if not features:
@@ -180,7 +180,7 @@ def _area(geometry, where: str, warnings: list[str]) -> BaseGeometry:
         )
     try:
         area = shape(geometry)
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError,
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError,
             shapely.errors.ShapelyError) as error:  # fmt: skip
         raise BadInputError(f"{where}: malformed {kind} coordinates ({_one_line(error)})") from None
     if area.is_empty or not np.isfinite(shapely.get_coordinates(area)).all():

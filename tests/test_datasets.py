@@ -81,14 +81,23 @@ def test_a_malformed_mpp_cell_names_the_file_and_line(tmp_path, tiles, cell):
         (["path,label", "{t}/callus/callus_000000.png,callus"], "no tiles for mesenchyme"),
         (["file,class", "a.png,callus"], "needs the columns path and label"),
         (["path,label,mpp", "{t}/callus/callus_000000.png,callus"], "mpp '' is not a positive"),
+        (["path,label", "grün.png,callus"], "not a readable CSV"),  # written in Latin-1 below
     ],
 )
 def test_bad_data_is_reported_with_its_file_and_line(tmp_path, tiles, rows, message):
     manifest = tmp_path / "m.csv"
-    manifest.write_text("\n".join(r.format(t=tiles) for r in rows) + "\n")
+    manifest.write_text("\n".join(r.format(t=tiles) for r in rows) + "\n", encoding="latin-1")
     with pytest.raises(BadInputError, match=message) as caught:
         read_tile_table(manifest)
     assert "m.csv" in str(caught.value)
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_is_read(tmp_path, tiles):
+    names = list(CLASSES)
+    rows = [f"{tiles}/{name}/{name}_000000.png,{name}" for name in names]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(["path,label", *rows]) + "\n", encoding="utf-8-sig")
+    assert len(read_tile_table(manifest).paths) == len(names)
 
 
 def test_tiles_may_differ_in_scale_only_where_they_cover_one_field(tmp_path, tiles):

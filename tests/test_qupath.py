@@ -101,6 +101,7 @@ def test_a_bow_tie_is_refused_naming_the_feature(tmp_path):
 
 BAD_FILES = {
     "not json": ("{'type': 'FeatureCollection'", "not JSON"),
+    "nested too deep": ("[" * 100_000 + "]" * 100_000, "not JSON"),
     "not geojson": ({"type": "Polygon", "coordinates": [SQUARE]}, "found 'Polygon'"),
     "a number": (3, "found 'int'"),
     "empty": ({"type": "FeatureCollection", "features": []}, "no features"),
@@ -122,6 +123,10 @@ BAD_FILES = {
         "Self-intersection",
     ),  # fmt: skip
     "bad coordinates": ([qupath_feature(polygon([[1, "a"], [2]]), "B")], "coordinates"),
+    "a number too large for a float": (
+        [qupath_feature(polygon([[10**400, 1], [2, 2], [1, 3], [10**400, 1]]), "B")],
+        "coordinates",
+    ),
     "outside": (
         [qupath_feature(polygon([[5000, 5000], [6000, 5000], [6000, 6000], [5000, 5000]]), "B")],
         "lies outside",
