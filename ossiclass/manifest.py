@@ -5,6 +5,7 @@ is a one-line `BadInputError` naming the file and line."""
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,10 @@ def group_columns(manifest: Manifest, by: list[str] | None = None) -> tuple[str,
     return tuple(chosen)
 
 
+LARGEST_VALUE = 1e15
+"""A manual measure's largest size: beyond it, the agreement's sums overflow."""
+
+
 @dataclass(frozen=True)
 class Manual:
     """A lab's manual measures of the study's slides: the CSV, its columns other than the
@@ -108,11 +113,13 @@ class Manual:
         for stem, (line, row) in self.rows.items():
             if row[column]:
                 try:
-                    values[stem] = float(row[column])
+                    value = float(row[column])
                 except ValueError:
-                    raise BadInputError(
-                        f"{self.path} line {line}: {column}: {row[column]!r} is not a number"
-                    ) from None
+                    value = math.nan
+                if not abs(value) < LARGEST_VALUE:  # nan, inf and 1e308 alike
+                    raise BadInputError(f"{self.path} line {line}: {column}: {row[column]!r} is "
+                                        f"not a number under {LARGEST_VALUE:g}")  # fmt: skip
+                values[stem] = value
         return values
 
 

@@ -18,7 +18,7 @@ from ossiclass.classes import TISSUE_CLASSES
 from ossiclass.classify import Running, Tiling
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
-from ossiclass.manifest import group_columns, read_manifest
+from ossiclass.manifest import Manual, group_columns, read_manifest
 from ossiclass.qupath import feature, feature_collection
 from ossiclass.study import measure_column, run_study, slide_measures
 
@@ -263,6 +263,15 @@ def test_agreement_with_manual_measures(slides, studied, tiny_model, tmp_path, c
             assert image.format == "PNG"
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e308", "1e999"])
+def test_a_manual_measure_that_no_agreement_can_sum_is_one_line(text):
+    manual = Manual(Path("manual.csv"), ("B.Ar",), {"slide0": (2, {"B.Ar": text})})
+    with pytest.raises(BadInputError, match=f"manual.csv line 2: B.Ar: '{text}' is not a number"):
+        manual.values("B.Ar")
+    ok = Manual(Path("manual.csv"), ("B.Ar",), {"slide0": (2, {"B.Ar": "-2.5e3"})})
+    assert ok.values("B.Ar") == {"slide0": -2500.0}
+
+
 @pytest.mark.parametrize(
     "lines, message",
     [
@@ -271,6 +280,7 @@ def test_agreement_with_manual_measures(slides, studied, tiny_model, tmp_path, c
         (["slide,value", "slide0,1.0", "elsewhere,2.0"], "slide 'elsewhere' is not in the study"),
         (["slide,value", "slide0,1.0", "scans/slide0.tif,2.0"], "a second time"),
         (["slide,Mesenchyme fraction", "slide0,lots"], "'lots' is not a number"),
+        (["slide,Mesenchyme fraction", "slide0,nan"], "'nan' is not a number under 1e+15"),
         (["slide,note", "slide0,seen"], "no measure columns"),
     ],
 )
