@@ -52,7 +52,7 @@ def synth_sheet(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.width:
-        sheet = sheet.resize((args.width, round(sheet.height * args.width / sheet.width)))
+        sheet = sheet.resize((args.width, max(round(sheet.height * args.width / sheet.width), 1)))
     try:
         sheet.save(out, quality=args.quality)
     except (ValueError, OSError) as error:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 
 from ossiclass import commands
-from ossiclass.arguments import amount, positive_float, positive_int, whole_number
+from ossiclass.arguments import amount, number, positive_float, positive_int, whole_number
+
+JPEG_QUALITY = number(int, lambda v: 1 <= v <= 95, "1 to 95")
 
 
 def add_synth_commands(subcommands) -> None:
@@ -19,7 +21,7 @@ def add_synth_commands(subcommands) -> None:
     common.add_argument(
         "--mpp", type=float, default=0.5, help="µm per pixel (default 0.5, a 20x scan)"
     )
-    common.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    common.add_argument("--seed", type=whole_number, default=0, help="random seed (default 0)")
 
     tiles = kinds.add_parser("tiles", parents=[common], help="a tile data set with a manifest")
     tiles.add_argument("out", help="output folder: OUT/<class>/*.png and OUT/manifest.csv")
@@ -92,7 +94,7 @@ def add_synth_commands(subcommands) -> None:
     drawn = kinds.add_parser(
         "annotations", help="QuPath annotations drawn from a synthetic slide's label mask"
     )
-    drawn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    drawn.add_argument("--seed", type=whole_number, default=0, help="random seed (default 0)")
     drawn.add_argument("slide", help="a synthetic slide (.tif, with SLIDE.labels.png beside it)")
     drawn.add_argument("--regions", type=positive_int, required=True, help="regions per class")
     drawn.add_argument("--out", required=True, help="output GeoJSON file")
@@ -126,6 +128,9 @@ def add_synth_commands(subcommands) -> None:
         "--width", type=positive_int, default=None, help="resize the sheet to this width in pixels"
     )
     sheet.add_argument(
-        "--quality", type=int, default=85, help="JPEG quality when OUT is .jpg (default 85)"
+        "--quality",
+        type=JPEG_QUALITY,
+        default=85,
+        help="JPEG quality when OUT is .jpg (1-95, default 85)",
     )
     sheet.set_defaults(run=commands.synth_sheet)

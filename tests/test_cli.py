@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from ossiclass.cli import main
 
@@ -73,11 +74,27 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert error.count("\n") == 1 and "Traceback" not in error
 
 
-def test_bad_option_values_are_refused_by_the_parser(capsys):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["synth", "tiles", "out", "--per-class", "0"], "positive whole number"),
+        (["synth", "tiles", "out", "--per-class", "1", "--seed", "-5"], "--seed: expected 0 or"),
+        (["synth", "sheet", "s.jpg", "--quality", "500"], "--quality: expected 1 to 95"),
+    ],
+)
+def test_bad_option_values_are_refused_by_the_parser(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["synth", "tiles", "out", "--per-class", "0"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "positive whole number" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+
+
+def test_a_contact_sheet_resized_very_narrow_keeps_a_pixel_of_height(tmp_path):
+    sheet = tmp_path / "sheet.png"
+    argv = ["synth", "sheet", str(sheet), "--per-class", "1", "--size", "16", "--width", "1"]
+    assert main(argv) == 0
+    with Image.open(sheet) as image:
+        assert image.size == (1, 1)
 
 
 def test_module_entry_point_answers_help_quickly():
