@@ -281,11 +281,14 @@ def run_study(args: argparse.Namespace) -> int:
 
 
 def write_reports(args: argparse.Namespace) -> int:
+    from ossiclass.errors import BadInputError
     from ossiclass.slide_report import write_index, write_report
 
+    index = Path(args.index or Path(args.results[0]).parent / "index.html")
+    if args.index and not index.parent.is_dir():
+        raise BadInputError(f"{index}: its folder does not exist")
     reports = [write_report(folder) for folder in args.results]
     if len(reports) > 1 or args.index:
-        index = Path(args.index or Path(args.results[0]).parent / "index.html")
         reports.append(write_index(reports[: len(args.results)], index))
     for report in reports:
         print(f"wrote {report}")

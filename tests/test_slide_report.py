@@ -74,6 +74,13 @@ def test_report_of_a_folder_that_is_not_a_result_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "not a finished classify output" in err
 
 
+def test_an_index_asked_for_in_a_folder_that_does_not_exist_is_one_line(result, tmp_path, capsys):
+    index = tmp_path / "nowhere" / "index.html"
+    assert main(["report", str(result), "--index", str(index)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its folder does not exist" in err
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
