@@ -286,10 +286,6 @@ def classify(
     trainer = _trainer(running)
     device = trainer.strategy.root_device  # decides bf16 ("auto"), workers, pinned memory
     predictor = Predictor(model, device, running.precision)
-    tile_px = predictor.preprocessing.input_px
-    if (tiling.stride_px or tile_px) > tile_px:
-        raise BadInputError(f"a stride of {tiling.stride_px} px is over the model's tiles of "
-                            f"{tile_px} px: the map would leave gaps")  # fmt: skip
     source = open_source(input_path, predictor.preprocessing, tiling.input_mpp,
                          tiling.stride_px, tiling.min_tissue)  # fmt: skip
     if not source.has_boxes and (region is not None or tiling.refine):

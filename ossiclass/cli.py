@@ -173,10 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument(
         "--stride",
         type=positive_int,
-        help="tile step in model pixels, at most the tile size (the default: no overlap); less "
-        "overlaps the tiles and blends their probabilities into a finer class map "
-        "(classmap.tif, regions.geojson) of one cell per step, at the cost of more tiles (half: "
-        "4x, a quarter: 16x)",
+        help="tile step in model pixels (default: the tile size, no overlap); less overlaps the "
+        "tiles and blends their probabilities into a finer class map (classmap.tif, "
+        "regions.geojson) of one cell per step, at the cost of more tiles (half: 4x, a quarter: "
+        "16x)",
     )
     runs.add_argument(
         "--refine",

@@ -274,14 +274,6 @@ def test_classify_refuses_unusable_inputs_in_one_line(
     assert len(_lines(err)) == 1 and phrase in err and "Traceback" not in err, err
 
 
-def test_classify_refuses_a_stride_over_the_tile_in_one_line(tiny_model, small_slide, tmp_path,
-                                                             capsys):  # fmt: skip
-    command = ["classify", str(small_slide), "--model", str(tiny_model), "--out", str(tmp_path)]
-    assert main([*command, "--stride", "100000", "--workers", "0"]) == 2
-    err = capsys.readouterr().err
-    assert len(_lines(err)) == 1 and "over the model's tiles" in err, err
-
-
 def test_a_damaged_tiff_is_one_line_from_the_shell_without_tifffiles_own_log(tiny_model, tmp_path):
     cut = _write(tmp_path / "cut.tif", _tiff_cut_in_its_tile_table())
     command = [sys.executable, "-m", "ossiclass", "predict", str(cut), "--model", str(tiny_model)]
