@@ -12,6 +12,7 @@ preprocessing as flat fields) and version 2 ones (the classes as names) still lo
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 from collections.abc import Callable
@@ -45,6 +46,15 @@ class ModelSettings:
     temperature: float = 1.0
     trained_with: dict = field(default_factory=dict)
 
+    def __post_init__(self):  # also what a bundle's plain data is read into
+        temperature = self.temperature
+        if not (isinstance(temperature, int | float) and math.isfinite(temperature)):
+            temperature = 0
+        if temperature <= 0:
+            raise ValueError(f"temperature: expected a positive number, got {self.temperature!r}")
+        if not isinstance(self.trained_with, dict):
+            raise ValueError("trained_with: expected the training settings as a dict")
+
     @property
     def class_names(self) -> tuple[str, ...]:
         """The classes' machine names in output order."""
@@ -61,7 +71,7 @@ class ModelSettings:
     @classmethod
     def from_dict(cls, data: dict, version: int) -> ModelSettings:
         """Settings from a bundle's plain data (`to_dict`; version 1: flat fields, versions 1
-        and 2: the classes as names). Raises ValueError for a malformed class list."""
+        and 2: the classes as names). Raises ValueError, naming the field, for a malformed one."""
         data = dict(data)
         if version == 1:
             data["preprocessing"] = {
@@ -73,7 +83,10 @@ class ModelSettings:
         for key in ("mean", "std"):
             if key in prep:
                 prep[key] = tuple(prep[key])
-        classes = class_list_from_dict(list(data.pop("classes")))
+        try:
+            classes = class_list_from_dict(list(data.pop("classes")))
+        except ValueError as error:
+            raise ValueError(f"class list: {error}") from None
         return cls(**data, preprocessing=Preprocessing(**prep), classes=classes)
 
     def to_dict(self) -> dict:
@@ -148,7 +161,13 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
     except (KeyError, TypeError) as error:
         raise BadModelError(f"{path}: the bundle's settings are incomplete ({error})") from None
     except ValueError as error:
-        raise BadModelError(f"{path}: the bundle's class list is malformed ({error})") from None
+        raise BadModelError(f"{path}: the bundle's settings are malformed ({error})") from None
+    try:
+        settings.preprocessing.stain_normalizer  # built now, so that a bad one fails here
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise BadModelError(
+            f"{path}: the bundle's stain normaliser is malformed ({type(error).__name__}: {error})"
+        ) from None
     state = content.get("state_dict")
     try:
         network = build_backbone(settings.backbone, len(settings.classes))
@@ -161,6 +180,8 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
             f"{len(settings.classes)} classes ({', '.join(settings.class_names)})"
         )
     if isinstance(state, dict) and isinstance(state.get(f"{CELL_HEAD}.weight"), torch.Tensor):
+        if state[f"{CELL_HEAD}.weight"].ndim != 2:
+            raise BadModelError(f"{path}: the cell head's weights are not a matrix")
         outputs, features = state[f"{CELL_HEAD}.weight"].shape
         if outputs != len(settings.classes):
             raise BadModelError(f"{path}: the cell head has {outputs} outputs, not one per class")

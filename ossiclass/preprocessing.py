@@ -19,7 +19,7 @@ from torch import nn
 
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import MAX_IMAGE_PIXELS
-from ossiclass.preprocess.stain import normalizer_from_dict
+from ossiclass.preprocess.stain import checked_mpp, checked_numbers, normalizer_from_dict
 from ossiclass.preprocess.tiling import resize
 
 # Channel statistics of H&E tiles (0-1 scale), for input standardisation; close enough for any lab.
@@ -42,6 +42,18 @@ class Preprocessing:
     normalizer: dict | None = None
     mean: tuple[float, float, float] = HE_MEAN
     std: tuple[float, float, float] = HE_STD
+
+    def __post_init__(self):  # also what a bundle's plain data is read into
+        object.__setattr__(self, "model_mpp", checked_mpp(self.model_mpp, "model_mpp"))
+        if not isinstance(self.input_px, int) or self.input_px < 1:
+            raise ValueError(f"input_px: expected a positive whole number, got {self.input_px!r}")
+        if not isinstance(self.normalizer, dict | None):
+            kind = type(self.normalizer).__name__
+            raise ValueError(f"normalizer: expected a fitted normaliser's fields, got a {kind}")
+        object.__setattr__(self, "mean", checked_numbers(self.mean, (3,), "mean"))
+        object.__setattr__(self, "std", checked_numbers(self.std, (3,), "std"))
+        if min(self.std) <= 0:
+            raise ValueError("std: expected positive spreads")
 
     @property
     def field_um(self) -> float:

@@ -13,7 +13,7 @@ from ossiclass.bundle import (
 )
 from ossiclass.classes import CLASSES, TISSUE_CLASSES, class_list_from_dict, class_list_to_dict
 from ossiclass.errors import BadModelError, OssiclassError
-from ossiclass.network import build_backbone
+from ossiclass.network import CELL_HEAD, build_backbone
 from ossiclass.preprocessing import Preprocessing
 
 
@@ -138,8 +138,43 @@ def test_a_head_that_disagrees_with_the_class_list_is_one_line(tmp_path):
 def test_a_malformed_class_list_is_one_line(bundle):
     path, _ = bundle
     _resave(path, lambda content: content["settings"].update(classes=["mesenchyme", "bogus"]))
-    with pytest.raises(BadModelError, match="class list is malformed.*unknown class 'bogus'"):
+    with pytest.raises(
+        BadModelError, match="settings are malformed.*class list.*unknown class 'bogus'"
+    ):
         load_bundle(path)
+
+
+def _prep(**fields):
+    return lambda content: content["settings"]["preprocessing"].update(fields)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_prep(model_mpp=0), "model_mpp: expected a positive number"),
+        (_prep(model_mpp="1"), "model_mpp: expected a positive number"),
+        (_prep(input_px="128"), "input_px: expected a positive whole number"),
+        (_prep(input_px=12.5), "input_px: expected a positive whole number"),
+        (_prep(mean=[0.5, 0.5]), r"mean: expected \(3,\) finite numbers"),
+        (_prep(std=[0.2, 0.0, 0.2]), "std: expected positive spreads"),
+        (_prep(normalizer="macenko"), "normalizer: expected a fitted normaliser's fields"),
+        (_prep(normalizer={"method": "nope"}), "stain normaliser is malformed.*unknown"),
+        (_prep(normalizer={"method": "macenko"}), "stain normaliser is malformed"),
+        (lambda c: c["settings"].update(temperature="hot"), "temperature: expected a positive"),
+        (lambda c: c["settings"].update(temperature=0.0), "temperature: expected a positive"),
+        (lambda c: c["settings"].update(trained_with=3), "trained_with: expected"),
+        (
+            lambda c: c["state_dict"].update({f"{CELL_HEAD}.weight": torch.zeros(6)}),
+            "cell head's weights are not a matrix",
+        ),
+    ],
+)
+def test_a_bundle_field_of_the_wrong_kind_is_one_line(bundle, change, message):
+    path, _ = bundle
+    _resave(path, change)
+    with pytest.raises(BadModelError, match=message) as caught:
+        load_bundle(path)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("blocked", ["none", "folder", "is a folder", "partial"])

@@ -77,17 +77,21 @@ class StainMethod(Protocol):
     ) -> StainNormalizer: ...
 
 
-def _checked(values, shape: tuple[int, ...], name: str) -> tuple:
+def checked_numbers(values, shape: tuple[int, ...], name: str) -> tuple:
     """`values` as nested tuples of floats of `shape`; ValueError unless finite and of it."""
-    array = np.asarray(values, dtype=float)
-    if array.shape != shape or not np.isfinite(array).all():
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape != shape or not np.isfinite(array).all():
         raise ValueError(f"{name}: expected {shape} finite numbers")
     return tuple(map(float, array)) if len(shape) == 1 else tuple(map(tuple, array.tolist()))
 
 
-def _checked_mpp(mpp) -> float:
+def checked_mpp(mpp, name: str = "mpp") -> float:
+    """`mpp` as a float; ValueError unless a positive finite number of µm per pixel."""
     if not (isinstance(mpp, int | float) and math.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"mpp: expected a positive number of µm per pixel, got {mpp!r}")
+        raise ValueError(f"{name}: expected a positive number of µm per pixel, got {mpp!r}")
     return float(mpp)
 
 
@@ -100,8 +104,8 @@ class LabStatistics:
     std: tuple[float, float, float]
 
     def __post_init__(self):  # also what from_dict reads from JSON
-        object.__setattr__(self, "mean", _checked(self.mean, (3,), "mean"))
-        object.__setattr__(self, "std", _checked(self.std, (3,), "std"))
+        object.__setattr__(self, "mean", checked_numbers(self.mean, (3,), "mean"))
+        object.__setattr__(self, "std", checked_numbers(self.std, (3,), "std"))
         if min(self.std) <= 0:
             raise ValueError("std: expected positive spreads")
 
@@ -124,7 +128,7 @@ class ChannelQuantiles:
     levels: tuple[tuple[float, ...], ...]
 
     def __post_init__(self):  # also what from_dict reads from JSON
-        object.__setattr__(self, "levels", _checked(self.levels, (3, 101), "levels"))
+        object.__setattr__(self, "levels", checked_numbers(self.levels, (3, 101), "levels"))
         if (np.diff(self.levels, axis=1) < 0).any():
             raise ValueError("levels: expected percentiles that never decrease")
 
@@ -220,7 +224,7 @@ class Matching:
         """Fit the reference on one image or on the pooled tissue of several, at `mpp` µm/px:
         the scale of the tiles it will normalise (and, in stain densities, the reference's glass
         colour)."""
-        mpp = _checked_mpp(mpp)
+        mpp = checked_mpp(mpp)
         reference = self.statistics_of(images, mpp)
         if reference is None:
             raise ValueError("the reference images show too little tissue to fit statistics")
@@ -268,11 +272,11 @@ class StatisticsNormalizer:
     not give a tile."""
 
     def __init__(self, matching: Matching, reference, mpp: float = 0.5, glass=None, threads=None):
-        self.matching, self.reference, self.mpp = matching, reference, _checked_mpp(mpp)
+        self.matching, self.reference, self.mpp = matching, reference, checked_mpp(mpp)
         self.threads = threads
         self.glass = None
         if matching.space.fits_glass:
-            self.glass = np.asarray(_checked(glass, (3,), "glass"), dtype=np.float32)
+            self.glass = np.asarray(checked_numbers(glass, (3,), "glass"), dtype=np.float32)
             if (self.glass < 0).any() or (self.glass > 255).any():
                 raise ValueError("glass: expected an RGB colour of 0-255")
 
