@@ -256,6 +256,12 @@ def _class_list(files: list[AnnotationFile], mapping: dict | None) -> tuple[Tiss
             if name is None:
                 continue
             entry = seen.setdefault(name, {"name": name, "display_name": annotation.name})
+            if mapping is None and entry["display_name"] != annotation.name:
+                raise BadInputError(
+                    f"{found.path}: QuPath classes {entry['display_name']!r} and "
+                    f"{annotation.name!r} both make the class name {name!r}; name the classes "
+                    "with a label map (--label-map)"
+                )
             if "colour" not in entry and annotation.colour is not None:
                 entry["colour"] = list(annotation.colour)
     if not seen:
@@ -268,7 +274,7 @@ def _class_list(files: list[AnnotationFile], mapping: dict | None) -> tuple[Tiss
     ]
     try:
         return class_list_from_dict(ordered)
-    except ValueError as error:  # e.g. two QuPath names that make one machine name
+    except ValueError as error:  # e.g. a label map's name that is no machine name
         raise BadInputError(
             f"{', '.join(str(a.path) for a in files)}: {error}; name the classes with a label map"
         ) from None

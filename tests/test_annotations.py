@@ -183,6 +183,19 @@ def test_the_labs_own_classes_keep_their_names_and_colours(drawn, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_two_qupath_classes_that_make_one_name_are_refused_not_merged(drawn, tmp_path):
+    (slide, geojson), _ = drawn
+    renamed = rewrite(
+        geojson, tmp_path / "lab.geojson", {"Woven bone": "骨", "Hyaline cartilage": "軟骨"}
+    )
+    with pytest.raises(BadInputError, match="'軟骨' and '骨' both make the class name 'class'"):
+        cut_annotated_tiles([slide], [renamed], tmp_path / "t", SETTINGS, progress=False)
+    label_map = {"骨": "bone", "軟骨": "cartilage", "Hypertrophic zone": None,
+                 "Mesenchyme": None, "Lamellar bone": None}  # fmt: skip
+    result = cut_annotated_tiles([slide], [renamed], tmp_path / "t", SETTINGS, label_map, False)
+    assert {c.name for c in read_class_list(result.manifest)} == {"bone", "cartilage"}
+
+
 def test_a_folder_of_other_files_is_not_replaced(drawn, tmp_path):
     (slide, geojson), _ = drawn
     (tmp_path / "mine").mkdir()
