@@ -179,6 +179,12 @@ def _write_tables(
     for measures in measured:
         for measure in measures:
             described.setdefault(measure_column(measure), measure)
+    clash = [column for column in described if column in study.columns]
+    if clash:
+        raise BadInputError(
+            f"{study.path}: the column {clash[0]!r} is also a measure's column in slides.csv; "
+            "rename it (a lab's own measures go in --manual); the classified slides are kept"
+        )
     # Every figure comes from the values as slides.csv shows them: groups.csv and the
     # agreement can be checked from it, to the digit.
     values = [

@@ -163,6 +163,19 @@ def test_a_study_run_again_classifies_only_what_is_missing(slides, studied, tiny
 
 
 @pytest.mark.slow  # classifies a study's slides: seconds each
+def test_a_manifest_column_named_like_a_measure_is_refused_not_overwritten(
+    slides, studied, tiny_model, tmp_path
+):
+    out = _copy(studied, tmp_path)
+    lines = (slides / "manifest.csv").read_text().splitlines()
+    lines = [f"{lines[0]},Callus area (mm2)"] + [f"{line},0.5" for line in lines[1:]]
+    clash = _write(slides / "clash.csv", lines)
+    with pytest.raises(BadInputError, match="'Callus area \\(mm2\\)' is also a measure's column"):
+        _study(clash, tiny_model, out)
+    assert _rows(out / "slides.csv") == _rows(studied[0] / "slides.csv")  # nothing rewritten
+
+
+@pytest.mark.slow  # classifies a study's slides: seconds each
 def test_a_study_stopped_midway_resumes_to_the_same_table(
     slides, studied, tiny_model, tmp_path, monkeypatch
 ):
