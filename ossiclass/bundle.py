@@ -163,7 +163,7 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
     except ValueError as error:
         raise BadModelError(f"{path}: the bundle's settings are malformed ({error})") from None
     try:
-        settings.preprocessing.stain_normalizer  # built now, so that a bad one fails here
+        _ = settings.preprocessing.stain_normalizer  # built now, so that a bad one fails here
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise BadModelError(
             f"{path}: the bundle's stain normaliser is malformed ({type(error).__name__}: {error})"
