@@ -48,9 +48,9 @@ class ModelSettings:
 
     def __post_init__(self):  # also what a bundle's plain data is read into
         temperature = self.temperature
-        if not (isinstance(temperature, int | float) and math.isfinite(temperature)):
-            temperature = 0
-        if temperature <= 0:
+        if not (
+            isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
+        ):
             raise ValueError(f"temperature: expected a positive number, got {self.temperature!r}")
         if not isinstance(self.trained_with, dict):
             raise ValueError("trained_with: expected the training settings as a dict")
@@ -80,9 +80,6 @@ class ModelSettings:
                 "normalizer": data.pop("normalizer"),
             }
         prep = dict(data.pop("preprocessing"))
-        for key in ("mean", "std"):
-            if key in prep:
-                prep[key] = tuple(prep[key])
         try:
             classes = class_list_from_dict(list(data.pop("classes")))
         except ValueError as error:

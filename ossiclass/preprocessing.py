@@ -19,7 +19,7 @@ from torch import nn
 
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import MAX_IMAGE_PIXELS
-from ossiclass.preprocess.stain import checked_mpp, checked_numbers, normalizer_from_dict
+from ossiclass.preprocess.stain import checked_mean_std, checked_mpp, normalizer_from_dict
 from ossiclass.preprocess.tiling import resize
 
 # Channel statistics of H&E tiles (0-1 scale), for input standardisation; close enough for any lab.
@@ -50,10 +50,7 @@ class Preprocessing:
         if not isinstance(self.normalizer, dict | None):
             kind = type(self.normalizer).__name__
             raise ValueError(f"normalizer: expected a fitted normaliser's fields, got a {kind}")
-        object.__setattr__(self, "mean", checked_numbers(self.mean, (3,), "mean"))
-        object.__setattr__(self, "std", checked_numbers(self.std, (3,), "std"))
-        if min(self.std) <= 0:
-            raise ValueError("std: expected positive spreads")
+        checked_mean_std(self)
 
     @property
     def field_um(self) -> float:

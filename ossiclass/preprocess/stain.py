@@ -88,6 +88,15 @@ def checked_numbers(values, shape: tuple[int, ...], name: str) -> tuple:
     return tuple(map(float, array)) if len(shape) == 1 else tuple(map(tuple, array.tolist()))
 
 
+def checked_mean_std(frozen) -> None:
+    """Set a frozen dataclass's `mean` and `std` to three floats each; ValueError unless
+    finite, and the spreads positive."""
+    object.__setattr__(frozen, "mean", checked_numbers(frozen.mean, (3,), "mean"))
+    object.__setattr__(frozen, "std", checked_numbers(frozen.std, (3,), "std"))
+    if min(frozen.std) <= 0:
+        raise ValueError("std: expected positive spreads")
+
+
 def checked_mpp(mpp, name: str = "mpp") -> float:
     """`mpp` as a float; ValueError unless a positive finite number of µm per pixel."""
     if not (isinstance(mpp, int | float) and math.isfinite(mpp) and mpp > 0):
@@ -104,10 +113,7 @@ class LabStatistics:
     std: tuple[float, float, float]
 
     def __post_init__(self):  # also what from_dict reads from JSON
-        object.__setattr__(self, "mean", checked_numbers(self.mean, (3,), "mean"))
-        object.__setattr__(self, "std", checked_numbers(self.std, (3,), "std"))
-        if min(self.std) <= 0:
-            raise ValueError("std: expected positive spreads")
+        checked_mean_std(self)
 
     @classmethod
     def of(cls, tissue: np.ndarray) -> LabStatistics:
