@@ -191,17 +191,32 @@ def write_maps(out: Path, slide_path: Path, classmap: ClassMap, places: dict) ->
         save_png(np.asarray(drawn.convert("RGB")), out / "measures.png")
 
 
-def composition(rows: list[dict], tile_mm2: float | None, classes: tuple[TissueClass, ...]) -> dict:
-    """Per class of `classes`, by machine name: tiles, share of the tiles and, given each
-    tile's area (mm²), area in mm²."""
-    counts = np.bincount(label_indices(rows, classes), minlength=len(classes)).tolist()
+def tile_areas_mm2(rows: list[dict], step_px: int, size: tuple[int, int], mpp: float) -> np.ndarray:
+    """The area each tile of a grid stands for, in mm²: the square of one step of the grid
+    (`step_px` level-0 pixels at `mpp` µm/px) from the tile's corner, clipped to the slide of
+    level-0 `size` (width, height). Tiles never count an area twice, and tiles that lie apart
+    (a step over the tile) never count more than the slide."""
+    corners = np.array([[row["minx"], row["miny"]] for row in rows], dtype=np.float64)
+    ends = np.minimum(corners.reshape(-1, 2) + step_px, np.asarray(size, dtype=np.float64))
+    sides = np.clip(ends - corners.reshape(-1, 2), 0.0, None)
+    return sides.prod(axis=1) * mpp * mpp / 1e6
+
+
+def composition(rows: list[dict], areas_mm2: np.ndarray | None,
+                classes: tuple[TissueClass, ...]) -> dict:  # fmt: skip
+    """Per class of `classes`, by machine name: tiles, share of the tiles and, given the
+    area (mm²) each tile stands for (one per row), area in mm²."""
+    indices = label_indices(rows, classes)
+    counts = np.bincount(indices, minlength=len(classes)).tolist()
+    if areas_mm2 is not None:
+        areas = np.bincount(indices, weights=areas_mm2, minlength=len(classes)).tolist()
     return {
         tissue.name: {
             "tiles": count,
             "fraction": round(count / max(len(rows), 1), 4),
-            **({"area_mm2": round(count * tile_mm2, 6)} if tile_mm2 is not None else {}),
+            **({"area_mm2": round(areas[k], 6)} if areas_mm2 is not None else {}),
         }
-        for tissue, count in zip(classes, counts, strict=True)
+        for k, (tissue, count) in enumerate(zip(classes, counts, strict=True))
     }
 
 
@@ -249,15 +264,17 @@ def summary(plan: Plan, rows, skipped, predictor: Predictor, tiling: Tiling) -> 
     """Composition (tiles, share and, for slides, area in mm² per class of the model's), counts,
     settings, and the model's class list (`class_list`, as `class_list_to_dict` writes it)."""
     source, prep = plan.source, predictor.preprocessing
-    # Each tile stands for the stride's square of tissue: tiles never count an area twice.
-    tile_mm2 = ((tiling.stride_px or prep.input_px) * prep.model_mpp / 1000) ** 2
+    areas_mm2 = None
+    if source.has_boxes:
+        _, step = grid_px(source.scale.mpp, prep.model_mpp, prep.input_px, tiling.stride_px)
+        areas_mm2 = tile_areas_mm2(rows, step, source.size, source.scale.mpp)
     confidences = [row["confidence"] for row in rows]
     return {
         "input": str(source.path),
         "kind": source.kind,
         **source.scales(),
         "tiles": {"classified": len(rows), "skipped": len(skipped)},
-        "classes": composition(rows, tile_mm2 if source.has_boxes else None, predictor.classes),
+        "classes": composition(rows, areas_mm2, predictor.classes),
         "class_list": class_list_to_dict(predictor.classes),
         "mean_confidence": round(float(np.mean(confidences)), 4) if rows else None,
         "glass_rgb": glass_rgb(source),

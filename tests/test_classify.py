@@ -159,6 +159,24 @@ def test_with_the_default_stride_the_class_map_is_the_tile_grid(classified):
     assert np.array_equal(labels, expected)
 
 
+def test_tiles_that_lie_apart_never_count_more_area_than_the_slide(tiny_model, small_slide,
+                                                                   tmp_path):  # fmt: skip
+    # The tiny model's tiles are 64 µm (128 level-0 px); a step of 400 µm (800 px) puts at most
+    # four of them on the 1024 px slide, each standing for the step's square from its corner,
+    # clipped to the slide: 800 or 224 px a side.
+    tiling = Tiling(stride_px=200, min_tissue=0.0)
+    summary = classify(small_slide, tiny_model, tmp_path / "out", tiling=tiling, running=FAST,
+                       progress=False)  # fmt: skip
+    rows = _rows(tmp_path / "out" / "tiles.csv")
+    assert {(int(r["minx"]), int(r["miny"])) for r in rows} <= {(0, 0), (0, 800), (800, 0),
+                                                                (800, 800)}  # fmt: skip
+    side = {0: 800, 800: 224}
+    expected = sum(side[int(r["minx"])] * side[int(r["miny"])] for r in rows) * 0.25e-6
+    areas = [c["area_mm2"] for c in summary["classes"].values()]
+    assert sum(areas) == pytest.approx(expected, abs=1e-5) and rows
+    assert sum(areas) <= 1024 * 1024 * 0.25e-6 + 1e-6
+
+
 def test_geojson_is_what_qupath_imports(classified):
     out, _ = classified
     collection = json.loads((out / "tiles.geojson").read_text())
