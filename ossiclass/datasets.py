@@ -12,7 +12,6 @@ fresh synthetic tiles. Nothing here needs Lightning (`data.py` holds the DataMod
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from ossiclass.classes import CLASSES, TissueClass, read_class_list
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
+from ossiclass.manifest import read_csv
 from ossiclass.preprocess.tiling import resize
 from ossiclass.synth.painters import paint
 from ossiclass.synth.stains import render, sample_domain, sample_domains
@@ -111,19 +111,14 @@ def read_label_map(
 
 
 def _manifest_rows(path: Path):
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-                raise BadInputError(f"{path}: a manifest needs the columns path and label")
-            recorded = "mpp" in reader.fieldnames
-            for line, row in enumerate(reader, start=2):
-                where = f"{path}:{line}"
-                group = row.get("group") or row.get("slide") or row["path"]
-                mpp = _positive(row["mpp"], where) if recorded else None
-                yield where, path.parent / row["path"], row["label"], group, mpp
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise BadInputError(f"{path}: not a readable CSV ({error})") from None
+    columns, lines = read_csv(path)
+    if not {"path", "label"} <= set(columns):
+        raise BadInputError(f"{path}: a manifest needs the columns path and label")
+    for line, row in lines:
+        where = f"{path} line {line}"
+        group = row.get("group") or row.get("slide") or row["path"]
+        mpp = _positive(row["mpp"], where) if "mpp" in columns else None
+        yield where, path.parent / row["path"], row["label"], group, mpp
 
 
 def _positive(cell: str | None, where: str) -> float:

@@ -36,7 +36,7 @@ class Manifest:
 def read_manifest(path: str | Path) -> Manifest:
     """Read and check a study manifest; every problem is a one-line `BadInputError`."""
     path = Path(path)
-    columns, lines = _read_csv(path)
+    columns, lines = read_csv(path)
     if not columns or not lines:
         raise BadInputError(f"{path}: empty manifest, no slides")
     if SLIDE not in columns:
@@ -127,7 +127,7 @@ def read_manual(path: str | Path, study: Manifest) -> Manual:
     """Read and check the manual CSV: a `slide` column naming slides of the study (by path or
     file name, as in the manifest; matched by file name without extension), each once."""
     path = Path(path)
-    columns, lines = _read_csv(path)
+    columns, lines = read_csv(path)
     if SLIDE not in columns:
         raise BadInputError(f"{path}: no {SLIDE!r} column (columns: {', '.join(columns)})")
     measures = tuple(c for c in columns if c != SLIDE and c not in study.columns)
@@ -145,9 +145,10 @@ def read_manual(path: str | Path, study: Manifest) -> Manual:
     return Manual(path, measures, rows)
 
 
-def _read_csv(path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict[str, str]]]]:
-    """A CSV's columns and its (line number, row) pairs, checked: the file exists and each row
-    has no more values than there are columns."""
+def read_csv(path: Path) -> tuple[tuple[str, ...], list[tuple[int, dict[str, str]]]]:
+    """A CSV's columns and its (line number, row) pairs, blank rows left out, values stripped;
+    checked: the file exists, is readable text, names no column twice, and each row has no
+    more values than there are columns. Study manifests, manual measures and tile manifests."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)

@@ -70,7 +70,7 @@ def test_a_malformed_mpp_cell_names_the_file_and_line(tmp_path, tiles, cell):
     manifest = _manifest(tmp_path, tiles, [0.5, 0.5, cell, 0.5, 0.5, 0.5])
     with pytest.raises(BadInputError, match="mpp .* is not a positive number") as caught:
         read_tile_table(manifest)
-    assert str(caught.value).startswith(f"{manifest}:4: ") and "\n" not in str(caught.value)
+    assert str(caught.value).startswith(f"{manifest} line 4: ") and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -82,6 +82,8 @@ def test_a_malformed_mpp_cell_names_the_file_and_line(tmp_path, tiles, cell):
         (["file,class", "a.png,callus"], "needs the columns path and label"),
         (["path,label,mpp", "{t}/callus/callus_000000.png,callus"], "mpp '' is not a positive"),
         (["path,label", "grün.png,callus"], "not a readable CSV"),  # written in Latin-1 below
+        (["path,label,label", "{t}/callus/callus_000000.png,callus,bone"], "column 'label' twice"),
+        (["path,label", "{t}/callus/callus_000000.png,callus,x"], "line 2: more values than"),
     ],
 )
 def test_bad_data_is_reported_with_its_file_and_line(tmp_path, tiles, rows, message):
