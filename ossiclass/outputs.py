@@ -196,9 +196,9 @@ def tile_areas_mm2(rows: list[dict], step_px: int, size: tuple[int, int], mpp: f
     (`step_px` level-0 pixels at `mpp` µm/px) from the tile's corner, clipped to the slide of
     level-0 `size` (width, height). Tiles never count an area twice, and tiles that lie apart
     (a step over the tile) never count more than the slide."""
-    corners = np.array([[row["minx"], row["miny"]] for row in rows], dtype=np.float64)
-    ends = np.minimum(corners.reshape(-1, 2) + step_px, np.asarray(size, dtype=np.float64))
-    sides = np.clip(ends - corners.reshape(-1, 2), 0.0, None)
+    corners = np.array([[row["minx"], row["miny"]] for row in rows], np.float64).reshape(-1, 2)
+    ends = np.minimum(corners + step_px, np.asarray(size, dtype=np.float64))
+    sides = np.clip(ends - corners, 0.0, None)
     return sides.prod(axis=1) * mpp * mpp / 1e6
 
 
