@@ -265,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--by",
         nargs="+",
         metavar="COLUMN",
-        help="group by these columns (default: every column but slide and animal that repeats "
-        "a value)",
+        help="group by these columns (default: every column but slide, animal and roi that "
+        "repeats a value)",
     )
     study.add_argument(
         "--num-nodes",
