@@ -47,7 +47,9 @@ PLAUSIBLE_MPP = (0.05, 50.0)
 
 def assumed_note(name: str) -> str:
     """The note for inputs (`name`: one file, or "3 of 10 images") that record no scale."""
-    return f"{name}: no µm per pixel recorded; assumed {DEFAULT_MPP:g} (a 20x scan)"
+    low, high = PLAUSIBLE_MPP
+    return (f"{name}: no µm per pixel recorded (or one outside {low:g}-{high:g}); assumed "
+            f"{DEFAULT_MPP:g} (a 20x scan)")  # fmt: skip
 
 
 def resolve_mpp(given: float | None, recorded: float | None) -> Scale:
@@ -219,7 +221,7 @@ def _tiff_mpp(page: tifffile.TiffPage) -> float | None:
         description = json.loads(page.description)
         if isinstance(description, dict) and description.get("mpp"):
             return float(description["mpp"])
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: a whole number past float
         pass
     unit = page.tags.get("ResolutionUnit")
     resolution = page.tags.get("XResolution")

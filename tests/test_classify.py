@@ -604,5 +604,7 @@ def test_a_folder_s_images_each_have_their_own_scale(tiny_model, tmp_path):
     Image.fromarray(tile[::2, ::2]).save(folder / "plain.png")  # 64 µm at the assumed 0.5
     summary = classify(folder, tiny_model, tmp_path / "out", running=FAST, progress=False)
     assert summary["input_mpp"] == [0.25, 0.5] and summary["mpp_from"] == "assumed 1, file 1"
-    assert summary["notes"] == ["1 of 2 images: no µm per pixel recorded; assumed 0.5 (a 20x scan)"]
+    assert summary["notes"] == [
+        "1 of 2 images: no µm per pixel recorded (or one outside 0.05-50); assumed 0.5 (a 20x scan)"
+    ]
     assert summary["tiles"] == {"classified": 2, "skipped": 0}

@@ -167,7 +167,7 @@ def test_a_scale_is_given_else_read_else_assumed_with_a_note(tiny_model, tile, t
         assert main(["predict", str(tmp_path / name), "--model", str(tiny_model), "--json"]) == 0
         out, err = capsys.readouterr()
         assert json.loads(out)["mpp"] == 0.5
-        assert ("no µm per pixel recorded; assumed 0.5" in err) == note
+        assert ("no µm per pixel recorded (or one outside 0.05-50); assumed 0.5" in err) == note
 
 
 def test_a_model_of_eight_classes_answers_in_its_classes(eight_class_model, tile, tmp_path, capsys):

@@ -129,3 +129,13 @@ def test_planar_tiffs_are_read_through_zarr(tmp_path):
         np.testing.assert_array_equal(
             slide.read_region(10, 20, 200, 150), np.moveaxis(image, 0, -1)[20:170, 10:210]
         )
+
+
+@pytest.mark.parametrize("recorded", ["1" + "0" * 400, '"0.5 um"', "null", "-1"])
+def test_a_description_recording_no_usable_mpp_reads_as_no_scale(tmp_path, recorded):
+    path = tmp_path / "described.tif"
+    image = np.full((64, 64, 3), 200, dtype=np.uint8)
+    tifffile.imwrite(path, image, photometric="rgb", description=f'{{"mpp": {recorded}}}',
+                     metadata=None)  # fmt: skip
+    slide = open_slide(path)
+    assert slide.scale.source == "assumed" and slide.mpp == 0.5
