@@ -101,14 +101,44 @@ def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def tiff_colours(page: tifffile.TiffPage) -> str | None:
+    """What a TIFF page's samples are where they are not grey or RGB values as stored (CMYK,
+    CIELab, palette indices, white-is-zero grey, uncompressed YCbCr), or None. JPEG's YCbCr
+    is decoded to RGB."""
+    photometric, jpeg = page.photometric, page.compression == tifffile.COMPRESSION.JPEG
+    if photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
+        return None
+    if photometric == tifffile.PHOTOMETRIC.YCBCR and jpeg:
+        return None
+    return getattr(photometric, "name", str(photometric))
+
+
+def tiff_damage(page: tifffile.TiffPage, file_bytes: int) -> str | None:
+    """Why a TIFF page's pixels cannot be read whole (signed samples, data past the end of a
+    file of `file_bytes`), or None."""
+    if page.dtype is not None and page.dtype.kind == "i":
+        return f"signed {page.dtype} samples (an image's are unsigned)"
+    ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+    if ends.max(initial=0) > file_bytes:
+        return "damaged image data (the file ends before its pixels do: cut short?)"
+    return None
+
+
 def _read_tiff(path: Path, max_pixels: int) -> np.ndarray | None:
-    """Read level 0 of a TIFF with tifffile; None where tifffile cannot decode it."""
+    """Read level 0 of a TIFF with tifffile; None where tifffile cannot decode it or its
+    colours are not grey or RGB (Pillow converts CMYK, palettes and the like)."""
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
             shape = dict(zip(axes, series.shape, strict=True))
             _check_size(path, shape.get("X", 0), shape.get("Y", 0), max_pixels)
+            pages = [page for page in series.pages if isinstance(page, tifffile.TiffPage)]
+            problems = [tiff_damage(page, path.stat().st_size) for page in pages]
+            if any(problems):
+                raise ImageReadError(f"{path}: {next(p for p in problems if p)}")
+            if any(tiff_colours(page) for page in pages):
+                return None
             array = series.asarray()
     except ImageReadError:
         raise

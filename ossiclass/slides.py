@@ -22,7 +22,7 @@ import tifffile
 import zarr
 
 from ossiclass.errors import ImageReadError
-from ossiclass.imageio import TIFF_SUFFIXES, read_image, to_rgb_uint8
+from ossiclass.imageio import TIFF_SUFFIXES, read_image, tiff_colours, tiff_damage, to_rgb_uint8
 
 DEFAULT_MPP = 0.5
 """µm per pixel assumed for an input that records none and is given none: a 20x scan."""
@@ -191,6 +191,13 @@ def _tiff_levels(tif: tifffile.TiffFile, path: Path) -> list:
     if series.axes not in ("YXS", "YX", "SYX"):
         raise ImageReadError(f"{path}: a TIFF of axes {series.axes}, not a grey or RGB image")
     pages = [level.pages[0] if len(level.pages) == 1 else None for level in series.levels]
+    for page in (page for level in series.levels for page in level.pages):
+        if not isinstance(page, tifffile.TiffPage):
+            continue
+        if colours := tiff_colours(page):
+            raise ImageReadError(f"{path}: a TIFF in {colours}, not grey or RGB: save it as RGB")
+        if damage := tiff_damage(page, path.stat().st_size):
+            raise ImageReadError(f"{path}: {damage}")
     if all(
         isinstance(page, tifffile.TiffPage) and page.is_tiled and page.planarconfig == 1
         and page.shaped[-1] in (3, 4) and page.imagedepth == 1

@@ -58,6 +58,38 @@ def test_cmyk_jpeg(tmp_path):
     assert np.abs(image.astype(int) - RGB.astype(int)).mean() < 40
 
 
+@pytest.mark.parametrize("mode", ["CMYK", "P", "1"])
+def test_tiffs_whose_samples_are_not_rgb_values_are_converted(tmp_path, mode):
+    path = tmp_path / f"{mode}.tif"
+    stored = Image.fromarray(RGB).convert(mode)
+    stored.save(path)
+    expected = np.asarray(stored.convert("RGB")).astype(int)
+    assert np.abs(read_image(path).astype(int) - expected).max() <= 1
+
+
+def test_white_is_zero_grey_tiff_is_not_inverted(tmp_path):
+    path = tmp_path / "miniswhite.tif"
+    grey = RGB[..., 0]
+    tifffile.imwrite(path, 255 - grey, photometric="miniswhite")
+    assert np.abs(read_image(path)[..., 0].astype(int) - grey.astype(int)).max() <= 1
+
+
+def test_signed_samples_are_refused(tmp_path):
+    path = tmp_path / "signed.tif"
+    tifffile.imwrite(path, RGB.astype(np.int16) - 128, photometric="rgb")
+    with pytest.raises(ImageReadError, match="signed int16 samples"):
+        read_image(path)
+
+
+def test_a_tiled_jpeg_tiff_cut_short_is_refused(tmp_path):
+    whole = tmp_path / "whole.tif"
+    noise = RNG.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    tifffile.imwrite(whole, noise, tile=(128, 128), compression="jpeg", photometric="rgb")
+    cut = _write_bytes(tmp_path / "cut.tif", whole.read_bytes()[:-3000])
+    with pytest.raises(ImageReadError, match="the file ends before its pixels do"):
+        read_image(cut)
+
+
 def test_exif_orientation_is_applied(tmp_path):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()

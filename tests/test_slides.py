@@ -139,3 +139,18 @@ def test_a_description_recording_no_usable_mpp_reads_as_no_scale(tmp_path, recor
                      metadata=None)  # fmt: skip
     slide = open_slide(path)
     assert slide.scale.source == "assumed" and slide.mpp == 0.5
+
+
+def test_a_tiled_slide_not_in_rgb_or_cut_short_is_refused_in_one_line(tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (512, 512, 4), dtype=np.uint8)
+    cmyk = tmp_path / "cmyk.tif"
+    tifffile.imwrite(cmyk, image, tile=(256, 256), photometric="separated")
+    with pytest.raises(ImageReadError, match="a TIFF in SEPARATED, not grey or RGB"):
+        open_slide(cmyk)
+    whole = tmp_path / "whole.tif"
+    tifffile.imwrite(whole, image[..., :3], tile=(128, 128), compression="jpeg", photometric="rgb")
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[:-3000])
+    with pytest.raises(ImageReadError, match="the file ends before its pixels do") as caught:
+        open_slide(cut)
+    assert "\n" not in str(caught.value)
