@@ -15,7 +15,6 @@ from ossiclass.arguments import (
     fraction,
     input_mpp,
     number,
-    positive_float,
     positive_int,
     whole_number,
 )
@@ -294,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     normalize.add_argument(
         "--mpp",
-        type=positive_float,
+        type=input_mpp,
         help="µm per pixel of the images (default 0.5): all but macenko measure holes in "
         "tissue, specks and smoothing in µm",
     )

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ossiclass.errors import OssiclassError
+from ossiclass.errors import BadInputError, OssiclassError
 
 
 def synth_tiles(args: argparse.Namespace) -> int:
@@ -65,13 +65,16 @@ def normalize_images(args: argparse.Namespace) -> int:
     import json
 
     import numpy as np
-    from PIL import Image
     from tqdm import tqdm
 
+    from ossiclass.files import save_png
     from ossiclass.imageio import read_image
     from ossiclass.preprocess.stain import NORMALIZERS, normalizer_from_dict
     from ossiclass.slides import image_mpp, resolve_mpp
 
+    out = Path(args.out)
+    targets = [out / f"{Path(name).stem}.png" for name in args.images]
+    _refuse_shared(args.images, targets)
     reference = Path(args.reference)
     if reference.suffix.lower() == ".json":
         if args.mpp is not None:
@@ -81,9 +84,11 @@ def normalize_images(args: argparse.Namespace) -> int:
             )
         try:
             normalizer = normalizer_from_dict(json.loads(reference.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise OssiclassError(f"{reference}: not a saved stain reference ({error})") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            problem = f"{type(error).__name__}: {error}"
+            raise OssiclassError(f"{reference}: not a saved stain reference ({problem})") from None
     else:
+        image = read_image(reference)
         scale = resolve_mpp(args.mpp, image_mpp(reference))
         if scale.note(str(reference)):
             print(
@@ -91,10 +96,9 @@ def normalize_images(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         try:
-            normalizer = NORMALIZERS[args.method].fit(read_image(reference), mpp=scale.mpp)
+            normalizer = NORMALIZERS[args.method].fit(image, mpp=scale.mpp)
         except ValueError as error:
             raise OssiclassError(f"{reference}: {error}") from None
-    out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if args.save_reference:
@@ -102,7 +106,8 @@ def normalize_images(args: argparse.Namespace) -> int:
     except OSError as error:
         raise OssiclassError(f"cannot write to {error.filename}: {error.strerror}") from None
     failed = 0
-    for name in tqdm(args.images, desc="normalize", unit="image", disable=len(args.images) < 2):
+    for name, target in tqdm(list(zip(args.images, targets, strict=True)), desc="normalize",
+                             unit="image", disable=len(args.images) < 2):  # fmt: skip
         try:
             image = read_image(name)
         except OssiclassError as error:
@@ -115,8 +120,7 @@ def normalize_images(args: argparse.Namespace) -> int:
                 f"ossiclass: note: {name}: too little tissue to normalise; copied as it is",
                 file=sys.stderr,
             )
-        target = out / (Path(name).stem + ".png")
-        Image.fromarray(normalized).save(target)
+        save_png(normalized, target)
     print(f"wrote {len(args.images) - failed} images to {out}")
     return 2 if failed else 0
 
@@ -210,7 +214,6 @@ def _tiling_running(args: argparse.Namespace):
 
 def classify_inputs(args: argparse.Namespace) -> int:
     from ossiclass.classify import classify
-    from ossiclass.errors import BadInputError
 
     tiling, running = _tiling_running(args)
     if args.devices > 1 and len(args.inputs) > 1:
@@ -281,10 +284,10 @@ def run_study(args: argparse.Namespace) -> int:
 
 
 def write_reports(args: argparse.Namespace) -> int:
-    from ossiclass.errors import BadInputError
+    from ossiclass.files import file_target
     from ossiclass.slide_report import write_index, write_report
 
-    index = Path(args.index or Path(args.results[0]).parent / "index.html")
+    index = file_target(Path(args.index or Path(args.results[0]).parent / "index.html"))
     if args.index and not index.parent.is_dir():
         raise BadInputError(f"{index}: its folder does not exist")
     reports = [write_report(folder) for folder in args.results]
@@ -299,16 +302,25 @@ def _outputs(inputs: list[str], out: Path) -> list[tuple[str, Path]]:
     """(input, its output folder): OUT itself for one input, OUT/<name> for several."""
     if len(inputs) == 1:
         return [(inputs[0], out)]
-    names = [Path(source).stem for source in inputs]
-    return [
-        (source, out / (name if names.count(name) == 1 else f"{name}-{index}"))
-        for index, (source, name) in enumerate(zip(inputs, names, strict=True))
+    stems = [Path(source).stem for source in inputs]
+    folders = [
+        out / (stem if stems.count(stem) == 1 else f"{stem}-{index}")
+        for index, stem in enumerate(stems)
     ]
+    _refuse_shared(inputs, folders)
+    return list(zip(inputs, folders, strict=True))
+
+
+def _refuse_shared(inputs: list[str], targets: list[Path]) -> None:
+    """`BadInputError` where two inputs would be written to one target (file or folder)."""
+    for target in targets:
+        if targets.count(target) > 1:
+            sources = [name for name, other in zip(inputs, targets, strict=True) if other == target]
+            raise BadInputError(f"{' and '.join(sources)} would both be written to {target}")
 
 
 def annotated_tiles(args: argparse.Namespace) -> int:
     from ossiclass.annotations import CutSettings, cut_annotated_tiles
-    from ossiclass.errors import BadInputError
     from ossiclass.slides import assumed_note
 
     if args.model is not None:

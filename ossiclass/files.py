@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ossiclass.errors import BadInputError
+
 PNG_HUFFMAN_ONLY = 2  # zlib strategy: on noisy tissue, faster and smaller than the default
 
 
@@ -19,16 +21,23 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+def file_target(path: Path) -> Path:
+    """`path`, checked that a file can be written there: `BadInputError` where it is a folder."""
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a folder, not a file")
+    return path
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary name and a rename."""
-    partial = partial_path(path)
+    partial = partial_path(file_target(path))
     partial.write_text(text)
     os.replace(partial, path)
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write an RGB image as PNG atomically (a reader never sees half a file)."""
-    partial = partial_path(path)
+    partial = partial_path(file_target(path))
     Image.fromarray(image).save(
         partial, format="PNG", compress_level=1, compress_type=PNG_HUFFMAN_ONLY
     )

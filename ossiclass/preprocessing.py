@@ -19,7 +19,8 @@ from torch import nn
 
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import MAX_IMAGE_PIXELS
-from ossiclass.preprocess.stain import checked_mean_std, checked_mpp, normalizer_from_dict
+from ossiclass.preprocess.checks import checked_mean_std, checked_mpp
+from ossiclass.preprocess.stain import normalizer_from_dict
 from ossiclass.preprocess.tiling import resize
 
 # Channel statistics of H&E tiles (0-1 scale), for input standardisation; close enough for any lab.

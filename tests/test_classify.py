@@ -505,6 +505,22 @@ def test_several_inputs_go_on_past_a_bad_one(tiny_model, small_slide, tmp_path, 
     assert (out / "growth_plate" / "summary.json").read_text() == summary
 
 
+def test_inputs_whose_output_folders_would_be_one_are_refused_before_any_runs(
+    tiny_model, small_slide, tmp_path, capsys
+):
+    # two slides named growth_plate go to growth_plate-0 and growth_plate-1: as the third does
+    other, third = tmp_path / "a" / small_slide.name, tmp_path / "growth_plate-1.tif"
+    other.parent.mkdir()
+    other.symlink_to(small_slide)
+    third.symlink_to(small_slide)
+    out = tmp_path / "out"
+    inputs = [str(small_slide), str(other), str(third)]
+    assert main(["classify", *inputs, "--model", str(tiny_model), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert f"{other} and {third} would both be written to {out / 'growth_plate-1'}" in error
+    assert not out.exists()
+
+
 def test_refine_on_the_command_line_writes_a_refined_map(tiny_model, small_slide, tmp_path):
     out = tmp_path / "out"
     command = ["classify", str(small_slide), "--model", str(tiny_model), "--out", str(out)]

@@ -160,3 +160,46 @@ def test_normalize_errors(tmp_path, capsys):
     assert main(missing) == 2
     error = capsys.readouterr().err
     assert "skipped" in error and "no such file" in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda saved: [], "a stain normaliser is a JSON object, got list"),
+        (lambda saved: saved | {"reference": {**saved["reference"], "vectors": [[1, 2]]}},
+         "vectors: expected (2, 3) finite numbers"),
+        (lambda saved: saved | {"reference": {**saved["reference"], "vectors": "abc"}},
+         "vectors: expected (2, 3) finite numbers"),
+        (lambda saved: saved | {"sample_every": 0}, "sample_every: expected a whole number"),
+        (lambda saved: saved | {"sample_every": "x"}, "sample_every: expected a whole number"),
+        (lambda saved: saved | {"beta": -1}, "out of range"),
+    ],
+)  # fmt: skip
+def test_a_malformed_saved_reference_is_one_line(tmp_path, capsys, change, message):
+    image = _tile_file(tmp_path / "a.png")
+    saved = tmp_path / "ref.json"
+    argv = ["normalize", image, "--reference", image, "--out", str(tmp_path / "o")]
+    assert main([*argv, "--mpp", "0.5", "--save-reference", str(saved)]) == 0
+    saved.write_text(json.dumps(change(json.loads(saved.read_text()))))
+    capsys.readouterr()
+    assert main(["normalize", image, "--reference", str(saved), "--out", str(tmp_path / "b")]) == 2
+    error = capsys.readouterr().err
+    assert "not a saved stain reference" in error and message in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_normalize_refuses_what_it_cannot_write(tmp_path, capsys):
+    first = _tile_file(tmp_path / "a.png")
+    (tmp_path / "b").mkdir()
+    second = _tile_file(tmp_path / "b" / "a.png", 1)
+    out = tmp_path / "o"
+    argv = ["normalize", "--reference", first, "--mpp", "0.5", "--out", str(out)]
+    assert main([*argv, first, second]) == 2  # both would be OUT/a.png
+    error = capsys.readouterr().err
+    assert f"{first} and {second} would both be written to {out / 'a.png'}" in error
+    (out / "a.png").mkdir(parents=True)
+    assert main([*argv, first]) == 2
+    assert f"{out / 'a.png'}: is a folder, not a file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["normalize", first, "--reference", first, "--mpp", "1e-300", "--out", str(out)])
+    assert "expected 0.05 to 50 µm per pixel" in capsys.readouterr().err

@@ -81,6 +81,15 @@ def test_an_index_asked_for_in_a_folder_that_does_not_exist_is_one_line(result, 
     assert err.count("\n") == 1 and "its folder does not exist" in err
 
 
+def test_an_index_that_is_a_folder_is_refused_before_any_report_is_written(result, tmp_path,
+                                                                          capsys):  # fmt: skip
+    (result / "report.html").unlink(missing_ok=True)
+    assert main(["report", str(result), "--index", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path}: is a folder, not a file" in err
+    assert not (result / "report.html").exists()
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ossiclass.preprocess.batches import map_images, pixels_of
+from ossiclass.preprocess.checks import checked_numbers
 from ossiclass.preprocess.tissue import IO, MIN_TISSUE_PIXELS
 
 MIN_STAIN_ANGLE_DEG = 3.0
@@ -38,6 +39,13 @@ class MacenkoStains:
 
     vectors: tuple[tuple[float, float, float], tuple[float, float, float]]
     max_concentrations: tuple[float, float]
+
+    def __post_init__(self):
+        object.__setattr__(self, "vectors", checked_numbers(self.vectors, (2, 3), "vectors"))
+        concentrations = checked_numbers(self.max_concentrations, (2,), "max_concentrations")
+        if min(concentrations) <= 0:
+            raise ValueError("max_concentrations: expected positive numbers")
+        object.__setattr__(self, "max_concentrations", concentrations)
 
     def matrix(self) -> np.ndarray:
         """(3, 2) float32: columns are the H and E vectors."""
@@ -128,6 +136,11 @@ class MacenkoNormalizer:
         sample_every: int = 4,
         threads: int | None = None,
     ):
+        alpha, beta, io = checked_numbers((alpha, beta, io), (3,), "alpha, beta and io")
+        if not (0 < alpha < 50 and beta >= 0 and 0 < io <= 255):
+            raise ValueError(f"alpha {alpha:g}, beta {beta:g} or io {io:g} out of range")
+        if not (isinstance(sample_every, int) and sample_every >= 1):
+            raise ValueError(f"sample_every: expected a whole number over 0, got {sample_every!r}")
         self.reference, self.alpha, self.beta, self.io = reference, alpha, beta, io
         self.sample_every, self.threads = sample_every, threads
         self._od = _od_table(io)

@@ -30,7 +30,6 @@ Reinhard et al., "Color transfer between images", IEEE CG&A 2001. Ruifrok & John
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -39,6 +38,7 @@ import numpy as np
 from skimage.color import hed_from_rgb, lab2rgb, rgb2lab, rgb_from_hed
 
 from ossiclass.preprocess.batches import image_list, map_images
+from ossiclass.preprocess.checks import checked_mean_std, checked_mpp, checked_numbers
 from ossiclass.preprocess.macenko import MacenkoNormalizer
 from ossiclass.preprocess.tissue import (
     MIN_TISSUE_PIXELS,
@@ -75,33 +75,6 @@ class StainMethod(Protocol):
     def from_dict(
         self, data: dict, mpp: float = 0.5, threads: int | None = None
     ) -> StainNormalizer: ...
-
-
-def checked_numbers(values, shape: tuple[int, ...], name: str) -> tuple:
-    """`values` as nested tuples of floats of `shape`; ValueError unless finite and of it."""
-    try:
-        array = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        array = None
-    if array is None or array.shape != shape or not np.isfinite(array).all():
-        raise ValueError(f"{name}: expected {shape} finite numbers")
-    return tuple(map(float, array)) if len(shape) == 1 else tuple(map(tuple, array.tolist()))
-
-
-def checked_mean_std(frozen) -> None:
-    """Set a frozen dataclass's `mean` and `std` to three floats each; ValueError unless
-    finite, and the spreads positive."""
-    object.__setattr__(frozen, "mean", checked_numbers(frozen.mean, (3,), "mean"))
-    object.__setattr__(frozen, "std", checked_numbers(frozen.std, (3,), "std"))
-    if min(frozen.std) <= 0:
-        raise ValueError("std: expected positive spreads")
-
-
-def checked_mpp(mpp, name: str = "mpp") -> float:
-    """`mpp` as a float; ValueError unless a positive finite number of µm per pixel."""
-    if not (isinstance(mpp, int | float) and math.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"{name}: expected a positive number of µm per pixel, got {mpp!r}")
-    return float(mpp)
 
 
 @dataclass(frozen=True)
@@ -341,6 +314,8 @@ def normalizer_from_dict(
     """Rebuild a fitted normaliser from its `to_dict()` (as stored in a model bundle). `mpp`:
     the µm/px of the tiles it normalises, where `data` predates the statistics normalisers
     recording theirs; `threads`: see `StainNormalizer` (1 inside DataLoader workers)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a stain normaliser is a JSON object, got {type(data).__name__}")
     if data.get("method") not in NORMALIZERS:
         raise ValueError(
             f"unknown stain normaliser {data.get('method')!r}; "
