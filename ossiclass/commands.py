@@ -45,11 +45,12 @@ def synth_slide(args: argparse.Namespace) -> int:
 
 def synth_sheet(args: argparse.Namespace) -> int:
     from ossiclass.classes import CLASSES
+    from ossiclass.files import check_output
     from ossiclass.synth.tiles import contact_sheet
 
+    out = check_output(Path(args.out))
     classes = tuple(args.classes or CLASSES)
     sheet = contact_sheet(args.per_class, args.seed, args.size, args.mpp, classes)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.width:
         sheet = sheet.resize((args.width, max(round(sheet.height * args.width / sheet.width), 1)))
@@ -284,10 +285,10 @@ def run_study(args: argparse.Namespace) -> int:
 
 
 def write_reports(args: argparse.Namespace) -> int:
-    from ossiclass.files import file_target
+    from ossiclass.files import check_output
     from ossiclass.slide_report import write_index, write_report
 
-    index = file_target(Path(args.index or Path(args.results[0]).parent / "index.html"))
+    index = check_output(Path(args.index or Path(args.results[0]).parent / "index.html"))
     if args.index and not index.parent.is_dir():
         raise BadInputError(f"{index}: its folder does not exist")
     reports = [write_report(folder) for folder in args.results]

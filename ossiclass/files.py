@@ -21,23 +21,31 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def file_target(path: Path) -> Path:
-    """`path`, checked that a file can be written there: `BadInputError` where it is a folder."""
-    if path.is_dir():
-        raise BadInputError(f"{path}: is a folder, not a file")
+def check_output(path: Path, folder: bool = False) -> Path:
+    """`path`, checked that an output file (an output `folder`) can be made there:
+    `BadInputError` where it is a folder (a file), or lies under a file. Commands check their
+    outputs before the work, so that nothing is left half-finished."""
+    if path.exists() and path.is_dir() != folder:
+        kind = "a file, not a folder" if folder else "a folder, not a file"
+        raise BadInputError(f"{path}: is {kind}")
+    for parent in path.parents:  # the nearest that exists must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInputError(f"{parent}: is a file, not a folder")
+            break
     return path
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary name and a rename."""
-    partial = partial_path(file_target(path))
+    partial = partial_path(check_output(path))
     partial.write_text(text)
     os.replace(partial, path)
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write an RGB image as PNG atomically (a reader never sees half a file)."""
-    partial = partial_path(file_target(path))
+    partial = partial_path(check_output(path))
     Image.fromarray(image).save(
         partial, format="PNG", compress_level=1, compress_type=PNG_HUFFMAN_ONLY
     )

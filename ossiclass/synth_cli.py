@@ -9,6 +9,8 @@ from ossiclass import commands
 from ossiclass.arguments import amount, number, positive_float, positive_int, whole_number
 
 JPEG_QUALITY = number(int, lambda v: 1 <= v <= 95, "1 to 95")
+SHEET_COLUMNS = number(int, lambda v: 1 <= v <= 32, "1 to 32")
+SHEET_WIDTH = number(int, lambda v: 1 <= v <= 4096, "1 to 4096 px")
 
 
 def add_synth_commands(subcommands) -> None:
@@ -19,7 +21,7 @@ def add_synth_commands(subcommands) -> None:
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--mpp", type=float, default=0.5, help="µm per pixel (default 0.5, a 20x scan)"
+        "--mpp", type=float, default=0.5, help="µm per pixel, 0.1-4 (default 0.5, a 20x scan)"
     )
     common.add_argument("--seed", type=whole_number, default=0, help="random seed (default 0)")
 
@@ -116,16 +118,19 @@ def add_synth_commands(subcommands) -> None:
     )
     sheet.add_argument("out", help="output image (.png or .jpg)")
     sheet.add_argument(
-        "--per-class", type=positive_int, default=6, help="tiles per class (default 6)"
+        "--per-class", type=SHEET_COLUMNS, default=6, help="tiles per class (1-32, default 6)"
     )
     sheet.add_argument(
-        "--size", type=positive_int, default=256, help="tile size in pixels (default 256)"
+        "--size", type=positive_int, default=256, help="tile size in pixels (16-4096, default 256)"
     )
     sheet.add_argument(
         "--classes", nargs="+", metavar="NAME", help="a row per class (default: the six)"
     )
     sheet.add_argument(
-        "--width", type=positive_int, default=None, help="resize the sheet to this width in pixels"
+        "--width",
+        type=SHEET_WIDTH,
+        default=None,
+        help="resize the sheet to this width in pixels (1-4096)",
     )
     sheet.add_argument(
         "--quality",

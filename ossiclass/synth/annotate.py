@@ -25,7 +25,7 @@ from skimage.measure import approximate_polygon, find_contours
 
 from ossiclass.classes import CLASSES, TISSUE_CLASSES
 from ossiclass.errors import BadInputError
-from ossiclass.files import write_text_atomic
+from ossiclass.files import check_output, write_text_atomic
 from ossiclass.qupath import feature, feature_collection
 from ossiclass.slides import image_mpp
 
@@ -33,6 +33,8 @@ DIAMETER_UM = (150.0, 600.0)
 """Range of a region's size across, in µm: what a person outlines at a glance."""
 MARGIN_UM = 15.0
 """Outlines keep at least this far inside their class (at least two working pixels)."""
+MIN_DIAMETER_PX = 5
+"""The smallest region drawn, in working pixels across (measured: at 3 a few traced to nothing)."""
 WORK_MPP = 2.0
 """µm per pixel at which the mask is worked."""
 MAX_WORK_PX = 4096
@@ -73,7 +75,8 @@ def draw_annotations(
     regions : regions per class.
     seed : the same seed draws the same outlines (and feature ids).
     classes : machine names to outline (default: every class on the mask).
-    diameter_um : (smallest, largest) region size across, in µm.
+    diameter_um : (smallest, largest) region size across, in µm; the smallest at least
+        `MIN_DIAMETER_PX` working pixels.
 
     Returns
     -------
@@ -91,6 +94,12 @@ def draw_annotations(
     factor = max(round(WORK_MPP / mpp), math.ceil(max(labels.shape) / MAX_WORK_PX), 1)
     work = labels[factor // 2 :: factor, factor // 2 :: factor]
     work_mpp = mpp * factor
+    if diameter_um[0] < MIN_DIAMETER_PX * work_mpp:
+        raise BadInputError(
+            f"regions {diameter_um[0]:g} µm across are too small to draw on this slide: at least "
+            f"{MIN_DIAMETER_PX * work_mpp:g} µm ({MIN_DIAMETER_PX} px at the {work_mpp:g} µm/px "
+            "it is outlined at)"
+        )
     margin_px = max(MARGIN_UM / work_mpp, 2.0)
     rng = np.random.default_rng(seed)
     features, notes = [], []
@@ -214,6 +223,7 @@ def write_annotations(
     masks = slide.with_suffix(".labels.png")
     if not slide.is_file() or not masks.is_file():
         raise BadInputError(f"{slide}: a synthetic slide with {masks.name} beside it is needed")
+    check_output(out)
     mpp = image_mpp(slide)
     if mpp is None:
         raise BadInputError(f"{slide}: records no µm per pixel (not a synthetic slide?)")

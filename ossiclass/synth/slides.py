@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_index, class_list_to_dict
 from ossiclass.errors import BadInputError
-from ossiclass.files import write_text_atomic
+from ossiclass.files import check_output, write_text_atomic
 from ossiclass.histomorphometry import measure_slide, mode_downsample
 from ossiclass.synth.layouts import (
     ALL_LAYOUTS,
@@ -61,6 +61,8 @@ TRUTH_MPP = 4.0
 TRUTH_MIN_PX = 1024
 AMOUNT_MAX = 3.0
 """The most `cartilage` and `plate_height` may be (shares of the layout's amount)."""
+BESIDE = (".labels.png", ".tissue.png", ".truth.json", ".classes.json")
+"""The files written (or, for `.classes.json`, removed) beside `OUT.tif`, by suffix."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,8 @@ def write_slide(
     out = Path(out)
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise BadInputError(f"{out}: a synthetic slide is written as .tif")
+    for path in (out, *(out.with_suffix(suffix) for suffix in BESIDE)):
+        check_output(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     labels = np.empty((settings.height, settings.width), dtype=np.uint8)
     level1 = np.empty((settings.height // 2, settings.width // 2, 3), dtype=np.uint8)

@@ -23,12 +23,14 @@ from tqdm import tqdm
 
 from ossiclass.classes import CLASSES, TissueClass, known_class, write_class_list
 from ossiclass.errors import BadInputError
-from ossiclass.files import save_png, write_text_atomic
+from ossiclass.files import check_output, save_png, write_text_atomic
 from ossiclass.synth.extra_painters import PAINTED_CLASSES
 from ossiclass.synth.painters import paint_parts
 from ossiclass.synth.stains import StainDomain, render, sample_domains
 
 MANIFEST_COLUMNS = ("path", "label", "domain", "seed", "mpp")
+SHEET_MAX_PX = 2**28
+"""The most pixels a contact sheet may have (768 MB as RGB): it is a picture to look at."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def write_tile_dataset(
     """
     settings.validate()
     root = Path(root)
+    check_output(root, folder=True)
     domains = sample_domains(settings.seed, settings.domains)
     description = {"settings": settings.to_dict(), "domains": [d.to_dict() for d in domains]}
     text = json.dumps(description, indent=2)
@@ -185,12 +188,20 @@ def contact_sheet(
     classes: tuple[str, ...] = CLASSES,
 ) -> Image.Image:
     """A labelled grid for people to judge the look: one row per class (of `classes`), one
-    stain domain per column. Returns an RGB Pillow image."""
-    check_classes(classes)
-    domains = sample_domains(seed, per_class)
+    stain domain per column. Returns an RGB Pillow image.
+
+    Its tiles are checked as a data set's are, and a sheet of over `SHEET_MAX_PX` is refused.
+    """
+    TileSettings(per_class, size_px, mpp, seed, domains=per_class, classes=classes).validate()
     label_width, gap = 230, 4
     width = label_width + per_class * (size_px + gap)
     height = len(classes) * (size_px + gap)
+    if width * height > SHEET_MAX_PX:
+        raise BadInputError(
+            f"a contact sheet of {width} x {height} px is over the {SHEET_MAX_PX:,} px a sheet may "
+            "have; give fewer or smaller tiles"
+        )
+    domains = sample_domains(seed, per_class)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=22)
