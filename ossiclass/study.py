@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ossiclass.bundle import load_bundle
 from ossiclass.classes import machine_name
 from ossiclass.classify import Running, Tiling, classify
 from ossiclass.errors import BadInputError, OssiclassError
-from ossiclass.files import write_text_atomic
+from ossiclass.files import check_output, write_text_atomic
 from ossiclass.manifest import (
     ANIMAL,
     DAY,
@@ -118,7 +119,7 @@ def run_study(
     study = read_manifest(manifest_path)
     columns = group_columns(study, by)
     measured_by_hand = read_manual(manual, study) if manual is not None else None
-    out, model = Path(out), Path(model)
+    out, model = check_output(Path(out), folder=True), Path(model)
     load_bundle(model)  # a bad model is one line now, not a failure per slide
     for roi in filter(None, study.rois):
         read_region(roi)  # so is a bad region file
@@ -303,9 +304,12 @@ def _agreement(
 
 
 def _check_record(out: Path, record: dict) -> None:
-    """Refuse an OUT whose slides were classified with another model or other settings."""
+    """Refuse an OUT whose slides were classified with another model or other settings, or
+    that holds a classify run."""
     path = out / STUDY_FILE
     if not path.exists():
+        if (out / "summary.json").exists():  # the study's tables would mix with a slide's
+            raise BadInputError(f"{out}: holds a classify run, not a study; use another folder")
         return
     stored = json.loads(path.read_text())
     # A setting added since the study began counts as its default (so `refine`, False).
@@ -319,7 +323,24 @@ def _check_record(out: Path, record: dict) -> None:
 
 
 def _fabric(running: Running, num_nodes: int) -> Fabric:
-    """The processes of the study: `running.devices` per node, DDP where more than one."""
+    """The processes of the study: `running.devices` per node, DDP where more than one. Over
+    several nodes, only where a launcher says which node this is: without one, the first node
+    would wait for the others for ever."""
+    from lightning_fabric.plugins.environments import (
+        LSFEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    launched = "NODE_RANK" in os.environ or any(
+        environment.detect()
+        for environment in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
+    )
+    if num_nodes > 1 and not launched:
+        raise BadInputError(
+            f"--num-nodes {num_nodes}: start the command on each node under srun or torchrun, "
+            "or with MASTER_ADDR, MASTER_PORT and NODE_RANK set"
+        )
     try:
         return Fabric(
             accelerator=running.accelerator,

@@ -343,6 +343,31 @@ def test_manifest_errors_are_one_line(content, message, tiny_model, tmp_path, ca
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("where", ["a file", "under a file", "a classify run", "nodes"])
+def test_an_output_or_nodes_a_study_cannot_use_are_one_line(where, tiny_model, tmp_path, capsys,
+                                                            monkeypatch):  # fmt: skip
+    (tmp_path / "a.tif").write_bytes(b"")
+    manifest = _write(tmp_path / "manifest.csv", ["slide", "a.tif"])
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    out, extra, message = {
+        "a file": ("afile", [], "afile: is a file, not a folder"),
+        "under a file": ("afile/o", [], "afile: is a file, not a folder"),
+        "a classify run": ("run", [], "run: holds a classify run, not a study"),
+        "nodes": ("o", ["--num-nodes", "2"], "--num-nodes 2: start the command on each node"),
+    }[where]
+    for variable in ("NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID",
+                     "LSB_JOBID"):  # fmt: skip
+        monkeypatch.delenv(variable, raising=False)
+    command = _command(manifest, tiny_model, tmp_path / out, *extra)
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+    assert (tmp_path / "afile").read_text() == "mine" and not (tmp_path / "o").exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["summary.json"]
+
+
 @pytest.mark.slow  # classifies a study's slide: seconds
 def test_a_slide_of_a_study_is_measured_in_its_region(slides, tiny_model, tmp_path):
     region = feature(shapely.box(0, 0, 512, 512), "Callus", (0, 0, 0), "annotation")
