@@ -222,6 +222,14 @@ def _pair(slides: Sequence, geojsons: Sequence) -> list[tuple[Path, Path]]:
         raise BadInputError(
             f"two slides named {repeated[0]}: a slide's name is its group, so names must differ"
         )
+    files = [s.resolve() for s in slides]
+    for file in files:
+        if files.count(file) > 1:
+            others = [str(s) for s, f in zip(slides, files, strict=True) if f == file]
+            raise BadInputError(
+                f"{' and '.join(others)} are one file: its tiles would be two groups, and could "
+                "fall on both sides of the validation split"
+            )
     by_stem = {g.stem: g for g in geojsons}
     if len(by_stem) == len(geojsons) and set(by_stem) == set(stems):
         return [(s, by_stem[s.stem]) for s in slides]

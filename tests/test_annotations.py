@@ -250,6 +250,11 @@ def test_slides_and_geojsons_must_pair(drawn, tmp_path):
         cut_annotated_tiles([slide, other], [geojson], tmp_path / "t", SETTINGS, progress=False)
     with pytest.raises(BadInputError, match="two slides named growth_plate"):
         cut_annotated_tiles([slide, slide], [geojson] * 2, tmp_path / "t", SETTINGS)
+    link = tmp_path / "the_same.tif"
+    link.symlink_to(slide)
+    with pytest.raises(BadInputError, match=f"{slide} and {link} are one file"):
+        cut_annotated_tiles([slide, link], [geojson] * 2, tmp_path / "t", SETTINGS)
+    assert not (tmp_path / "t").exists()
 
 
 def test_cli_synth_annotations_then_tiles(small_slide, tmp_path, capsys):
