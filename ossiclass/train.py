@@ -5,6 +5,7 @@ installed, the run logs to it as well, into the same folder."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import sys
@@ -21,7 +22,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from ossiclass.bundle import ModelSettings, check_writable, save_bundle
 from ossiclass.data import TileDataModule
-from ossiclass.errors import OssiclassError
+from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.model import TissueClassifier
 from ossiclass.network import build_backbone, head
 
@@ -228,16 +229,26 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         args = ["fit", *args]
     checkpoint = _value(args, "--ckpt_path")
     version_option = "--trainer.logger.init_args.version"
+    if checkpoint and not Path(checkpoint).is_file():
+        raise BadInputError(f"--ckpt_path {checkpoint}: no such checkpoint file")
     if checkpoint and _value(args, version_option) is None:
-        run_dir = Path(checkpoint).resolve().parents[1]  # RUN/checkpoints/last.ckpt
+        run_dir = Path(checkpoint).resolve().parent.parent  # RUN/checkpoints/last.ckpt
         if run_dir.name.startswith("version_"):
             args += [version_option, run_dir.name]  # log into the run being resumed
-    return _TrainingCLI(
-        TissueClassifier,
-        TileDataModule,
-        args=args,
-        run=run,
-        seed_everything_default=0,
-        trainer_defaults={"logger": {"class_path": LOGGER}},
-        save_config_kwargs={"overwrite": True},
-    )
+    one_line = {"exit_on_error": False}  # a bad option or config is one line, not the usage
+    try:
+        return _TrainingCLI(
+            TissueClassifier,
+            TileDataModule,
+            args=args,
+            run=run,
+            seed_everything_default=0,
+            trainer_defaults={"logger": {"class_path": LOGGER}},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs=one_line | {name: one_line for name in LightningCLI.subcommands()},
+        )
+    except argparse.ArgumentError as error:
+        problem = " ".join(line.strip() for line in str(error).splitlines())
+        raise BadInputError(f"train: {problem} (`ossiclass train --help`: the options)") from None
+    except UnicodeDecodeError as error:  # a config that is not text
+        raise BadInputError(f"train: a config or option file is not UTF-8 text ({error})") from None

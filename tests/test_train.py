@@ -40,6 +40,31 @@ def test_a_run_whose_bundle_could_not_be_written_stops_before_it_trains(tmp_path
     assert not (run / "checkpoints").exists()  # not an epoch trained
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--config", "CONFIG"], "train: Unexpected config: hi"),
+        (["--config", "BINARY"], "train: a config or option file is not UTF-8 text"),
+        (["--config", "configs/default.yaml", "--trainer.max_epochs", "x"],
+         'train: Parser key "trainer.max_epochs": Does not validate'),
+        (["--config", "configs/default.yaml", "--no_such_option", "1"],
+         "train: unrecognized arguments: --no_such_option 1"),
+        (["--config", "configs/default.yaml", "--ckpt_path", "/x.ckpt"],
+         "--ckpt_path /x.ckpt: no such checkpoint file"),
+    ],
+)  # fmt: skip
+def test_a_training_command_it_cannot_run_is_one_line(tmp_path, capsys, extra, message):
+    from ossiclass.cli import main
+
+    (tmp_path / "hi.yaml").write_text("hi")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(128, 256)))
+    paths = {"CONFIG": str(tmp_path / "hi.yaml"), "BINARY": str(tmp_path / "binary.yaml")}
+    assert main(["train", *(paths.get(arg, arg) for arg in extra)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("ossiclass: error: ") and message in error[-1]
+    assert not any(line.startswith("usage:") for line in error)
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_logs_each_step_once(tmp_path, tile_set):
     tiles = tile_set(8, seed=5)
