@@ -105,14 +105,27 @@ class Running:
             return self.workers
         if device == "cpu":
             return min(source.cpu_workers, chunks)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        return max(1, min(8, (cores or 1) // self.devices, chunks))
+        return max(1, min(8, _cores() // self.devices, chunks))
 
     def validate(self) -> None:
         if self.batch_size < 1 or (self.workers or 0) < 0 or self.devices < 1:
             raise BadInputError("batch_size and devices must be positive, workers >= 0")
+        cores = _cores()
+        if self.accelerator == "cpu" and self.devices > cores:
+            raise BadInputError(
+                f"devices {self.devices}: this machine gives {cores} cores, and processes beyond "
+                "them only slow each other"
+            )
+        if (self.workers or 0) > 4 * cores:
+            raise BadInputError(f"workers {self.workers}: more than 4 per core ({cores} cores)")
         if self.device_index is not None and self.devices != 1:
             raise BadInputError("device_index names one device: devices must be 1")
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
 
 
 class Chunks(Dataset):

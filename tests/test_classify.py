@@ -475,6 +475,12 @@ def test_bad_settings_are_refused():
         Tiling(min_tissue=2).validate()
     with pytest.raises(BadInputError, match="batch_size"):
         Running(batch_size=0).validate()
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(BadInputError, match=f"devices {cores + 1}: this machine gives {cores} co"):
+        Running(devices=cores + 1).validate()
+    Running(devices=cores + 1, accelerator="gpu").validate()  # GPUs are counted by Lightning
+    with pytest.raises(BadInputError, match=f"workers {4 * cores + 1}: more than 4 per core"):
+        Running(workers=4 * cores + 1).validate()
 
 
 def test_reading_workers_by_default(monkeypatch):
