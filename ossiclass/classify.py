@@ -111,7 +111,7 @@ class Running:
         if self.batch_size < 1 or (self.workers or 0) < 0 or self.devices < 1:
             raise BadInputError("batch_size and devices must be positive, workers >= 0")
         cores = _cores()
-        if self.accelerator == "cpu" and self.devices > cores:
+        if self.accelerator == "cpu" and self.devices > cores and not cluster_launched():
             raise BadInputError(
                 f"devices {self.devices}: this machine gives {cores} cores, and processes beyond "
                 "them only slow each other"
@@ -126,6 +126,20 @@ def _cores() -> int:
     """The CPU cores this process may run on."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return cores or 1
+
+
+def cluster_launched() -> bool:
+    """Whether a launcher started this process as one of several (srun, torchrun, LSF, MPI, or
+    NODE_RANK set by hand), as Lightning detects it; else the command starts its own."""
+    from lightning_fabric.plugins.environments import (
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    environments = (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment, MPIEnvironment)
+    return "NODE_RANK" in os.environ or any(e.detect() for e in environments)
 
 
 class Chunks(Dataset):

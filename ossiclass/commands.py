@@ -68,13 +68,13 @@ def normalize_images(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from ossiclass.files import save_png
+    from ossiclass.files import check_output, save_png
     from ossiclass.imageio import read_image
     from ossiclass.preprocess.stain import NORMALIZERS, normalizer_from_dict
     from ossiclass.slides import image_mpp, resolve_mpp
 
     out = Path(args.out)
-    targets = [out / f"{Path(name).stem}.png" for name in args.images]
+    targets = [check_output(out / f"{Path(name).stem}.png") for name in args.images]
     _refuse_shared(args.images, targets)
     reference = Path(args.reference)
     if reference.suffix.lower() == ".json":

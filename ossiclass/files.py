@@ -24,7 +24,8 @@ def partial_path(path: Path) -> Path:
 def check_output(path: Path, folder: bool = False) -> Path:
     """`path`, checked that an output file (an output `folder`) can be made there:
     `BadInputError` where it is a folder (a file), or lies under a file. Commands check their
-    outputs before the work, so that nothing is left half-finished."""
+    outputs before the work, so that nothing is left half-finished; the atomic writers check
+    again, so that no write ends in a traceback."""
     if path.exists() and path.is_dir() != folder:
         kind = "a file, not a folder" if folder else "a folder, not a file"
         raise BadInputError(f"{path}: is {kind}")

@@ -101,25 +101,38 @@ def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
         )
 
 
+TIFF_COLOURS = {
+    tifffile.PHOTOMETRIC.MINISWHITE: "white-is-zero grey",
+    tifffile.PHOTOMETRIC.PALETTE: "palette colours",
+    tifffile.PHOTOMETRIC.SEPARATED: "CMYK",
+    tifffile.PHOTOMETRIC.YCBCR: "YCbCr",
+    tifffile.PHOTOMETRIC.CIELAB: "CIELab",
+}
+"""Names of the colour spaces whose samples are not grey or RGB values as stored."""
+DECODED_TO_RGB = (6, 7, 33007, 34892)
+"""Compressions (JPEG, old and new, and their variants) whose YCbCr tifffile decodes to RGB."""
+
+
 def tiff_colours(page: tifffile.TiffPage) -> str | None:
-    """What a TIFF page's samples are where they are not grey or RGB values as stored (CMYK,
-    CIELab, palette indices, white-is-zero grey, uncompressed YCbCr), or None. JPEG's YCbCr
-    is decoded to RGB."""
-    photometric, jpeg = page.photometric, page.compression == tifffile.COMPRESSION.JPEG
-    if photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB):
+    """The colour space of a TIFF page whose samples are not grey or RGB values as stored (CMYK,
+    CIELab, palette indices, white-is-zero grey, YCbCr that no JPEG codec decodes), or None;
+    a page that does not name its colour space is taken as its values."""
+    photometric = page.photometric
+    if 262 not in page.tags or photometric in (tifffile.PHOTOMETRIC.MINISBLACK,
+                                               tifffile.PHOTOMETRIC.RGB):  # fmt: skip
         return None
-    if photometric == tifffile.PHOTOMETRIC.YCBCR and jpeg:
+    if photometric == tifffile.PHOTOMETRIC.YCBCR and page.compression in DECODED_TO_RGB:
         return None
-    return getattr(photometric, "name", str(photometric))
+    return TIFF_COLOURS.get(photometric, getattr(photometric, "name", f"photometric {photometric}"))
 
 
-def tiff_damage(page: tifffile.TiffPage, file_bytes: int) -> str | None:
-    """Why a TIFF page's pixels cannot be read whole (signed samples, data past the end of a
-    file of `file_bytes`), or None."""
+def tiff_unreadable(page: tifffile.TiffPage) -> str | None:
+    """Why a TIFF page's pixels cannot be read as an image (signed samples, or data past the
+    end of its file: cut short), or None."""
     if page.dtype is not None and page.dtype.kind == "i":
         return f"signed {page.dtype} samples (an image's are unsigned)"
     ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
-    if ends.max(initial=0) > file_bytes:
+    if ends.max(initial=0) > page.parent.filehandle.size:
         return "damaged image data (the file ends before its pixels do: cut short?)"
     return None
 
@@ -134,7 +147,7 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray | None:
             shape = dict(zip(axes, series.shape, strict=True))
             _check_size(path, shape.get("X", 0), shape.get("Y", 0), max_pixels)
             pages = [page for page in series.pages if isinstance(page, tifffile.TiffPage)]
-            problems = [tiff_damage(page, path.stat().st_size) for page in pages]
+            problems = [tiff_unreadable(page) for page in pages]
             if any(problems):
                 raise ImageReadError(f"{path}: {next(p for p in problems if p)}")
             if any(tiff_colours(page) for page in pages):

@@ -22,7 +22,7 @@ import tifffile
 import zarr
 
 from ossiclass.errors import ImageReadError
-from ossiclass.imageio import TIFF_SUFFIXES, read_image, tiff_colours, tiff_damage, to_rgb_uint8
+from ossiclass.imageio import TIFF_SUFFIXES, read_image, tiff_colours, tiff_unreadable, to_rgb_uint8
 
 DEFAULT_MPP = 0.5
 """µm per pixel assumed for an input that records none and is given none: a 20x scan."""
@@ -195,9 +195,9 @@ def _tiff_levels(tif: tifffile.TiffFile, path: Path) -> list:
         if not isinstance(page, tifffile.TiffPage):
             continue
         if colours := tiff_colours(page):
-            raise ImageReadError(f"{path}: a TIFF in {colours}, not grey or RGB: save it as RGB")
-        if damage := tiff_damage(page, path.stat().st_size):
-            raise ImageReadError(f"{path}: {damage}")
+            raise ImageReadError(f"{path}: a tiled TIFF in {colours}: save it as RGB or grey")
+        if problem := tiff_unreadable(page):
+            raise ImageReadError(f"{path}: {problem}")
     if all(
         isinstance(page, tifffile.TiffPage) and page.is_tiled and page.planarconfig == 1
         and page.shaped[-1] in (3, 4) and page.imagedepth == 1

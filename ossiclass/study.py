@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from ossiclass import outputs, study_plots
 from ossiclass.agreement import bland_altman, describe, icc_2_1
 from ossiclass.bundle import load_bundle
 from ossiclass.classes import machine_name
-from ossiclass.classify import Running, Tiling, classify
+from ossiclass.classify import Running, Tiling, classify, cluster_launched
 from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import check_output, write_text_atomic
 from ossiclass.manifest import (
@@ -326,17 +325,7 @@ def _fabric(running: Running, num_nodes: int) -> Fabric:
     """The processes of the study: `running.devices` per node, DDP where more than one. Over
     several nodes, only where a launcher says which node this is: without one, the first node
     would wait for the others for ever."""
-    from lightning_fabric.plugins.environments import (
-        LSFEnvironment,
-        SLURMEnvironment,
-        TorchElasticEnvironment,
-    )
-
-    launched = "NODE_RANK" in os.environ or any(
-        environment.detect()
-        for environment in (SLURMEnvironment, TorchElasticEnvironment, LSFEnvironment)
-    )
-    if num_nodes > 1 and not launched:
+    if num_nodes > 1 and not cluster_launched():
         raise BadInputError(
             f"--num-nodes {num_nodes}: start the command on each node under srun or torchrun, "
             "or with MASTER_ADDR, MASTER_PORT and NODE_RANK set"

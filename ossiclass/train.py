@@ -27,6 +27,8 @@ from ossiclass.model import TissueClassifier
 from ossiclass.network import build_backbone, head
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "-h", "--help")
+CHECKPOINT_NAMES = ("last", "best", "hpc", "registry")
+"""`--ckpt_path` values Lightning resolves itself, not files."""
 
 
 class BundleWriter(Callback):
@@ -211,13 +213,20 @@ class _TrainingCLI(LightningCLI):
         self.trainer.callbacks.append(FlushLogsOnCheckpoint())
 
 
-def _value(args: list[str], option: str) -> str | None:
+def _values(args: list[str], option: str) -> list[str]:
+    """Every value given to `option` in `args` (`--option VALUE` or `--option=VALUE`)."""
+    values = []
     for index, arg in enumerate(args):
         if arg == option and index + 1 < len(args):
-            return args[index + 1]
-        if arg.startswith(option + "="):
-            return arg.split("=", 1)[1]
-    return None
+            values.append(args[index + 1])
+        elif arg.startswith(option + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _value(args: list[str], option: str) -> str | None:
+    """The first value given to `option` in `args`, or None."""
+    return next(iter(_values(args, option)), None)
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
@@ -229,9 +238,18 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         args = ["fit", *args]
     checkpoint = _value(args, "--ckpt_path")
     version_option = "--trainer.logger.init_args.version"
-    if checkpoint and not Path(checkpoint).is_file():
+    named = checkpoint and checkpoint.split(":", 1)[0] in CHECKPOINT_NAMES  # "registry:NAME"
+    local = checkpoint and not named and "://" not in checkpoint
+    if local and not Path(checkpoint).is_file():
         raise BadInputError(f"--ckpt_path {checkpoint}: no such checkpoint file")
-    if checkpoint and _value(args, version_option) is None:
+    for config in _values(args, "--config") + _values(args, "-c"):
+        try:
+            Path(config).read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise BadInputError(f"--config {config}: not UTF-8 text ({error.reason})") from None
+        except OSError:
+            pass  # LightningCLI says what is wrong with the path, below
+    if local and _value(args, version_option) is None:
         run_dir = Path(checkpoint).resolve().parent.parent  # RUN/checkpoints/last.ckpt
         if run_dir.name.startswith("version_"):
             args += [version_option, run_dir.name]  # log into the run being resumed
@@ -250,5 +268,3 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     except argparse.ArgumentError as error:
         problem = " ".join(line.strip() for line in str(error).splitlines())
         raise BadInputError(f"train: {problem} (`ossiclass train --help`: the options)") from None
-    except UnicodeDecodeError as error:  # a config that is not text
-        raise BadInputError(f"train: a config or option file is not UTF-8 text ({error})") from None

@@ -470,15 +470,22 @@ def test_a_label_the_mask_lacks_never_agrees(tmp_path):
     assert result["all_agreement"] == 0.5 and np.sum(result["confusion"]) == 1
 
 
-def test_bad_settings_are_refused():
+def test_bad_settings_are_refused(monkeypatch):
     with pytest.raises(BadInputError, match="min_tissue"):
         Tiling(min_tissue=2).validate()
     with pytest.raises(BadInputError, match="batch_size"):
         Running(batch_size=0).validate()
-    cores = len(os.sched_getaffinity(0))
+    from ossiclass.classify import _cores
+
+    cores = _cores()
+    for variable in ("NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID",
+                     "LSB_JOBID", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):  # fmt: skip
+        monkeypatch.delenv(variable, raising=False)
     with pytest.raises(BadInputError, match=f"devices {cores + 1}: this machine gives {cores} co"):
         Running(devices=cores + 1).validate()
     Running(devices=cores + 1, accelerator="gpu").validate()  # GPUs are counted by Lightning
+    monkeypatch.setenv("NODE_RANK", "0")  # started by a launcher: its node may have more cores
+    Running(devices=cores + 1).validate()
     with pytest.raises(BadInputError, match=f"workers {4 * cores + 1}: more than 4 per core"):
         Running(workers=4 * cores + 1).validate()
 

@@ -44,7 +44,7 @@ def test_a_run_whose_bundle_could_not_be_written_stops_before_it_trains(tmp_path
     "extra, message",
     [
         (["--config", "CONFIG"], "train: Unexpected config: hi"),
-        (["--config", "BINARY"], "train: a config or option file is not UTF-8 text"),
+        (["--config", "BINARY"], "binary.yaml: not UTF-8 text (invalid start byte)"),
         (["--config", "configs/default.yaml", "--trainer.max_epochs", "x"],
          'train: Parser key "trainer.max_epochs": Does not validate'),
         (["--config", "configs/default.yaml", "--no_such_option", "1"],
