@@ -314,9 +314,11 @@ def _outputs(inputs: list[str], out: Path) -> list[tuple[str, Path]]:
 
 def _refuse_shared(inputs: list[str], targets: list[Path]) -> None:
     """`BadInputError` where two inputs would be written to one target (file or folder)."""
-    for target in targets:
-        if targets.count(target) > 1:
-            sources = [name for name, other in zip(inputs, targets, strict=True) if other == target]
+    written: dict[Path, list[str]] = {}
+    for name, target in zip(inputs, targets, strict=True):
+        written.setdefault(target, []).append(name)
+    for target, sources in written.items():
+        if len(sources) > 1:
             raise BadInputError(f"{' and '.join(sources)} would both be written to {target}")
 
 
