@@ -34,7 +34,7 @@ from ossiclass.classes import (
     write_class_list,
 )
 from ossiclass.errors import BadInputError
-from ossiclass.files import partial_path, save_png, write_text_atomic
+from ossiclass.files import first_shared, partial_path, save_png, write_text_atomic
 from ossiclass.preprocess.tiling import BOX_COLUMNS, read_tile, slide_tissue_mask, tile_grid
 from ossiclass.preprocess.tissue import white_balance
 from ossiclass.qupath import AnnotationFile, read_annotations
@@ -216,20 +216,18 @@ def _read_label_map(source: str | Path | dict) -> dict[str, str | None]:
 def _pair(slides: Sequence, geojsons: Sequence) -> list[tuple[Path, Path]]:
     """(slide, its GeoJSON): by file stem where every slide has one of its stem, else by order."""
     slides, geojsons = [Path(s) for s in slides], [Path(g) for g in geojsons]
-    stems = [s.stem for s in slides]
-    repeated = sorted({s for s in stems if stems.count(s) > 1})
-    if repeated:
+    names, stems = [str(s) for s in slides], [s.stem for s in slides]
+    stem, _ = first_shared(names, stems)
+    if stem is not None:
         raise BadInputError(
-            f"two slides named {repeated[0]}: a slide's name is its group, so names must differ"
+            f"two slides named {stem}: a slide's name is its group, so names must differ"
         )
-    files = [s.resolve() for s in slides]
-    for file in files:
-        if files.count(file) > 1:
-            others = [str(s) for s, f in zip(slides, files, strict=True) if f == file]
-            raise BadInputError(
-                f"{' and '.join(others)} are one file: its tiles would be two groups, and could "
-                "fall on both sides of the validation split"
-            )
+    _, same = first_shared(names, [s.resolve() for s in slides])
+    if same:
+        raise BadInputError(
+            f"{' and '.join(same)} are one file: its tiles would be two groups, and could "
+            "fall on both sides of the validation split"
+        )
     by_stem = {g.stem: g for g in geojsons}
     if len(by_stem) == len(geojsons) and set(by_stem) == set(stems):
         return [(s, by_stem[s.stem]) for s in slides]

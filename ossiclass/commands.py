@@ -37,9 +37,8 @@ def synth_slide(args: argparse.Namespace) -> int:
         plate_height=args.plate_height,
     )
     path = write_slide(args.out, settings, workers=args.workers, progress=not args.quiet)
-    suffixes = (".labels.png", ".tissue.png", ".truth.json", ".classes.json")
-    written = [path.with_suffix(suffix) for suffix in suffixes]
-    print(f"wrote {path}, {', '.join(str(p) for p in written if p.exists())}")
+    written = [str(beside) for beside in files_beside(path) if beside.exists()]
+    print(f"wrote {path}, {', '.join(written)}")
     return 0
 
 

@@ -6,6 +6,7 @@ Each writes to a hidden `.NAME.partial` beside the target and renames it into pl
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,15 @@ def check_output(path: Path, folder: bool = False) -> Path:
                 raise BadInputError(f"{parent}: is a file, not a folder")
             break
     return path
+
+
+def first_shared(names: Sequence[str], keys: Sequence[Hashable]) -> tuple[Hashable, list[str]]:
+    """The first key that two or more of `names` share (their output, stem or file), with those
+    names; (None, []) where every key is its own."""
+    holders: dict[Hashable, list[str]] = {}
+    for name, key in zip(names, keys, strict=True):
+        holders.setdefault(key, []).append(name)
+    return next(((key, held) for key, held in holders.items() if len(held) > 1), (None, []))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
