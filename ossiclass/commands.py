@@ -24,7 +24,7 @@ def synth_tiles(args: argparse.Namespace) -> int:
 
 
 def synth_slide(args: argparse.Namespace) -> int:
-    from ossiclass.synth.slides import SlideSettings, write_slide
+    from ossiclass.synth.slides import SlideSettings, files_beside, write_slide
 
     settings = SlideSettings(
         args.layout,
@@ -313,12 +313,11 @@ def _outputs(inputs: list[str], out: Path) -> list[tuple[str, Path]]:
 
 def _refuse_shared(inputs: list[str], targets: list[Path]) -> None:
     """`BadInputError` where two inputs would be written to one target (file or folder)."""
-    written: dict[Path, list[str]] = {}
-    for name, target in zip(inputs, targets, strict=True):
-        written.setdefault(target, []).append(name)
-    for target, sources in written.items():
-        if len(sources) > 1:
-            raise BadInputError(f"{' and '.join(sources)} would both be written to {target}")
+    from ossiclass.files import first_shared
+
+    target, sources = first_shared(inputs, targets)
+    if sources:
+        raise BadInputError(f"{' and '.join(sources)} would both be written to {target}")
 
 
 def annotated_tiles(args: argparse.Namespace) -> int:

@@ -54,10 +54,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an RGB image as PNG atomically (a reader never sees half a file)."""
+def save_png(image: np.ndarray | Image.Image, path: Path, runs: bool = False) -> None:
+    """Write an image as PNG atomically (a reader never sees half a file). `runs`: an image of
+    long runs of one value (a label mask), deflated at zlib's level 3, not Huffman-coded only."""
     partial = partial_path(check_output(path))
-    Image.fromarray(image).save(
-        partial, format="PNG", compress_level=1, compress_type=PNG_HUFFMAN_ONLY
-    )
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    if runs:
+        image.save(partial, format="PNG", compress_level=3)
+    else:
+        image.save(partial, format="PNG", compress_level=1, compress_type=PNG_HUFFMAN_ONLY)
     os.replace(partial, path)

@@ -15,6 +15,7 @@ from ossiclass.synth.slides import (
     RegionRandom,
     SlideSettings,
     _fields,
+    files_beside,
     label_window,
     slide_domain,
     slide_truth,
@@ -60,6 +61,18 @@ def test_slide_is_a_tiled_pyramid_with_its_scale(slides, layout):
         assert page.tags["ResolutionUnit"].value == 3  # centimetre
         assert 1e4 / (numerator / denominator) == pytest.approx(0.5)
         assert '"mpp": 0.5' in page.description
+
+
+def test_a_slide_s_folder_holds_its_files_and_no_partial_one(slides):
+    """Every file is renamed into place: nothing `.partial` is left, and the files beside a
+    slide are those `files_beside` names (a class list only where there are classes beyond the
+    six: the marrow cavity's marrow and fat)."""
+    written = {path.name for path in slides["growth_plate"].parent.iterdir()}
+    expected = set()
+    for path in slides.values():
+        expected |= {path.name} | {p.name for p in files_beside(path)[:3]}
+    expected.add(files_beside(slides["marrow_cavity"])[3].name)
+    assert written == expected
 
 
 @pytest.mark.parametrize("layout", PROMISED)

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_index, class_list_to_dict
 from ossiclass.errors import BadInputError
-from ossiclass.files import check_output, write_text_atomic
+from ossiclass.files import check_output, partial_path, save_png, write_text_atomic
 from ossiclass.histomorphometry import measure_slide, mode_downsample
 from ossiclass.synth.layouts import (
     ALL_LAYOUTS,
@@ -61,8 +61,6 @@ TRUTH_MPP = 4.0
 TRUTH_MIN_PX = 1024
 AMOUNT_MAX = 3.0
 """The most `cartilage` and `plate_height` may be (shares of the layout's amount)."""
-BESIDE = (".labels.png", ".tissue.png", ".truth.json", ".classes.json")
-"""The files written (or, for `.classes.json`, removed) beside `OUT.tif`, by suffix."""
 
 
 @dataclass(frozen=True)
@@ -295,31 +293,38 @@ def write_slide(
     out = Path(out)
     if out.suffix.lower() not in (".tif", ".tiff"):
         raise BadInputError(f"{out}: a synthetic slide is written as .tif")
-    for path in (out, *(out.with_suffix(suffix) for suffix in BESIDE)):
+    label_path, tissue_path, truth_path, class_path = files_beside(out)
+    for path in (out, label_path, tissue_path, truth_path, class_path):
         check_output(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     labels = np.empty((settings.height, settings.width), dtype=np.uint8)
     level1 = np.empty((settings.height // 2, settings.width // 2, 3), dtype=np.uint8)
     strips = _paint_strips(settings, workers, progress)
-    partial_path = out.with_name(f".{out.name}.partial")
-    _write_pyramid(partial_path, _level0_tiles(strips, labels, level1), level1, settings)
+    _write_pyramid(partial_path(out), _level0_tiles(strips, labels, level1), level1, settings)
     del level1
     truth = json.dumps(slide_truth(labels, settings), indent=1, ensure_ascii=False)
-    write_text_atomic(out.with_suffix(".truth.json"), truth + "\n")
+    write_text_atomic(truth_path, truth + "\n")
     label_image = Image.fromarray(labels)
     del labels
-    label_image.save(out.with_suffix(".labels.png"), compress_level=3)
-    label_image.point(lambda value: 0 if value == BACKGROUND_LABEL else 255).save(
-        out.with_suffix(".tissue.png")
-    )
-    class_path, classes = out.with_suffix(".classes.json"), layout_classes(settings.layout)
+    save_png(label_image, label_path, runs=True)
+    tissue = label_image.point(lambda value: 0 if value == BACKGROUND_LABEL else 255)
+    save_png(tissue, tissue_path, runs=True)
+    classes = layout_classes(settings.layout)
     if classes != TISSUE_CLASSES:
         text = json.dumps({"classes": class_list_to_dict(classes)}, indent=1)
         write_text_atomic(class_path, text + "\n")
     else:  # a class list left by an earlier slide of this name would misname its labels
         class_path.unlink(missing_ok=True)
-    partial_path.replace(out)
+    partial_path(out).replace(out)
     return out
+
+
+def files_beside(out: Path) -> tuple[Path, Path, Path, Path]:
+    """The files `write_slide` writes beside `OUT.tif`: its label mask, tissue mask, true
+    measures and class list (the last only where the layout holds classes beyond the six)."""
+    suffixes = (".labels.png", ".tissue.png", ".truth.json", ".classes.json")
+    label_path, tissue_path, truth_path, class_path = (out.with_suffix(s) for s in suffixes)
+    return label_path, tissue_path, truth_path, class_path
 
 
 def slide_truth(labels: np.ndarray, settings: SlideSettings) -> dict:
