@@ -211,18 +211,30 @@ def normalize_tiles(normalizer, tiles: torch.Tensor) -> tuple[torch.Tensor, np.n
 
 def grouped_split(table: TileTable, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, held out): about `fraction` of each class's groups held out (at least one
-    where a class has several, none where `fraction` is 0), so tiles of one slide or source
-    never straddle the split."""
+    where a class has several, none where `fraction` is 0), each group whole, so that tiles of
+    one slide or source never straddle the split. A slide holds several classes: holding it out
+    for one holds out its tiles of the others, and a group is kept for training where holding
+    it out would leave one of its classes without training tiles."""
     rng = np.random.default_rng(seed)
-    held = []
-    for label in np.unique(table.labels):
-        groups = sorted({table.groups[i] for i in np.flatnonzero(table.labels == label)})
-        count = max(1, round(fraction * len(groups))) if len(groups) > 1 and fraction > 0 else 0
-        chosen = set(rng.choice(groups, size=count, replace=False)) if count else set()
-        held += [i for i in np.flatnonzero(table.labels == label) if table.groups[i] in chosen]
-    held = np.asarray(sorted(held), dtype=np.int64)
-    rest = np.setdiff1d(np.arange(len(table.labels)), held)
-    return rest, held
+    groups = np.asarray(table.groups, dtype=object)
+    classes_of: dict[str, set[int]] = {}
+    for group, label in zip(table.groups, table.labels.tolist(), strict=True):
+        classes_of.setdefault(group, set()).add(label)
+    groups_of = {label: {g for g, held in classes_of.items() if label in held}
+                 for label in np.unique(table.labels).tolist()}  # fmt: skip
+    held_out: set[str] = set()
+    training = {label: len(own) for label, own in groups_of.items()}  # groups left to train on
+    for own in groups_of.values():
+        count = max(1, round(fraction * len(own))) if len(own) > 1 and fraction > 0 else 0
+        free = sorted(own - held_out)
+        owed = min(count - len(own & held_out), len(free))
+        for group in rng.choice(free, size=owed, replace=False) if owed > 0 else ():
+            if all(training[c] > 1 for c in classes_of[group]):
+                held_out.add(group)
+                for c in classes_of[group]:
+                    training[c] -= 1
+    held = np.flatnonzero(np.isin(groups, list(held_out))).astype(np.int64)
+    return np.setdiff1d(np.arange(len(table.labels)), held), held
 
 
 @dataclass(frozen=True)

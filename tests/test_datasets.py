@@ -148,6 +148,19 @@ def test_grouped_split_keeps_groups_together():
     assert len(held) == 30 and sorted(np.unique(labels[held])) == list(range(6))
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_a_slide_of_several_classes_is_held_out_whole(seed):
+    """Slides of QuPath annotations hold several classes each: a slide held out for one class
+    takes its tiles of the others with it, and no class loses every training slide."""
+    labels = np.array([0, 1, 2] * 12)
+    groups = [f"slide{i // 3 % 3}" for i in range(36)]  # three slides, each with all classes
+    groups[-1] = "slide3"  # and one tile of class 2 alone on a fourth
+    table = TileTable([None] * 36, labels, groups)
+    rest, held = grouped_split(table, 0.5, seed)
+    assert {groups[i] for i in rest}.isdisjoint({groups[i] for i in held})
+    assert len(held) and set(labels[rest]) == {0, 1, 2}
+
+
 def _stream_batches(stream, workers, seed):
     torch.manual_seed(seed)
     tiles = SyntheticTiles(stream, size_px=32, batch_size=6, normalize=lambda batch: batch)
