@@ -214,7 +214,8 @@ def _read_label_map(source: str | Path | dict) -> dict[str, str | None]:
 
 
 def _pair(slides: Sequence, geojsons: Sequence) -> list[tuple[Path, Path]]:
-    """(slide, its GeoJSON): by file stem where every slide has one of its stem, else by order."""
+    """(slide, its GeoJSON): by name where any GeoJSON is named after a slide (then every one
+    must be, see `_exported_names`), else by order."""
     slides, geojsons = [Path(s) for s in slides], [Path(g) for g in geojsons]
     names, stems = [str(s) for s in slides], [s.stem for s in slides]
     stem, _ = first_shared(names, stems)
@@ -228,15 +229,33 @@ def _pair(slides: Sequence, geojsons: Sequence) -> list[tuple[Path, Path]]:
             f"{' and '.join(same)} are one file: its tiles would be two groups, and could "
             "fall on both sides of the validation split"
         )
-    by_stem = {g.stem: g for g in geojsons}
-    if len(by_stem) == len(geojsons) and set(by_stem) == set(stems):
-        return [(s, by_stem[s.stem]) for s in slides]
     if len(slides) != len(geojsons):
         raise BadInputError(
             f"{len(slides)} slides but {len(geojsons)} GeoJSON files: give one per slide, in "
             "the same order (or named after its slide)"
         )
-    return list(zip(slides, geojsons, strict=True))
+    owners = [[s for s in slides if g.stem in _exported_names(s)] for g in geojsons]
+    if not any(owners):
+        return list(zip(slides, geojsons, strict=True))
+    slide, twice = first_shared([str(g) for g in geojsons], [o[0] if o else None for o in owners])
+    unnamed = [str(g) for g, owner in zip(geojsons, owners, strict=True) if not owner]
+    if unnamed or twice:
+        problem = (
+            f"{unnamed[0]} is named after none" if unnamed
+            else f"{' and '.join(twice)} are both named after {slide}"
+        )  # fmt: skip
+        raise BadInputError(
+            f"GeoJSON files are paired with slides by name, but {problem}: name each after its "
+            "slide (s1.svs: s1.geojson), or none, to pair them in order"
+        )
+    by_slide = {owner[0]: g for g, owner in zip(geojsons, owners, strict=True)}
+    return [(s, by_slide[s]) for s in slides]
+
+
+def _exported_names(slide: Path) -> set[str]:
+    """The stems a GeoJSON exported from `slide` may have: the slide's stem (s1.geojson), its
+    whole name (s1.svs.geojson, as scripts name them), its stem without .ome (s1.ome.tif)."""
+    return {slide.stem, slide.name, slide.stem.removesuffix(".ome")}
 
 
 def _machine(name: str, mapping: dict | None, where: Path) -> str | None:

@@ -9,7 +9,7 @@ import tifffile
 from PIL import Image
 from shapely.geometry import shape
 
-from ossiclass.annotations import MANIFEST_COLUMNS, CutSettings, cut_annotated_tiles
+from ossiclass.annotations import MANIFEST_COLUMNS, CutSettings, _pair, cut_annotated_tiles
 from ossiclass.classes import CLASSES, EXTRA_TISSUES, TISSUE_CLASSES, read_class_list
 from ossiclass.cli import main
 from ossiclass.errors import BadInputError
@@ -255,6 +255,20 @@ def test_slides_and_geojsons_must_pair(drawn, tmp_path):
     with pytest.raises(BadInputError, match=f"{slide} and {link} are one file"):
         cut_annotated_tiles([slide, link], [geojson] * 2, tmp_path / "t", SETTINGS)
     assert not (tmp_path / "t").exists()
+
+
+def test_geojsons_pair_with_slides_by_name_or_else_by_order(tmp_path):
+    a, b = tmp_path / "a.ome.tif", tmp_path / "b.svs"
+    named = _pair([a, b], [Path("b.svs.geojson"), Path("in/a.geojson")])
+    assert named == [(a, Path("in/a.geojson")), (b, Path("b.svs.geojson"))]
+    in_order = _pair([a, b], [Path("export1.geojson"), Path("export2.geojson")])
+    assert in_order == [(a, Path("export1.geojson")), (b, Path("export2.geojson"))]
+    with pytest.raises(BadInputError, match="but export.geojson is named after none"):
+        _pair([a, b], [Path("b.geojson"), Path("export.geojson")])  # not quietly in order
+    with pytest.raises(
+        BadInputError, match=f"a.geojson and a.ome.tif.geojson are both named after {a}"
+    ):
+        _pair([a, b], [Path("a.geojson"), Path("a.ome.tif.geojson")])
 
 
 def test_cli_synth_annotations_then_tiles(small_slide, tmp_path, capsys):
