@@ -192,7 +192,7 @@ class Chunks(Dataset):
 
 class ChunkClassifier(pl.LightningModule):
     """The prediction step: per-item probabilities of a chunk (tiles of one item averaged).
-    `gains` (3,): the white balance, folded into the network's input standardisation."""
+    `gains` (3,): the white balance, applied in the network's input standardisation."""
 
     def __init__(self, network: InferenceNetwork, gains: np.ndarray | None = None,
                  cells: bool = False):  # fmt: skip
@@ -375,7 +375,7 @@ def _plan(source, predictor, tiling, running, model, out, resume, trainer) -> Pl
 def _run(plan: Plan, predictor: Predictor, running: Running, trainer, device) -> None:
     """Classify the chunks left to do; the `ChunkWriter` on the trainer writes each one."""
     prep = predictor.preprocessing
-    # White balance: in the workers ahead of a stain normaliser, else free in the network.
+    # White balance: in the workers ahead of a stain normaliser, else in the network's input.
     in_workers = plan.glass is not None and prep.stain_normalizer is not None
     chunks = Chunks(plan.source, plan.todo, running.batch_size, prep, plan.stains,
                     plan.glass if in_workers else None)  # fmt: skip

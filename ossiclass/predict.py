@@ -60,7 +60,7 @@ class InferenceNetwork(nn.Module):
         self.standardize = standardize or Standardize()
 
     def forward(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of (N, 3, S, S) uint8 tiles; `gains` (3,): a white balance folded into the
+        """Logits of (N, 3, S, S) uint8 tiles; `gains` (3,): a white balance applied in the
         standardisation (see `Standardize`)."""
         x = self.standardize(tiles, gains)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):

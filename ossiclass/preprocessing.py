@@ -106,8 +106,9 @@ class Preprocessing:
 class Standardize(nn.Module):
     """(N, 3, S, S) uint8 -> float tiles standardised per channel, laid out channels-last.
 
-    `gains` (3,) scales each channel first (a white balance, see `white_balance_gains`), folded
-    into the standardisation at no cost; unlike scaling the pixels it neither rounds nor clips.
+    `gains` (3,) scales each channel first (a white balance, see `white_balance_gains`),
+    rounded and clipped to 0-255 as `tissue.scale_channels` does it to the tiles a model is
+    trained on (`annotations`), so that a pixel brighter than the glass reads white in both.
     """
 
     def __init__(self, mean: tuple[float, ...] = HE_MEAN, std: tuple[float, ...] = HE_STD):
@@ -116,7 +117,7 @@ class Standardize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
 
     def forward(self, tiles: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
-        mean, std = self.mean, self.std
+        tiles = tiles.float()
         if gains is not None:
-            mean, std = mean / gains.view(1, 3, 1, 1), std / gains.view(1, 3, 1, 1)
-        return ((tiles.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+            tiles = (tiles * gains.view(1, 3, 1, 1) + 0.5).floor_().clamp_(0, 255)
+        return ((tiles - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
