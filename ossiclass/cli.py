@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--label-map", help="JSON label map for data sets with other labels")
     evaluate.add_argument(
+        "--mpp",
+        type=input_mpp,
+        help="the tiles' µm per pixel (default: a manifest's mpp column, else 0.5, a 20x scan, "
+        "with a note); each tile must cover the model's field",
+    )
+    evaluate.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",

@@ -130,8 +130,10 @@ def evaluate_model(args: argparse.Namespace) -> int:
 
     result, as_trained = evaluate_bundle(
         args.model, args.data, args.out, args.calibrate, args.label_map, not args.quiet,
-        args.precision,
+        args.precision, args.mpp,
     )  # fmt: skip
+    for note in result["notes"]:
+        print(f"ossiclass: note: {note}; give it with --mpp", file=sys.stderr)
     if args.calibrate:
         temperature = result["temperature"]
         print(f"fitted temperature {temperature:.3f} on {args.calibrate}; stored in {args.model}")

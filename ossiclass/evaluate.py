@@ -106,29 +106,40 @@ def evaluate_bundle(
     label_map: str | Path | None = None,
     progress: bool = True,
     precision: str = "auto",
+    input_mpp: float | None = None,
 ) -> tuple[dict, dict]:
     """Evaluate a model bundle on labelled tiles and write `metrics.json`, `confusion.png` and
     `reliability.png` under `out`, over the bundle's classes. With `calibrate` (validation
     tiles), fit a softmax temperature there and store it in the bundle. Tiles go through the
     bundle's preprocessing and `predict`'s network at `precision` ("auto", "fp32", "bf16"; the
     one used is reported). A tile set's classes (its `classes.json`, else the six) must all be
-    the model's. Returns (metrics, metrics as trained)."""
+    the model's. The tiles' µm/px is `input_mpp`, else a manifest's, else assumed (0.5, with a
+    line in `notes`); every tile must cover the model's field. Returns (metrics, metrics as
+    trained)."""
+    import numpy as np
+
     from ossiclass.bundle import check_writable, load_bundle, save_bundle
     from ossiclass.datasets import field_um, read_tiles
     from ossiclass.files import write_text_atomic
     from ossiclass.predict import Predictor
     from ossiclass.report import confusion_figure, reliability_figure
+    from ossiclass.slides import DEFAULT_MPP, assumed_note
 
     predictor = Predictor(model, precision=precision)
     if calibrate:
         check_writable(model)
     settings, prep = predictor.settings, predictor.preprocessing
 
+    notes = []
+
     def logits_and_labels(source):
         table, labels = model_labels(source, label_map, settings.classes)
         tiles, widths = read_tiles(table, prep.input_px, progress=progress)
-        if table.mpp is not None:  # a set that records its scale must cover the model's field
-            field_um(table, widths, prep.model_mpp, expected_um=prep.field_um)
+        if input_mpp is not None or table.mpp is None:
+            table = replace(table, mpp=np.full(len(widths), input_mpp or DEFAULT_MPP))
+            if input_mpp is None:
+                notes.append(assumed_note(f"the tiles of {source}"))
+        field_um(table, widths, DEFAULT_MPP, prep.field_um, "the model's inputs")
         tiles = torch.from_numpy(prep.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy()))
         return predict_logits(predictor, tiles.permute(0, 3, 1, 2)), labels
 
@@ -143,6 +154,7 @@ def evaluate_bundle(
     result = metrics(logits, labels, settings.temperature, settings.classes)
     result["before_calibration"] = {k: as_trained[k] for k in ("ece", "temperature")}
     result["precision"] = predictor.precision
+    result["notes"] = notes
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,23 @@ def test_evaluate_errors_are_one_line(tmp_path, capsys):
     assert f"cannot write the model {model}" in capsys.readouterr().err
 
 
+def test_tiles_that_record_no_scale_must_cover_the_model_s_field(tmp_path, capsys, tile_set):
+    """Class folders record no µm/px: 0.5 is assumed, with a note, or --mpp gives it; tiles of
+    another field are refused, not squeezed into the model's input."""
+    tiles = tile_set(1)  # 48 px tiles: 24 µm at 0.5 µm/px, the model's field
+    (tiles / "manifest.csv").unlink()
+    model = save_bundle(tmp_path / "model.pt", build_backbone("resnet18", 6),
+                        ModelSettings("resnet18", Preprocessing(0.75, 32)))  # fmt: skip
+    argv = ["evaluate", "--model", str(model), "--data", str(tiles), "--out", str(tmp_path / "e")]
+    assert main([*argv, "--quiet"]) == 0
+    assert f"the tiles of {tiles}: no µm per pixel recorded" in capsys.readouterr().err
+    assert main([*argv, "--quiet", "--mpp", "0.5"]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert main([*argv, "--quiet", "--mpp", "0.25"]) == 2
+    error = capsys.readouterr().err
+    assert "48 px at 0.25 µm/px cover 12 µm, but the model's inputs cover 24 µm" in error
+
+
 def test_evaluate_applies_the_bundles_stain_normaliser(tmp_path, tile_set):
     from ossiclass.preprocess.macenko import MacenkoNormalizer
     from ossiclass.synth.stains import sample_domains
