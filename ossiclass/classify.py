@@ -319,7 +319,7 @@ def classify(
         what = "a region to measure in" if region is not None else "refining a map"
         raise BadInputError(f"{input_path}: {what} is for slides, not tile folders")
     plan = _plan(source, predictor, tiling, running, model, out, resume, trainer)
-    total = len(plan.todo) * running.batch_size
+    total = sum(min(running.batch_size, len(source) - c * running.batch_size) for c in plan.todo)
     writer = ChunkWriter(plan.parts, source, predictor.classes, total, progress)
     trainer.callbacks.append(writer)
     if plan.todo:

@@ -52,6 +52,14 @@ def classified(tiny_model, small_slide, tmp_path_factory):
     return out, summary
 
 
+def test_the_progress_bar_counts_the_tiles_there_are(tiny_model, small_slide, tmp_path, capsys):
+    """Its total is the tiles to do, the last chunk's short batch included."""
+    summary = classify(small_slide, tiny_model, tmp_path / "out", running=FAST)
+    tiles = summary["tiles"]["classified"]
+    assert tiles % FAST.batch_size  # the last chunk is short
+    assert f" {tiles}/{tiles} " in capsys.readouterr().err.replace("\r", "\n")
+
+
 def test_a_slide_gets_every_output(classified):
     out, summary = classified
     assert sorted(p.name for p in out.iterdir()) == [
