@@ -38,6 +38,7 @@ from ossiclass.files import first_shared, partial_path, save_png, write_text_ato
 from ossiclass.preprocess.tiling import BOX_COLUMNS, read_tile, slide_tissue_mask, tile_grid
 from ossiclass.preprocess.tissue import white_balance
 from ossiclass.qupath import AnnotationFile, read_annotations
+from ossiclass.scale import checked_scale
 from ossiclass.slides import Slide, open_slide
 
 MANIFEST_COLUMNS = ("path", "label", "group", "mpp", "slide", "annotation", *BOX_COLUMNS)
@@ -52,7 +53,7 @@ class CutSettings:
     min_cover : least share of a tile one class's polygons must cover.
     stride_px : step between tiles in pixels at the model's µm/px (default `tile_px`: the grid
         `classify` lays; less gives overlapping tiles, more of them from small regions).
-    input_mpp : the slides' µm/px, overriding what they record (see `slides.resolve_mpp`).
+    input_mpp : the slides' µm/px, overriding what they record (see `scale.resolve_mpp`).
     white_balance : scale each slide's channels so that its glass reads neutral, as `classify`
         does by default (keep the two alike).
     """
@@ -65,16 +66,15 @@ class CutSettings:
     white_balance: bool = True
 
     def validate(self) -> None:
-        if not 0.05 <= self.model_mpp <= 50:
-            raise BadInputError(f"model_mpp must be 0.05 to 50 µm/px, got {self.model_mpp}")
+        checked_scale(self.model_mpp, "model_mpp")
         if self.tile_px < 8:
             raise BadInputError(f"tile_px must be at least 8, got {self.tile_px}")
         if not 0 < self.min_cover <= 1:
             raise BadInputError(f"min_cover must lie in (0, 1], got {self.min_cover}")
         if self.stride_px is not None and self.stride_px < 1:
             raise BadInputError(f"stride_px must be positive, got {self.stride_px}")
-        if self.input_mpp is not None and not 0.05 <= self.input_mpp <= 50:
-            raise BadInputError(f"input_mpp must be 0.05 to 50 µm/px, got {self.input_mpp}")
+        if self.input_mpp is not None:
+            checked_scale(self.input_mpp, "input_mpp")
 
 
 @dataclass

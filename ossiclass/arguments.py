@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from ossiclass.scale import PLAUSIBLE_MPP
+
 
 def number(convert: Callable[[str], float], accept: Callable[[float], bool], expected: str):
     """An argparse type: `convert` the text, and refuse what `accept` does not, saying what
@@ -26,4 +28,7 @@ whole_number = number(int, lambda v: v >= 0, "0 or more")
 positive_float = number(float, lambda v: v > 0, "a positive number")
 fraction = number(float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
 amount = number(float, lambda v: 0 <= v <= 3, "a share from 0 to 3")
-input_mpp = number(float, lambda v: 0.05 <= v <= 50, "0.05 to 50 µm per pixel")
+input_mpp = number(
+    float, lambda v: PLAUSIBLE_MPP[0] <= v <= PLAUSIBLE_MPP[1],
+    f"{PLAUSIBLE_MPP[0]:g} to {PLAUSIBLE_MPP[1]:g} µm per pixel",
+)  # fmt: skip

@@ -39,6 +39,7 @@ from ossiclass.predict import InferenceNetwork, Predictor
 from ossiclass.preprocess.tissue import white_balance, white_balance_gains
 from ossiclass.preprocessing import Preprocessing
 from ossiclass.qupath import Region, read_region
+from ossiclass.scale import checked_scale
 from ossiclass.sources import TileSource, open_source
 
 STAIN_SAMPLE_TILES = 64
@@ -71,8 +72,8 @@ class Tiling:
             raise BadInputError(f"min_tissue must lie in [0, 1], got {self.min_tissue}")
         if self.stride_px is not None and self.stride_px < 1:
             raise BadInputError(f"stride_px must be positive, got {self.stride_px}")
-        if self.input_mpp is not None and not 0.05 <= self.input_mpp <= 50:
-            raise BadInputError(f"input_mpp must be 0.05 to 50 µm/px, got {self.input_mpp}")
+        if self.input_mpp is not None:
+            checked_scale(self.input_mpp, "input_mpp")
 
 
 @dataclass(frozen=True)

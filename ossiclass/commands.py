@@ -70,7 +70,8 @@ def normalize_images(args: argparse.Namespace) -> int:
     from ossiclass.files import check_output, save_png
     from ossiclass.imageio import read_image
     from ossiclass.preprocess.stain import NORMALIZERS, normalizer_from_dict
-    from ossiclass.slides import image_mpp, resolve_mpp
+    from ossiclass.scale import resolve_mpp
+    from ossiclass.slides import image_mpp
 
     out = Path(args.out)
     targets = [check_output(out / f"{Path(name).stem}.png") for name in args.images]
@@ -174,7 +175,8 @@ def predict_images(args: argparse.Namespace) -> int:
 
     from ossiclass.imageio import read_image
     from ossiclass.predict import Predictor, predict_array
-    from ossiclass.slides import assumed_note, image_mpp, resolve_mpp
+    from ossiclass.scale import assumed_note, resolve_mpp
+    from ossiclass.slides import image_mpp
 
     predictor = Predictor(args.model, precision=args.precision)
     failed, width, assumed = 0, max(len("image"), *map(len, args.images)), []
@@ -324,7 +326,7 @@ def _refuse_shared(inputs: list[str], targets: list[Path]) -> None:
 
 def annotated_tiles(args: argparse.Namespace) -> int:
     from ossiclass.annotations import CutSettings, cut_annotated_tiles
-    from ossiclass.slides import assumed_note
+    from ossiclass.scale import assumed_note
 
     if args.model is not None:
         if args.tile_px is not None:

@@ -123,7 +123,7 @@ def evaluate_bundle(
     from ossiclass.files import write_text_atomic
     from ossiclass.predict import Predictor
     from ossiclass.report import confusion_figure, reliability_figure
-    from ossiclass.slides import DEFAULT_MPP, assumed_note
+    from ossiclass.scale import DEFAULT_MPP, assumed_note
 
     predictor = Predictor(model, precision=precision)
     if calibrate:

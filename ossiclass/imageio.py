@@ -109,8 +109,9 @@ TIFF_COLOURS = {
     tifffile.PHOTOMETRIC.CIELAB: "CIELab",
 }
 """Names of the colour spaces whose samples are not grey or RGB values as stored."""
-DECODED_TO_RGB = (6, 7, 33007, 34892)
-"""Compressions (JPEG, old and new, and their variants) whose YCbCr tifffile decodes to RGB."""
+JPEG_COMPRESSIONS = (6, 7, 33007, 34892)
+"""TIFF compressions that are JPEG (old, new and their variants): tifffile decodes their YCbCr
+to RGB, and a tiled page keeps their shared tables."""
 
 
 def tiff_colours(page: tifffile.TiffPage) -> str | None:
@@ -121,7 +122,7 @@ def tiff_colours(page: tifffile.TiffPage) -> str | None:
     if 262 not in page.tags or photometric in (tifffile.PHOTOMETRIC.MINISBLACK,
                                                tifffile.PHOTOMETRIC.RGB):  # fmt: skip
         return None
-    if photometric == tifffile.PHOTOMETRIC.YCBCR and page.compression in DECODED_TO_RGB:
+    if photometric == tifffile.PHOTOMETRIC.YCBCR and page.compression in JPEG_COMPRESSIONS:
         return None
     return TIFF_COLOURS.get(photometric, getattr(photometric, "name", f"photometric {photometric}"))
 

@@ -23,7 +23,8 @@ from ossiclass.imageio import read_image
 from ossiclass.network import cell_head, last_feature_maps
 from ossiclass.preprocess.tissue import tissue_fraction
 from ossiclass.preprocessing import Preprocessing, Standardize
-from ossiclass.slides import image_mpp, resolve_mpp
+from ossiclass.scale import resolve_mpp
+from ossiclass.slides import image_mpp
 
 PRECISIONS = ("auto", "fp32", "bf16")
 BATCH = 64
@@ -208,7 +209,7 @@ def predict_image(
     tta: bool = False,
 ) -> ImagePrediction:
     """Classify one image (a path, or an (H, W, 3) uint8 array) with a bundle. Its µm/px is
-    `input_mpp`, else what the file records, else `slides.DEFAULT_MPP` (see `resolve_mpp`)."""
+    `input_mpp`, else what the file records, else `scale.DEFAULT_MPP` (see `resolve_mpp`)."""
     predictor = model if isinstance(model, Predictor) else Predictor(model)
     if isinstance(image, np.ndarray):
         return predict_array(predictor, image, resolve_mpp(input_mpp, None).mpp, tta)

@@ -5,8 +5,8 @@ untiled TIFF) through `imageio.read_image`, and scanners' formats (SVS, NDPI, SC
 tiffslide, the optional `ossiclass[wsi]` extra. Locations are level-0 pixels (x, y), as in
 OpenSlide; sizes are pixels at the level read.
 
-Every input's µm per pixel follows one rule, `resolve_mpp`: the value given, else what the file
-records, else `DEFAULT_MPP` with a note saying so.
+Every input's µm per pixel follows one rule, `scale.resolve_mpp`: the value given, else what
+the file records, else `scale.DEFAULT_MPP` with a note saying so.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,44 +21,15 @@ import tifffile
 import zarr
 
 from ossiclass.errors import ImageReadError
-from ossiclass.imageio import TIFF_SUFFIXES, read_image, tiff_colours, tiff_unreadable, to_rgb_uint8
-
-DEFAULT_MPP = 0.5
-"""µm per pixel assumed for an input that records none and is given none: a 20x scan."""
-
-
-@dataclass(frozen=True)
-class Scale:
-    """An input's µm per pixel and where it came from: "given", "file" or "assumed"."""
-
-    mpp: float
-    source: str
-
-    def note(self, name: str) -> str | None:
-        """A line for the user where the scale was assumed (`name`: what it is about); None
-        where it is known."""
-        return None if self.source != "assumed" else assumed_note(name)
-
-
-PLAUSIBLE_MPP = (0.05, 50.0)
-"""µm per pixel a microscope scan can have; recorded values outside (a 72 dpi tag) are none."""
-
-
-def assumed_note(name: str) -> str:
-    """The note for inputs (`name`: one file, or "3 of 10 images") that record no scale."""
-    low, high = PLAUSIBLE_MPP
-    return (f"{name}: no µm per pixel recorded (or one outside {low:g}-{high:g}); assumed "
-            f"{DEFAULT_MPP:g} (a 20x scan)")  # fmt: skip
-
-
-def resolve_mpp(given: float | None, recorded: float | None) -> Scale:
-    """The one rule for an input's scale: `given` (a user's override), else `recorded` (the
-    file's metadata, where plausible), else `DEFAULT_MPP`."""
-    if given is not None:
-        return Scale(float(given), "given")
-    if recorded is not None and PLAUSIBLE_MPP[0] <= recorded <= PLAUSIBLE_MPP[1]:
-        return Scale(float(recorded), "file")
-    return Scale(DEFAULT_MPP, "assumed")
+from ossiclass.imageio import (
+    JPEG_COMPRESSIONS,
+    TIFF_SUFFIXES,
+    read_image,
+    tiff_colours,
+    tiff_unreadable,
+    to_rgb_uint8,
+)
+from ossiclass.scale import Scale, resolve_mpp
 
 
 class Slide:
@@ -134,7 +104,7 @@ class TiledLevel:
         self._page, self._cached = page, cached
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._jpeg = {}
-        if page.compression in (6, 7, 34892, 33007):  # JPEG: shared tables live in the page
+        if page.compression in JPEG_COMPRESSIONS:  # shared tables live in the page
             self._jpeg = {"jpegtables": page.jpegtables, "jpegheader": page.jpegheader}
         self.shape = (page.imagelength, page.imagewidth, page.samplesperpixel)
         self.dtype = page.dtype

@@ -3,7 +3,7 @@ for a folder of tile images, so that classifying, writing and resuming never ask
 
 `open_source` opens an input and plans its tiles: for a slide, the tissue mask and the colour of
 its glass from a thumbnail, and the grid of tissue boxes at the model's µm/px; for a folder, its
-image files, each at its own µm/px. Scales follow `slides.resolve_mpp` for every kind.
+image files, each at its own µm/px. Scales follow `scale.resolve_mpp` for every kind.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from ossiclass.preprocess.tiling import (
     tile_grid,
 )
 from ossiclass.preprocessing import Preprocessing
-from ossiclass.slides import Scale, Slide, assumed_note, image_mpp, open_slide, resolve_mpp
+from ossiclass.scale import Scale, assumed_note, resolve_mpp
+from ossiclass.slides import Slide, image_mpp, open_slide
 
 
 class TileSource(Protocol):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import os
 import re
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ossiclass.arguments import input_mpp
 from ossiclass.classes import CLASSES
 from ossiclass.datasets import read_label_map
 from ossiclass.errors import BadInputError, OssiclassError
@@ -225,16 +225,6 @@ def convert(args: argparse.Namespace) -> str:
     return summary
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Convert a downloaded tile data set into ossiclass's layout "
@@ -261,11 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--link", action="store_true", help="hard-link (or copy) the files as they are"
     )
     parser.add_argument(
-        "--mpp-in", type=positive_float, metavar="MPP", help="µm per pixel of the source tiles"
+        "--mpp-in", type=input_mpp, metavar="MPP", help="µm per pixel of the source tiles"
     )
-    parser.add_argument(
-        "--mpp-out", type=positive_float, metavar="MPP", help="µm per pixel to write"
-    )
+    parser.add_argument("--mpp-out", type=input_mpp, metavar="MPP", help="µm per pixel to write")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

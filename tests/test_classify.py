@@ -25,7 +25,8 @@ from ossiclass.predict import Predictor
 from ossiclass.preprocess.stain import NORMALIZERS
 from ossiclass.preprocess.tiling import TileBox, read_tile
 from ossiclass.preprocess.tissue import white_balance_gains
-from ossiclass.slides import Scale, open_slide
+from ossiclass.scale import Scale
+from ossiclass.slides import open_slide
 from ossiclass.sources import FolderSource, SlideSource
 from ossiclass.synth.slides import SlideSettings, slide_domain
 from ossiclass.synth.stains import sample_domains

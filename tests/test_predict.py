@@ -155,7 +155,7 @@ def test_the_public_api_predicts(tiny_model, tile):
 def test_a_scale_is_given_else_read_else_assumed_with_a_note(tiny_model, tile, tmp_path, capsys):
     import tifffile
 
-    from ossiclass.slides import resolve_mpp
+    from ossiclass.scale import resolve_mpp
 
     assert resolve_mpp(0.3, 0.25).source == "given" and resolve_mpp(None, 0.25).mpp == 0.25
     assert resolve_mpp(None, None).mpp == 0.5 and resolve_mpp(None, None).note("x")

@@ -22,7 +22,8 @@ from benchmarks.common import MPP, ossiclass_command
 from ossiclass.classify import Running, classify
 from ossiclass.predict import Predictor
 from ossiclass.preprocess.tiling import TileBox, read_tile
-from ossiclass.slides import Scale, open_slide
+from ossiclass.scale import Scale
+from ossiclass.slides import open_slide
 from ossiclass.sources import SlideSource
 
 TIATOOLBOX_SCRIPT = Path(__file__).parents[1] / "tiatoolbox_patch_predictor.py"
