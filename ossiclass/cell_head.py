@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ossiclass.classes import CALLUS_PARTS
 from ossiclass.errors import BadInputError
 from ossiclass.network import CELL_HEAD, last_feature_maps
 
@@ -49,7 +50,6 @@ def tile_set_settings(tile_set: str | Path, class_names: tuple[str, ...], per_cl
     `per_class` tiles of each class for a model of `class_names` whose tiles cover `field_um`
     µm a side; else `BadInputError`."""
     from ossiclass.datasets import FIELD_TOLERANCE
-    from ossiclass.synth.painters import CALLUS_ISLANDS
     from ossiclass.synth.tiles import TileSettings
 
     description = Path(tile_set) / "synth.json"
@@ -71,7 +71,7 @@ def tile_set_settings(tile_set: str | Path, class_names: tuple[str, ...], per_cl
             f"{tile_set}: its tiles cover {settings.size_px * settings.mpp:g} µm, "
             f"the model's {field_um:g} µm"
         )
-    missing = [n for n in (*settings.classes, *CALLUS_ISLANDS) if n not in class_names]
+    missing = [n for n in (*settings.classes, *CALLUS_PARTS) if n not in class_names]
     if missing:
         raise BadInputError(f"{tile_set}: the model has no class {', '.join(sorted(set(missing)))}")
     return settings
@@ -85,11 +85,10 @@ def painted_cells(settings: TileSettings, class_names: tuple[str, ...], per_clas
     Yields ((S, S, 3) uint8 tile at the set's µm per pixel, (h, w) uint8 label image at
     painting resolution, indices into `class_names`, the model's class list).
     """
-    from ossiclass.synth.painters import CALLUS_ISLANDS
     from ossiclass.synth.stains import sample_domains
     from ossiclass.synth.tiles import labelled_tile
 
-    islands = np.array([class_names.index(name) for name in CALLUS_ISLANDS], dtype=np.uint8)
+    islands = np.array([class_names.index(name) for name in CALLUS_PARTS], dtype=np.uint8)
     domains = sample_domains(settings.seed, settings.domains)
     jobs = [(name, index) for name in settings.classes for index in range(per_class)]
     for name, index in tqdm(jobs, desc="painting tiles", unit="tile", disable=not progress):

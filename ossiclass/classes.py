@@ -61,6 +61,11 @@ CLASSES: tuple[str, ...] = tuple(c.name for c in TISSUE_CLASSES)
 BACKGROUND_LABEL = 255
 """Label-mask value for pixels outside the tissue."""
 
+CALLUS_PARTS = ("callus", "hyaline_cartilage", "woven_bone")
+"""What the cells of a fracture callus are, numbered as the painter draws them and the cell
+head names them: its fibrous soft tissue (haemorrhage included, 0), cartilage islands (1) and
+woven-bone islands (2)."""
+
 
 def class_index(name: str) -> int:
     """Index of one of the six class names; raises ValueError naming the valid choices."""

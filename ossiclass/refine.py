@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from ossiclass.classes import BACKGROUND_LABEL
+from ossiclass.classes import BACKGROUND_LABEL, CALLUS_PARTS
 from ossiclass.classmap import ClassMap, blend, tile_table
 from ossiclass.preprocess.tissue import IO
 from ossiclass.slides import open_slide
@@ -226,7 +226,7 @@ def refine_map(classmap: ClassMap, slide_path: Path, glass: np.ndarray | None,
 
 def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
     """`classmap` with each cell of its fibrous callus given the tissue of a callus
-    (`painters.CALLUS_ISLANDS`: fibrous tissue, hyaline cartilage, woven bone) that the tiles'
+    (`classes.CALLUS_PARTS`: fibrous tissue, hyaline cartilage, woven bone) that the tiles'
     cell heads find most probable there (their `cells`, see `cell_head.encode`; tiles
     overlapping a cell averaged). What a callus is made of is decided inside it; where it ends
     is the tiles' and the colours' call."""
@@ -236,9 +236,8 @@ def split_callus(classmap: ClassMap, rows: list[dict]) -> ClassMap:
     names = [c.name for c in classes]
     if "callus" not in names or not rows:
         return classmap
-    from ossiclass.synth.painters import CALLUS_ISLANDS  # what the cell head learnt a callus holds
 
-    tissues = np.array([names.index(name) for name in CALLUS_ISLANDS if name in names])
+    tissues = np.array([names.index(name) for name in CALLUS_PARTS if name in names])
     boxes, _ = tile_table(rows, classes)
     cells = np.stack([cell_head.decode(row["cells"], len(classes)) for row in rows])
     across, down = cells.shape[-1], cells.shape[-2]  # (N, K, down, across) per tile

@@ -350,11 +350,6 @@ def _haemorrhage(rng, shape, mpp) -> np.ndarray:
     return maps
 
 
-CALLUS_ISLANDS = ("callus", "hyaline_cartilage", "woven_bone")
-"""What a callus's islands are made of, as `paint_callus_parts` numbers them: haemorrhage (part
-of the callus's soft tissue, 0), cartilage (1) and woven bone (2)."""
-
-
 def paint_callus_parts(rng, shape, mpp, cartilage: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Fracture repair: fibrous granulation tissue with haemorrhage, cartilage and woven bone
     islands, often several side by side in one field. The islands' share varies from field to
@@ -364,7 +359,7 @@ def paint_callus_parts(rng, shape, mpp, cartilage: float = 1.0) -> tuple[np.ndar
     `cartilage` scales the share of the field a cartilage island covers (at most 0.9): the
     cartilage left in a study's callus (`layouts.TissueAmounts`).
 
-    Returns the dye maps and (H, W) uint8 what each pixel is, an index into `CALLUS_ISLANDS`
+    Returns the dye maps and (H, W) uint8 what each pixel is, an index into `CALLUS_PARTS`
     (the tissue an island holds where its soft mask is over half, else 0): what a slide's
     label mask records inside its callus."""
     maps = _fibrous_tissue(rng, shape, mpp)

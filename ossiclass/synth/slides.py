@@ -37,7 +37,13 @@ import tifffile
 from PIL import Image
 from tqdm import tqdm
 
-from ossiclass.classes import BACKGROUND_LABEL, TISSUE_CLASSES, class_index, class_list_to_dict
+from ossiclass.classes import (
+    BACKGROUND_LABEL,
+    CALLUS_PARTS,
+    TISSUE_CLASSES,
+    class_index,
+    class_list_to_dict,
+)
 from ossiclass.errors import BadInputError
 from ossiclass.files import check_output, partial_path, save_png, write_text_atomic
 from ossiclass.histomorphometry import measure_slide, mode_downsample
@@ -48,7 +54,7 @@ from ossiclass.synth.layouts import (
     TissueAmounts,
     layout_classes,
 )
-from ossiclass.synth.painters import CALLUS_ISLANDS, paint_parts, paint_shape
+from ossiclass.synth.painters import paint_parts, paint_shape
 from ossiclass.synth.shapes import noise_weights
 from ossiclass.synth.stains import DYES, StainDomain, render, sample_domains
 from ossiclass.synth.tiles import worker_pool
@@ -174,8 +180,8 @@ def _fields(settings: SlideSettings) -> SlideFields:
     return SlideFields(settings, (coarse, coarse * 1.3, 150 / settings.mpp))
 
 
-ISLAND_LABELS = np.array([class_index(name) for name in CALLUS_ISLANDS], dtype=np.uint8)
-"""The label of each of `painters.CALLUS_ISLANDS`, by its number there."""
+ISLAND_LABELS = np.array([class_index(name) for name in CALLUS_PARTS], dtype=np.uint8)
+"""The label of each of `classes.CALLUS_PARTS`, by its number there."""
 
 
 def label_window(

@@ -87,7 +87,7 @@ def labelled_tile(
     class_name: str, index: int, seed: int, domains: list[StainDomain], size_px: int, mpp: float
 ) -> tuple[np.ndarray, int, np.ndarray | None]:
     """`make_tile`'s image and stain domain, and what each pixel of a callus tile is: (h, w)
-    uint8 indices into `painters.CALLUS_ISLANDS` at painting resolution (None for the other
+    uint8 indices into `classes.CALLUS_PARTS` at painting resolution (None for the other
     classes, which are one tissue throughout)."""
     stream = PAINTED_CLASSES.index(class_name)
     rng = np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
