@@ -160,11 +160,6 @@ def read_tiles(
     return tiles, widths
 
 
-def load_tiles(table: TileTable, size_px: int, progress: bool = True) -> torch.Tensor:
-    """The (N, 3, S, S) uint8 tiles of `read_tiles`, without their widths."""
-    return read_tiles(table, size_px, progress)[0]
-
-
 def field_um(
     table: TileTable,
     widths_px: np.ndarray,

@@ -8,7 +8,6 @@ folders and slides, and the public `predict_image`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ossiclass.classes import TissueClass
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import read_image
 from ossiclass.network import cell_head, last_feature_maps
-from ossiclass.preprocess.tissue import tissue_fraction
+from ossiclass.preprocess.tiling import image_tiles
 from ossiclass.preprocessing import Preprocessing, Standardize
 from ossiclass.scale import resolve_mpp
 from ossiclass.slides import image_mpp
@@ -131,25 +130,6 @@ class Predictor:
         return torch.cat(batches)
 
 
-def image_tiles(image: np.ndarray, tile_px: int) -> tuple[np.ndarray, int]:
-    """Cover an (H, W, 3) image with (K, tile_px, tile_px, 3) tiles, evenly spaced and
-    overlapping where the size is not a multiple. Tiles that are mostly glass are left out
-    unless all are. Returns (tiles, K)."""
-    height, width = image.shape[:2]
-
-    def starts(length: int) -> list[int]:
-        count = math.ceil(length / tile_px)
-        return np.linspace(0, length - tile_px, count).round().astype(int).tolist()
-
-    tiles = np.stack(
-        [image[y : y + tile_px, x : x + tile_px] for y in starts(height) for x in starts(width)]
-    )
-    tissue = np.array([tissue_fraction(tile) >= 0.25 for tile in tiles])
-    if tissue.any():
-        tiles = tiles[tissue]
-    return tiles, len(tiles)
-
-
 @dataclass(frozen=True)
 class ImagePrediction:
     """A single image's answer: its label, confidence, per-class probabilities (in the order
@@ -187,8 +167,7 @@ def predict_array(
     """Classify an (H, W, 3) uint8 image at `input_mpp` µm/px. An image larger than the model's
     field is cut into tiles whose probabilities are averaged."""
     prep = predictor.preprocessing
-    tiles, count = image_tiles(prep.to_model_scale(image, input_mpp), prep.input_px)
-    tiles = prep.normalize(tiles)
+    tiles = prep.normalize(image_tiles(prep.to_model_scale(image, input_mpp), prep.input_px))
     batch = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
     probabilities = predictor.probabilities(batch, tta=tta).mean(0)
     best = int(probabilities.argmax())
@@ -197,7 +176,7 @@ def predict_array(
         predictor.classes[best].name,
         float(probabilities[best]),
         tuple(float(p) for p in probabilities),
-        count,
+        len(tiles),
         predictor.classes,
     )
 

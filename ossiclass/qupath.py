@@ -28,7 +28,8 @@ from ossiclass.classes import TissueClass
 from ossiclass.errors import BadInputError
 
 OBJECT_TYPES = ("annotation", "detection", "tile")
-"""The `objectType`s ossiclass writes."""
+"""The QuPath `objectType`s an object may be written as (ossiclass writes tiles and
+annotations)."""
 AREA_TYPES = ("Polygon", "MultiPolygon")
 """The geometries of QuPath's area annotations: the only ones that label tiles."""
 REPAIR_TOLERANCE = 0.01

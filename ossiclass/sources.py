@@ -16,11 +16,11 @@ import numpy as np
 
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
-from ossiclass.predict import image_tiles
 from ossiclass.preprocess.tiling import (
     BOX_COLUMNS,
     SlideTissue,
     TileBox,
+    image_tiles,
     read_tile,
     slide_tissue_mask,
     tile_grid,
@@ -115,7 +115,7 @@ class FolderSource:
 
     def read(self, handle: None, index: int, prep: Preprocessing) -> np.ndarray:
         image = prep.to_model_scale(read_image(self.files[index]), self.file_scales[index].mpp)
-        return image_tiles(image, prep.input_px)[0]
+        return image_tiles(image, prep.input_px)
 
     def key(self, index: int) -> dict:
         return {"path": self.files[index].relative_to(self.path).as_posix()}

@@ -14,7 +14,6 @@ from ossiclass.datasets import (
     TileTable,
     field_um,
     grouped_split,
-    load_tiles,
     read_tile_table,
     read_tiles,
 )
@@ -129,11 +128,11 @@ def test_unreadable_tile_names_the_file(tmp_path, tiles):
     broken.write_bytes(b"not a png")
     table.paths[0] = broken
     with pytest.raises(Exception, match="broken.png"):
-        load_tiles(table, 32, progress=False)
+        read_tiles(table, 32, progress=False)
 
 
 def test_loaded_tiles_are_real_pictures(tiles):
-    loaded = load_tiles(read_tile_table(tiles), 32, progress=False)
+    loaded, _ = read_tiles(read_tile_table(tiles), 32, progress=False)
     assert loaded.shape == (24, 3, 32, 32) and loaded.dtype == torch.uint8
     assert loaded.float().std() > 10
     Image.fromarray(loaded[0].permute(1, 2, 0).numpy())

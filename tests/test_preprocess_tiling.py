@@ -53,9 +53,9 @@ def test_one_tile_reaches_the_network_alike_in_training_predict_and_classify(tmp
     the µm/px read from the file) and as `classify` reads a slide holding it (its source)."""
     import torch
 
-    from ossiclass.datasets import TileTable, load_tiles
+    from ossiclass.datasets import TileTable, read_tiles
     from ossiclass.imageio import read_image
-    from ossiclass.predict import image_tiles
+    from ossiclass.preprocess.tiling import image_tiles
     from ossiclass.preprocessing import Preprocessing
     from ossiclass.slides import image_mpp
     from ossiclass.sources import open_source
@@ -69,11 +69,11 @@ def test_one_tile_reaches_the_network_alike_in_training_predict_and_classify(tmp
         resolutionunit="CENTIMETER",
     )  # fmt: skip
     table = TileTable([path], np.array([1]), ["field"])
-    trained = load_tiles(table, 64, progress=False)[0]
+    trained = read_tiles(table, 64, progress=False)[0][0]
 
     prep = Preprocessing(model_mpp=1.0, input_px=64)
-    served, count = image_tiles(prep.to_model_scale(read_image(path), image_mpp(path)), 64)
-    assert count == 1
+    served = image_tiles(prep.to_model_scale(read_image(path), image_mpp(path)), 64)
+    assert len(served) == 1
 
     source = open_source(path, prep, input_mpp=None, stride_px=None, min_tissue=0.0)
     with source.open() as slide:

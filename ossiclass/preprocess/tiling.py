@@ -7,13 +7,14 @@ same physical size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from ossiclass.preprocess.tissue import glass_colour, tissue_mask
+from ossiclass.preprocess.tissue import glass_colour, tissue_fraction, tissue_mask
 from ossiclass.slides import Slide
 
 
@@ -135,3 +136,22 @@ def slide_tissue_mask(slide: Slide) -> SlideTissue:
     thumbnail_mpp = mpp * slide.dimensions[0] / thumbnail.shape[1]
     mask = tissue_mask(thumbnail, thumbnail_mpp)
     return SlideTissue(mask, thumbnail_mpp, glass_colour(thumbnail, mask))
+
+
+def image_tiles(image: np.ndarray, tile_px: int) -> np.ndarray:
+    """Cover an (H, W, 3) image with (K, tile_px, tile_px, 3) tiles, evenly spaced and
+    overlapping where the size is not a multiple. Tiles that are mostly glass are left out
+    unless all are."""
+    height, width = image.shape[:2]
+
+    def starts(length: int) -> list[int]:
+        count = math.ceil(length / tile_px)
+        return np.linspace(0, length - tile_px, count).round().astype(int).tolist()
+
+    tiles = np.stack(
+        [image[y : y + tile_px, x : x + tile_px] for y in starts(height) for x in starts(width)]
+    )
+    tissue = np.array([tissue_fraction(tile) >= 0.25 for tile in tiles])
+    if tissue.any():
+        tiles = tiles[tissue]
+    return tiles
