@@ -191,18 +191,6 @@ def model_labels(
     return table, torch.from_numpy(table.labels)
 
 
-def mask_classes(label_mask: str | Path) -> tuple[TissueClass, ...]:
-    """The class list a synthetic slide's label mask `OUT.labels.png` indexes: the
-    `OUT.classes.json` the generator writes beside it for layouts with extra tissues, else
-    the six."""
-    from ossiclass.classes import read_class_list_file
-
-    try:
-        return read_class_list_file(Path(label_mask).with_suffix("").with_suffix(".classes.json"))
-    except ValueError as error:
-        raise BadInputError(str(error)) from None
-
-
 def slide_agreement(
     tiles_csv: str | Path,
     label_mask: str | Path,
@@ -222,18 +210,13 @@ def slide_agreement(
     import csv
 
     import numpy as np
-    from PIL import Image
 
     from ossiclass.classes import BACKGROUND_LABEL
     from ossiclass.preprocess.tiling import BOX_COLUMNS
+    from ossiclass.synth.slides import mask_classes, read_label_mask
 
     classes = classes or mask_classes(label_mask)
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the generator's own file
-    try:
-        with Image.open(label_mask) as image:
-            mask = np.asarray(image)
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    mask = read_label_mask(label_mask)
     with open(tiles_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     index = {c.name: i for i, c in enumerate(classes)}

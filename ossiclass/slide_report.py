@@ -148,9 +148,10 @@ def _value(measure: dict) -> str:
 
 def _agreement_section(result_dir: Path, slide_path: Path) -> str:
     """Agreement with the ground truth, for a synthetic slide with its label mask beside it."""
-    from ossiclass.evaluate import mask_classes, slide_agreement
+    from ossiclass.evaluate import slide_agreement
+    from ossiclass.synth.slides import files_beside, mask_classes
 
-    mask = slide_path.with_suffix(".labels.png")
+    mask = files_beside(slide_path)[0]
     if not mask.exists():
         return ""
     classes = mask_classes(mask)

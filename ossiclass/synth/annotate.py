@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from PIL import Image
 from scipy import ndimage as ndi
 from shapely.geometry import Polygon
 from skimage.measure import approximate_polygon, find_contours
@@ -28,6 +27,7 @@ from ossiclass.errors import BadInputError
 from ossiclass.files import check_output, write_text_atomic
 from ossiclass.qupath import feature, feature_collection
 from ossiclass.slides import image_mpp
+from ossiclass.synth.slides import read_label_mask
 
 DIAMETER_UM = (150.0, 600.0)
 """Range of a region's size across, in µm: what a person outlines at a glance."""
@@ -195,18 +195,6 @@ def _outline(top: int, left: int, blob: np.ndarray, factor: int) -> Polygon:
         shape = shape.symmetric_difference(shapely.make_valid(Polygon(xy)))
     parts = [p for p in shapely.get_parts(shapely.make_valid(shape)) if isinstance(p, Polygon)]
     return max(parts, key=lambda p: p.area)
-
-
-def read_label_mask(path: Path) -> np.ndarray:
-    """(H, W) uint8 class index per pixel of a synthetic slide's `.labels.png`."""
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the generator's own file
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image)
-    except OSError as error:
-        raise BadInputError(f"{path}: not a readable label mask ({error})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
 
 
 def write_annotations(

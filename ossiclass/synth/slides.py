@@ -41,8 +41,10 @@ from ossiclass.classes import (
     BACKGROUND_LABEL,
     CALLUS_PARTS,
     TISSUE_CLASSES,
+    TissueClass,
     class_index,
     class_list_to_dict,
+    read_class_list_file,
 )
 from ossiclass.errors import BadInputError
 from ossiclass.files import check_output, partial_path, save_png, write_text_atomic
@@ -331,6 +333,27 @@ def files_beside(out: Path) -> tuple[Path, Path, Path, Path]:
     suffixes = (".labels.png", ".tissue.png", ".truth.json", ".classes.json")
     label_path, tissue_path, truth_path, class_path = (out.with_suffix(s) for s in suffixes)
     return label_path, tissue_path, truth_path, class_path
+
+
+def read_label_mask(path: Path) -> np.ndarray:
+    """(H, W) uint8 class index per pixel of a synthetic slide's `OUT.labels.png`."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the generator's own file
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image)
+    except OSError as error:
+        raise BadInputError(f"{path}: not a readable label mask ({error})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def mask_classes(label_mask: str | Path) -> tuple[TissueClass, ...]:
+    """The class list a synthetic slide's label mask `OUT.labels.png` indexes: the
+    `OUT.classes.json` written beside it for layouts with extra tissues, else the six."""
+    try:
+        return read_class_list_file(Path(label_mask).with_suffix("").with_suffix(".classes.json"))
+    except ValueError as error:
+        raise BadInputError(str(error)) from None
 
 
 def slide_truth(labels: np.ndarray, settings: SlideSettings) -> dict:

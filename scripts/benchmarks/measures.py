@@ -15,14 +15,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from benchmarks.common import MPP, layout_slides
 from ossiclass.bundle import load_bundle
 from ossiclass.classify import Running, Tiling, classify
 from ossiclass.classmap import read_classmap
-from ossiclass.evaluate import mask_classes
 from ossiclass.histomorphometry import measure_slide, mode_downsample
+from ossiclass.synth.slides import files_beside, mask_classes, read_label_mask
 
 TRUTH_UM = 4.0
 """µm per pixel the label mask is measured at (8 x 8 pixels of 0.5 µm: far finer than a map)."""
@@ -36,11 +35,7 @@ def _measures(labels: np.ndarray, mpp: float, classes) -> dict[str, float]:
 
 
 def _truth(path: Path) -> dict[str, float]:
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the generator's own file
-    try:
-        mask = np.asarray(Image.open(path.with_suffix(".labels.png")))
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+    mask = read_label_mask(files_beside(path)[0])
     factor = round(TRUTH_UM / MPP)
     return _measures(mode_downsample(mask, factor), factor * MPP, mask_classes(path))
 
