@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 from collections import Counter
@@ -31,6 +30,7 @@ from ossiclass.classes import (
     class_list_from_dict,
     class_list_to_dict,
     machine_name,
+    read_label_map_file,
     write_class_list,
 )
 from ossiclass.errors import BadInputError
@@ -200,9 +200,9 @@ def _read_label_map(source: str | Path | dict) -> dict[str, str | None]:
     else:
         where = str(source)
         try:
-            mapping = json.loads(Path(source).read_text())
-        except (OSError, ValueError) as error:
-            raise BadInputError(f"{source}: not a readable JSON label map ({error})") from None
+            mapping = read_label_map_file(source, "QuPath class: name or null")
+        except ValueError as error:
+            raise BadInputError(f"{source}: {error}") from None
     if not isinstance(mapping, dict):
         raise BadInputError(f"{where}: a label map is a JSON object {{QuPath class: name or null}}")
     wrong = [v for v in mapping.values() if v is not None and not NAME_PATTERN.fullmatch(str(v))]

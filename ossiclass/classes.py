@@ -184,3 +184,15 @@ def _fallback_colour(index: int) -> tuple[int, int, int]:
     """A colour for a class that brings none: ColorBrewer Paired, after the six's colours."""
     palette = ((51, 160, 44), (253, 191, 111), (202, 178, 214), (255, 255, 153), (177, 89, 40))
     return palette[index % len(palette)]
+
+
+def read_label_map_file(path: str | Path, entry: str) -> dict:
+    """A label map's JSON object, {label: `entry`} (null: drop the label); ValueError where the
+    file is unreadable or not an object, saying what is wrong."""
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"not a readable JSON label map ({error})") from None
+    if not isinstance(mapping, dict):
+        raise ValueError(f"a label map is a JSON object {{{entry}}}")
+    return mapping

@@ -12,7 +12,6 @@ fresh synthetic tiles. Nothing here needs Lightning (`data.py` holds the DataMod
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import IterableDataset, TensorDataset, get_worker_info
 from tqdm import tqdm
 
-from ossiclass.classes import CLASSES, TissueClass, read_class_list
+from ossiclass.classes import CLASSES, TissueClass, read_class_list, read_label_map_file
 from ossiclass.errors import BadInputError
 from ossiclass.imageio import IMAGE_SUFFIXES, read_image
 from ossiclass.manifest import read_csv
@@ -99,11 +98,9 @@ def read_label_map(
 ) -> dict[str, str | None]:
     """A JSON object from a data set's labels to class `names` (null: drop the label)."""
     try:
-        mapping = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise BadInputError(f"{path}: not a readable JSON label map ({error})") from None
-    if not isinstance(mapping, dict):
-        raise BadInputError(f"{path}: a label map is a JSON object {{label: class or null}}")
+        mapping = read_label_map_file(path, "label: class or null")
+    except ValueError as error:
+        raise BadInputError(f"{path}: {error}") from None
     wrong = {k: v for k, v in mapping.items() if v is not None and v not in names}
     if wrong:
         raise BadInputError(f"{path}: maps to unknown classes {wrong}; ours are {', '.join(names)}")

@@ -161,6 +161,19 @@ def test_a_label_map_renames_and_drops_classes(drawn, tmp_path):
     assert not (tmp_path / "t" / "hyaline_cartilage").exists()
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [("{", "not a readable JSON label map"), ("[]", "a label map is a JSON object"),
+     ('{"Bone": "Bone!"}', "'Bone!' is not a machine name")],
+)  # fmt: skip
+def test_a_label_map_file_that_cannot_be_one_is_refused(drawn, tmp_path, text, message):
+    (slide, geojson), _ = drawn
+    path = tmp_path / "map.json"
+    path.write_text(text)
+    with pytest.raises(BadInputError, match=f"{path}: {message}"):
+        cut_annotated_tiles([slide], [geojson], tmp_path / "t", SETTINGS, path, False)
+
+
 def test_the_labs_own_classes_keep_their_names_and_colours(drawn, tmp_path):
     (slide, geojson), _ = drawn
     renamed = rewrite(
