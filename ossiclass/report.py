@@ -3,6 +3,7 @@ tissue maps over slide thumbnails."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,17 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from ossiclass.classes import TissueClass  # noqa: E402
+from ossiclass.files import partial_path  # noqa: E402
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Lay out, save and close a matplotlib figure as PNG at 120 dpi, atomically."""
+    figure.tight_layout()
+    partial = partial_path(path)
+    figure.savefig(partial, format="png", dpi=120)
+    plt.close(figure)
+    os.replace(partial, path)
+    return path
 
 
 def confusion_figure(
@@ -34,10 +46,7 @@ def confusion_figure(
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, Path(path))
 
 
 def reliability_figure(
@@ -55,10 +64,7 @@ def reliability_figure(
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.legend(loc="upper left")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, Path(path))
 
 
 def tissue_map(

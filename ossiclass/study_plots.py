@@ -3,7 +3,6 @@ with each group's mean and SD; Bland-Altman plots of ossiclass against manual me
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ossiclass.agreement import BlandAltman, describe  # noqa: E402
-from ossiclass.files import partial_path  # noqa: E402
+from ossiclass.report import save_figure  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 """One per animal, in order of appearance (cycled past twelve)."""
@@ -88,7 +87,7 @@ def measure_figure(path: Path, measure: str, values: list[float | None], cells: 
                     frameon=False, title=cells.series_title if dodge else None,
                     title_fontsize=8)  # fmt: skip
     axes.spines[["top", "right"]].set_visible(False)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def bland_altman_figure(
@@ -113,14 +112,4 @@ def bland_altman_figure(
     axes.set_ylabel("ossiclass - manual")
     axes.set_title(f"{measure} (n = {figures.n})")
     axes.spines[["top", "right"]].set_visible(False)
-    return _save(figure, path)
-
-
-def _save(figure, path: Path) -> Path:
-    """Save and close a figure as PNG, atomically."""
-    figure.tight_layout()
-    partial = partial_path(path)
-    figure.savefig(partial, format="png", dpi=120)
-    plt.close(figure)
-    os.replace(partial, path)
-    return path
+    return save_figure(figure, path)
