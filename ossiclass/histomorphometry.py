@@ -16,10 +16,12 @@ a pixel's centre at +0.5 (multiply by map µm/px over slide µm/px for slide pix
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import remove_small_objects
 
 from ossiclass.classes import BACKGROUND_LABEL, TissueClass
 from ossiclass.errors import BadInputError
@@ -169,7 +171,8 @@ def callus_measures(
     if fibrous.sum() < min_px:
         return Measured([])
     outline = labels != BACKGROUND_LABEL if roi is not None else _outline(fibrous, closing_um / mpp)
-    region = _keep_large(outline & np.isin(labels, _indices(classes, CALLUS_TISSUES)), min_px)
+    callus = outline & np.isin(labels, _indices(classes, CALLUS_TISSUES))
+    region = remove_small_objects(callus, max_size=math.ceil(min_px) - 1)  # keeps >= min_px
     if (region & fibrous).sum() < min_px:
         return Measured([])
     total = int(region.sum())
@@ -325,13 +328,3 @@ def _outline(mask: np.ndarray, radius_px: float) -> np.ndarray:
     its holes filled. The image edge does not erode."""
     grown = ndi.distance_transform_edt(~mask) <= radius_px
     return ndi.binary_fill_holes(ndi.distance_transform_edt(grown) > radius_px)
-
-
-def _keep_large(mask: np.ndarray, min_px: float) -> np.ndarray:
-    """The connected pieces of `mask` of at least `min_px` pixels."""
-    pieces, count = ndi.label(mask)
-    if count == 0:
-        return mask
-    sizes = np.bincount(pieces.ravel())
-    sizes[0] = 0
-    return (sizes >= min_px)[pieces]
