@@ -20,17 +20,6 @@ if TYPE_CHECKING:
 ECE_BINS = 15
 
 
-@torch.inference_mode()
-def predict_logits(predictor, tiles: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Logits (N, C) of (N, 3, S, S) uint8 normalised tiles through a `Predictor`'s network
-    (the one `predict` and `classify` serve: folded batch norm, its precision), in batches."""
-    outputs = [
-        predictor.network(tiles[start : start + batch_size].to(predictor.device)).cpu()
-        for start in range(0, len(tiles), batch_size)
-    ]
-    return torch.cat(outputs)
-
-
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The softmax temperature that minimises the negative log-likelihood of `labels`."""
     logits = logits.clone()  # predictions come out of inference mode: autograd needs a copy
@@ -141,7 +130,7 @@ def evaluate_bundle(
                 notes.append(assumed_note(f"the tiles of {source}"))
         field_um(table, widths, DEFAULT_MPP, prep.field_um, "the model's inputs")
         tiles = torch.from_numpy(prep.normalize(tiles.permute(0, 2, 3, 1).contiguous().numpy()))
-        return predict_logits(predictor, tiles.permute(0, 3, 1, 2)), labels
+        return predictor.logits(tiles.permute(0, 3, 1, 2)), labels
 
     logits, labels = logits_and_labels(data)
     curves = {"as trained": reliability(logits, labels, settings.temperature)}

@@ -117,6 +117,17 @@ class Predictor:
         return "bf16" if self.bf16 else "fp32"
 
     @torch.inference_mode()
+    def logits(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) of normalised (N, 3, S, S) uint8 tiles, before the temperature (what
+        calibration fits it to), `BATCH` at a time."""
+        return torch.cat(
+            [
+                self.network(batch.to(self.device, non_blocking=True)).cpu()
+                for batch in tiles.split(BATCH)
+            ]
+        )
+
+    @torch.inference_mode()
     def probabilities(self, tiles: torch.Tensor, tta: bool = False) -> torch.Tensor:
         """Class probabilities (N, C) of normalised (N, 3, S, S) uint8 tiles, calibrated with
         the bundle's temperature; with `tta`, averaged over the 8 flips and quarter turns. The
