@@ -212,7 +212,7 @@ def grouped_split(table: TileTable, fraction: float, seed: int) -> tuple[np.ndar
     classes_of: dict[str, set[int]] = {}
     for group, label in zip(table.groups, table.labels.tolist(), strict=True):
         classes_of.setdefault(group, set()).add(label)
-    groups_of = {label: {g for g, held in classes_of.items() if label in held}
+    groups_of = {label: {g for g, labels in classes_of.items() if label in labels}
                  for label in np.unique(table.labels).tolist()}  # fmt: skip
     held_out: set[str] = set()
     training = {label: len(own) for label, own in groups_of.items()}  # groups left to train on
