@@ -180,7 +180,8 @@ def _area(geometry, where: str, warnings: list[str]) -> BaseGeometry:
             f"{where}: {what}, not a Polygon or MultiPolygon (only area annotations are read)"
         )
     try:
-        area = shape(geometry)
+        with np.errstate(invalid="ignore"):  # NaN coordinates: refused below, in one line
+            area = shape(geometry)
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError,
             shapely.errors.ShapelyError) as error:  # fmt: skip
         raise BadInputError(f"{where}: malformed {kind} coordinates ({_one_line(error)})") from None

@@ -127,6 +127,10 @@ BAD_FILES = {
         [qupath_feature(polygon([[10**400, 1], [2, 2], [1, 3], [10**400, 1]]), "B")],
         "coordinates",
     ),
+    "NaN coordinates (JSON that Python writes)": (
+        [qupath_feature(polygon([[0, 0], [float("nan"), 0], [900, 900], [0, 0]]), "B")],
+        "coordinates that are no numbers",
+    ),
     "outside": (
         [qupath_feature(polygon([[5000, 5000], [6000, 5000], [6000, 6000], [5000, 5000]]), "B")],
         "lies outside",
@@ -144,6 +148,7 @@ BAD_FILES = {
 }
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a command line would print it
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_files_give_one_line_and_exit_2(tmp_path, small_slide, capsys, case):
     content, message = BAD_FILES[case]
