@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pickle
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -141,7 +140,7 @@ def load_bundle(path: str | Path) -> tuple[nn.Module, ModelSettings]:
         raise BadModelError(f"{path}: no such model file")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+    except Exception as error:  # the unpickler fails on bytes not its own in any way
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BadModelError(f"{path}: not an ossiclass model bundle ({reason[:120]})") from None
     if not isinstance(content, dict) or content.get("format") != BUNDLE_FORMAT:

@@ -48,6 +48,8 @@ class _RunsCode:
     [
         (lambda p: p.with_name("none.pt"), "no such model file"),
         (lambda p: (p.write_bytes(b"not torch"), p)[1], "not an ossiclass model bundle"),
+        (lambda p: (p.write_bytes(b"hello\n"), p)[1], "not an ossiclass model bundle"),  # KeyError
+        (lambda p: (p.write_bytes(bytes(range(256))), p)[1], "not an ossiclass model bundle"),
         (
             lambda p: (torch.save({"weights": torch.zeros(2)}, p), p)[1],
             "not an ossiclass model bundle",
