@@ -288,10 +288,9 @@ def run_study(args: argparse.Namespace) -> int:
 
 
 def write_reports(args: argparse.Namespace) -> int:
-    from ossiclass.files import check_output
-    from ossiclass.slide_report import write_index, write_report
+    from ossiclass.slide_report import check_index, write_index, write_report
 
-    index = check_output(Path(args.index or Path(args.results[0]).parent / "index.html"))
+    index = check_index(Path(args.index or Path(args.results[0]).parent / "index.html"))
     if args.index and not index.parent.is_dir():
         raise BadInputError(f"{index}: its folder does not exist")
     reports = [write_report(folder) for folder in args.results]

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ossiclass.classes import TISSUE_CLASSES, TissueClass, class_list_from_dict
 from ossiclass.errors import BadInputError
-from ossiclass.files import write_text_atomic
+from ossiclass.files import check_output, write_text_atomic
 
 LEAST_SURE = 12
 """Tiles shown as crops: those the model was least sure of."""
@@ -170,9 +170,7 @@ def _agreement_section(result_dir: Path, slide_path: Path) -> str:
     )
 
 
-def write_report(result_dir: str | Path) -> Path:
-    """Write `report.html` in a folder that `classify` filled (a slide's); returns its path."""
-    result_dir = Path(result_dir)
+def _write_report(result_dir: Path) -> Path:
     try:
         summary = json.loads((result_dir / "summary.json").read_text())
         run = json.loads((result_dir / "run.json").read_text())
@@ -241,6 +239,36 @@ tool.</p>
     return path
 
 
+INDEX_MARK = '<meta name="generator" content="ossiclass report --index">'
+"""What an index page holds, so that a file which is not one is never written over."""
+
+
+def check_index(path: Path) -> Path:
+    """`path`, where an index page can be written: an .html name, and no file there but an
+    index this command wrote; else `BadInputError`."""
+    check_output(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise BadInputError(f"{path}: an index page is written as .html")
+    if path.is_file():
+        with open(path, "rb") as handle:
+            if INDEX_MARK.encode() not in handle.read(4096):
+                raise BadInputError(
+                    f"{path}: exists and is not an ossiclass index; not written over"
+                )
+    return path
+
+
+def write_report(result_dir: str | Path) -> Path:
+    """Write `report.html` in a folder that `classify` filled (a slide's); returns its path."""
+    try:
+        return _write_report(Path(result_dir))
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as error:
+        raise BadInputError(
+            f"{result_dir}: not a finished classify output ({type(error).__name__}: {error}); "
+            "run classify again"
+        ) from None
+
+
 def write_index(reports: list[Path], path: str | Path) -> Path:
     """An index page linking several slides' reports, with each slide's composition: a column
     per class of any of their models, in the order they first appear."""
@@ -263,7 +291,8 @@ def write_index(reports: list[Path], path: str | Path) -> Path:
             f"<tr><td><a href='{link}'>{name}</a></td><td class='num'>{count}</td>{shares}</tr>"
         )
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ossiclass: {len(reports)} slides</title>
+<html lang="en"><head><meta charset="utf-8">{INDEX_MARK}
+<title>ossiclass: {len(reports)} slides</title>
 <style>{STYLE}</style></head><body>
 <h1>{len(reports)} slides</h1>
 <table id="slides"><tr><th>slide</th><th class="num">tiles</th>{header}</tr>

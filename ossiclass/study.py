@@ -310,7 +310,12 @@ def _check_record(out: Path, record: dict) -> None:
         if (out / "summary.json").exists():  # the study's tables would mix with a slide's
             raise BadInputError(f"{out}: holds a classify run, not a study; use another folder")
         return
-    stored = json.loads(path.read_text())
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise BadInputError(
+            f"{path}: not a study's record ({error}); use another output folder"
+        ) from None
     # A setting added since the study began counts as its default (so `refine`, False).
     if isinstance(stored, dict) and isinstance(stored.get("tiling"), dict):
         stored["tiling"] = asdict(Tiling()) | stored["tiling"]

@@ -117,3 +117,39 @@ def test_the_report_renders_in_headless_chromium(result, tmp_path):
     pixels = np.asarray(Image.open(screenshot).convert("RGB")).reshape(-1, 3)
     colourful = (pixels.max(1).astype(int) - pixels.min(1)) > 60
     assert colourful.mean() > 0.05  # the map drew: a large share of saturated pixels
+
+
+@pytest.mark.parametrize("name, message", [
+    ("summary.json", "is written as .html"), ("victim.tif", "is written as .html"),
+    ("page.html", "exists and is not an ossiclass index"),
+])  # fmt: skip
+def test_an_index_never_writes_over_a_file_that_is_not_one(result, tmp_path, capsys, name,
+                                                          message):  # fmt: skip
+    folder = tmp_path / "copy"
+    shutil.copytree(result, folder)
+    target = folder / name
+    target.write_text(target.read_text() if target.exists() else "mine")
+    before = target.read_bytes()
+    assert main(["report", str(folder), "--index", str(target)]) == 2
+    assert message in capsys.readouterr().err and target.read_bytes() == before
+    again = folder / "index.html"
+    assert main(["report", str(folder), "--index", str(again)]) == 0
+    assert main(["report", str(folder), "--index", str(again)]) == 0  # its own index: rewritten
+
+
+@pytest.mark.parametrize("summary", ["[1, 2]", '{"kind": "slide"}'])
+def test_a_summary_of_the_wrong_shape_is_one_line(result, tmp_path, capsys, summary):
+    folder = tmp_path / "copy"
+    shutil.copytree(result, folder)
+    (folder / "summary.json").write_text(summary)
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a finished classify output" in err
+
+
+def test_tiles_of_the_wrong_shape_are_one_line(result, tmp_path, capsys):
+    folder = tmp_path / "copy"
+    shutil.copytree(result, folder)
+    (folder / "tiles.csv").write_text("a,b\n1,2\n")
+    assert main(["report", str(folder)]) == 2
+    assert "not a finished classify output (KeyError" in capsys.readouterr().err

@@ -343,7 +343,9 @@ def test_manifest_errors_are_one_line(content, message, tiny_model, tmp_path, ca
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("where", ["a file", "under a file", "a classify run", "nodes"])
+@pytest.mark.parametrize(
+    "where", ["a file", "under a file", "a classify run", "nodes", "a broken record"]
+)
 def test_an_output_or_nodes_a_study_cannot_use_are_one_line(where, tiny_model, tmp_path, capsys,
                                                             monkeypatch):  # fmt: skip
     (tmp_path / "a.tif").write_bytes(b"")
@@ -356,7 +358,10 @@ def test_an_output_or_nodes_a_study_cannot_use_are_one_line(where, tiny_model, t
         "under a file": ("afile/o", [], "afile: is a file, not a folder"),
         "a classify run": ("run", [], "run: holds a classify run, not a study"),
         "nodes": ("o", ["--num-nodes", "2"], "--num-nodes 2: start the command on each node"),
+        "a broken record": ("broken", [], "study.json: not a study's record"),
     }[where]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "study.json").write_text('{"model')
     for variable in ("NODE_RANK", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID",
                      "LSB_JOBID"):  # fmt: skip
         monkeypatch.delenv(variable, raising=False)
