@@ -16,6 +16,7 @@ import html
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -251,10 +252,12 @@ def check_index(path: Path) -> Path:
         raise BadInputError(f"{path}: an index page is written as .html")
     if path.is_file():
         with open(path, "rb") as handle:
-            if INDEX_MARK.encode() not in handle.read(4096):
-                raise BadInputError(
-                    f"{path}: exists and is not an ossiclass index; not written over"
-                )
+            head = handle.read(4096)
+        # Indexes written before the mark have only their title to go by.
+        if INDEX_MARK.encode() not in head and not re.search(
+            rb"<title>ossiclass: \d+ slides<", head
+        ):
+            raise BadInputError(f"{path}: exists and is not an ossiclass index; not written over")
     return path
 
 

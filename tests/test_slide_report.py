@@ -135,6 +135,9 @@ def test_an_index_never_writes_over_a_file_that_is_not_one(result, tmp_path, cap
     again = folder / "index.html"
     assert main(["report", str(folder), "--index", str(again)]) == 0
     assert main(["report", str(folder), "--index", str(again)]) == 0  # its own index: rewritten
+    again.write_text("<html><head><title>ossiclass: 2 slides</title>")  # one of before the mark
+    assert main(["report", str(folder), "--index", str(again)]) == 0
+    assert main(["report", str(folder), "--index", str(folder / "report.html")]) == 2
 
 
 @pytest.mark.parametrize("summary", ["[1, 2]", '{"kind": "slide"}'])
