@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from ossiclass.classes import TISSUE_CLASSES, TissueClass, class_list_from_dict
-from ossiclass.errors import BadInputError
+from ossiclass.errors import BadInputError, OssiclassError
 from ossiclass.files import check_output, write_text_atomic
 
 LEAST_SURE = 12
@@ -265,6 +265,8 @@ def write_report(result_dir: str | Path) -> Path:
     """Write `report.html` in a folder that `classify` filled (a slide's); returns its path."""
     try:
         return _write_report(Path(result_dir))
+    except OssiclassError:  # already one line
+        raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as error:
         raise BadInputError(
             f"{result_dir}: not a finished classify output ({type(error).__name__}: {error}); "
