@@ -152,7 +152,7 @@ def _agreement_section(result_dir: Path, slide_path: Path) -> str:
     from ossiclass.evaluate import slide_agreement
     from ossiclass.synth.slides import files_beside, mask_classes
 
-    mask = files_beside(slide_path)[0]
+    mask = files_beside(slide_path).labels
     if not mask.exists():
         return ""
     classes = mask_classes(mask)

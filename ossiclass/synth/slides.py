@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
@@ -327,12 +328,20 @@ def write_slide(
     return out
 
 
-def files_beside(out: Path) -> tuple[Path, Path, Path, Path]:
+class SlideFiles(NamedTuple):
     """The files `write_slide` writes beside `OUT.tif`: its label mask, tissue mask, true
     measures and class list (the last only where the layout holds classes beyond the six)."""
+
+    labels: Path
+    tissue: Path
+    truth: Path
+    classes: Path
+
+
+def files_beside(out: Path) -> SlideFiles:
+    """The `SlideFiles` of the slide `out` (.tif)."""
     suffixes = (".labels.png", ".tissue.png", ".truth.json", ".classes.json")
-    label_path, tissue_path, truth_path, class_path = (out.with_suffix(s) for s in suffixes)
-    return label_path, tissue_path, truth_path, class_path
+    return SlideFiles(*(out.with_suffix(suffix) for suffix in suffixes))
 
 
 def read_label_mask(path: Path) -> np.ndarray:

@@ -35,7 +35,7 @@ def _measures(labels: np.ndarray, mpp: float, classes) -> dict[str, float]:
 
 
 def _truth(path: Path) -> dict[str, float]:
-    mask = read_label_mask(files_beside(path)[0])
+    mask = read_label_mask(files_beside(path).labels)
     factor = round(TRUTH_UM / MPP)
     return _measures(mode_downsample(mask, factor), factor * MPP, mask_classes(path))
 
